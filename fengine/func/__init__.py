@@ -1,0 +1,18 @@
+"""fengine's functional core: pure functions over parameter trees.
+
+See ``fengine/func/README.md`` for the design: purity, paths, provenance.
+"""
+from .apply import InitResult, apply_plan, apply_plan_, init_params
+from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_normal, uniform,
+                   xavier)
+from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
+from .rng import fold_in
+from .sample import Distribution, sample
+from .tree import ParamSpec, ParamTree, fan_in_and_fan_out, param_tree
+
+__all__ = [
+    'ParamTree', 'ParamSpec', 'param_tree', 'fan_in_and_fan_out', 'fold_in', 'Distribution',
+    'sample', 'TensorInit', 'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal',
+    'xavier', 'kaiming', 'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan',
+    'config_plan', 'InitResult', 'apply_plan', 'apply_plan_', 'init_params'
+]

@@ -1,0 +1,70 @@
+"""Draw a tensor from a distribution with its own key: the numeric core of every initializer.
+
+A :class:`Distribution` is data (kind + arguments), so a whole model's fills can be
+listed as a table and, later, handed to one fused kernel.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .rng import generator
+
+__all__ = ['Distribution', 'sample', 'KINDS']
+
+KINDS = ('constant', 'normal', 'uniform', 'trunc_normal')
+
+
+class Distribution(NamedTuple):
+    """A resolved distribution; ``args`` by kind:
+
+    - ``constant``: ``(value,)``
+    - ``normal``: ``(mean, std)``
+    - ``uniform``: ``(low, high)``
+    - ``trunc_normal``: ``(mean, std, a, b)``
+    """
+    kind: str
+    args: tuple[float, ...]
+
+
+def _standard_cdf(x: float) -> float:
+    return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+
+def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
+           dtype: torch.dtype = torch.float32,
+           device: torch.device | str = 'cpu') -> torch.Tensor:
+    """A new tensor of ``shape`` drawn from ``dist`` with the stream ``key``.
+
+    Low-precision floats are drawn in float32 and rounded once, so bf16/fp16
+    parameters get the same distribution as float32 ones. On the ``meta`` device
+    the result has the right shape and no values.
+    """
+    device = torch.device(device)
+    if dist.kind == 'constant':
+        return torch.full(tuple(shape), dist.args[0], dtype=dtype, device=device)
+    if not dtype.is_floating_point:
+        raise TypeError(f'cannot draw {dist.kind} values into a tensor of dtype {dtype}')
+    work_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    out = torch.empty(tuple(shape), dtype=work_dtype, device=device)
+    if device.type == 'meta' or out.numel() == 0:
+        return out.to(dtype)
+    gen = generator(key, device)
+    if dist.kind == 'normal':
+        mean, std = dist.args
+        out.normal_(mean, std, generator=gen)
+    elif dist.kind == 'uniform':
+        low, high = dist.args
+        out.uniform_(low, high, generator=gen)
+    elif dist.kind == 'trunc_normal':
+        # Inverse-CDF sampling in one pass (no rejection loop), as torch.nn.init does.
+        mean, std, a, b = dist.args
+        lower = _standard_cdf((a - mean) / std)
+        upper = _standard_cdf((b - mean) / std)
+        out.uniform_(2 * lower - 1, 2 * upper - 1, generator=gen)
+        out.erfinv_().mul_(std * math.sqrt(2.0)).add_(mean).clamp_(min=a, max=b)
+    else:
+        raise ValueError(f'unknown distribution kind {dist.kind!r}; known: {", ".join(KINDS)}')
+    return out.to(dtype)

@@ -1,0 +1,15 @@
+"""Modules with configurable initialization (MMEngine: ``mmengine.model``)."""
+from .base_module import BaseModule, ModuleDict, ModuleList, Sequential
+from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit, NormalInit,
+                          PretrainedInit, TruncNormalInit, UniformInit, XavierInit,
+                          bias_init_with_prob, caffe2_xavier_init, constant_init, initialize,
+                          kaiming_init, normal_init, trunc_normal_init, uniform_init,
+                          xavier_init)
+
+__all__ = [
+    'BaseModule', 'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
+    'ConstantInit', 'XavierInit', 'NormalInit', 'TruncNormalInit', 'UniformInit',
+    'KaimingInit', 'Caffe2XavierInit', 'PretrainedInit', 'constant_init', 'xavier_init',
+    'normal_init', 'trunc_normal_init', 'uniform_init', 'kaiming_init', 'caffe2_xavier_init',
+    'bias_init_with_prob'
+]
