@@ -155,20 +155,25 @@ class InitPlan:
         return '\n'.join(lines)
 
 
-def init_plan(model: nn.Module, *, prefix: str = '') -> InitPlan:
+def init_plan(model: nn.Module, *, prefix: str = '', own_init_cfg: bool = False) -> InitPlan:
     """Resolve ``model``'s ``init_cfg`` (and its children's) into an :class:`InitPlan`.
 
     Args:
         model: Any ``nn.Module``; ``BaseModule`` descendants contribute their
             ``init_cfg``, modules with their own ``init_weights`` are called.
         prefix: The model's own path, when it is part of a larger model.
+        own_init_cfg: Plan ``model``'s ``init_cfg`` and children even when its class
+            overrides ``init_weights`` (what ``super().init_weights()`` does there).
 
     Raises:
         TypeError, ValueError, KeyError: a bad ``init_cfg``; the message names the
             module, the entry and the valid choices. Nothing has been changed.
     """
     resolver = _Resolver(model, prefix)
-    resolver.visit_root()
+    if own_init_cfg:
+        resolver.visit_base_module(model, prefix)
+    else:
+        resolver.visit_root()
     return resolver.finish()
 
 

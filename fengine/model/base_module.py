@@ -115,7 +115,7 @@ class BaseModule(nn.Module):
             _warn_second_call(self)
             return
         if session is not None:
-            apply_plan_(init_plan(self, prefix=session.path_of(self)))
+            apply_plan_(init_plan(self, prefix=session.path_of(self), own_init_cfg=True))
             return
         if device is not None:
             device = torch.device(device)
@@ -125,7 +125,8 @@ class BaseModule(nn.Module):
                     f'device={str(device)!r} materializes parameters built on meta, but '
                     f'{type(self).__name__} has parameters on {sorted(placed)}; move the '
                     'model with .to() instead.')
-        self._dump_init_info(apply_plan_(init_plan(self), seed=seed, device=device))
+        plan = init_plan(self, own_init_cfg=True)
+        self._dump_init_info(apply_plan_(plan, seed=seed, device=device))
 
     init_weights._fengine_base_init_weights = True  # type: ignore[attr-defined]
 
