@@ -10,7 +10,6 @@ import os
 import pickle
 import urllib.error
 import urllib.parse
-import zipfile
 from typing import Any
 
 import torch
@@ -83,16 +82,18 @@ def load_checkpoint_file(filename: str, map_location: Any = 'cpu',
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as exc:
-        if weights_only and 'weights_only' in str(exc):
+        # torch says "Unsupported global" when a well-formed file holds objects that
+        # weights_only refuses; anything else it cannot unpickle is damage.
+        if weights_only and 'Unsupported global' in str(exc):
             raise RuntimeError(
                 f'checkpoint {filename!r} holds objects that are not plain tensors, so it '
                 'was not unpickled (weights_only=True). If you trust the file, pass '
                 f'weights_only=False. Details: {exc}') from exc
         raise RuntimeError(f'cannot read checkpoint {filename!r}: it is corrupt or not a '
                            f'PyTorch checkpoint ({exc})') from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways inside torch.load
         raise RuntimeError(f'cannot read checkpoint {filename!r}: it is corrupt, truncated '
-                           f'or not a PyTorch checkpoint ({exc})') from exc
+                           f'or not a PyTorch checkpoint ({type(exc).__name__}: {exc})') from exc
 
 
 def state_dict_from(checkpoint: Any, filename: str = 'checkpoint') -> dict[str, torch.Tensor]:

@@ -702,3 +702,18 @@ def test_a_user_subclass_of_base_init_is_a_pure_initializer():
     finally:
         WEIGHT_INITIALIZERS._module_dict.pop('_TestHalf')
     assert net.linear.weight.item() == 0.5
+
+
+def test_device_naming_the_model_own_device_is_accepted():
+    net = MetaNet(META_CFG)
+    net.init_weights(seed=0, device='cpu')
+    assert net.is_init
+
+
+@pytest.mark.cuda
+def test_a_meta_model_is_materialized_on_cuda_without_an_index():
+    with torch.device('meta'):
+        net = MetaNet(META_CFG)
+    net.init_weights(seed=0, device='cuda')
+    assert all(p.device.type == 'cuda' for p in net.parameters())
+    assert net.bn.running_var.device.type == 'cuda'

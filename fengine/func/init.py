@@ -63,6 +63,8 @@ class TensorInit:
     def distribution(self, shape: torch.Size | tuple[int, ...], path: str = '') -> Distribution:
         """The distribution this recipe draws from for a tensor of ``shape``."""
         args = dict(self.args)
+        if math.prod(shape) == 0:
+            return Distribution('constant', (0.0,))  # nothing to fill, as torch.nn.init
         if self.kind == 'constant':
             return Distribution('constant', (args['val'],))
         if self.kind == 'normal':

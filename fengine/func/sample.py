@@ -33,6 +33,19 @@ def _standard_cdf(x: float) -> float:
     return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
 
 
+def _inside(bound: float, dtype: torch.dtype, upward: bool) -> float:
+    """The value of ``dtype`` nearest to ``bound`` on the inner side of it.
+
+    Rounding ``b`` to bfloat16 can land above ``b``; clamping to this instead keeps
+    every value within ``[a, b]`` after the cast.
+    """
+    value = torch.tensor(bound, dtype=dtype)
+    if (upward and float(value) < bound) or (not upward and float(value) > bound):
+        value = torch.nextafter(value, torch.tensor(math.inf if upward else -math.inf,
+                                                    dtype=dtype))
+    return float(value)
+
+
 def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
            dtype: torch.dtype = torch.float32,
            device: torch.device | str = 'cpu') -> torch.Tensor:
@@ -64,7 +77,9 @@ def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
         lower = _standard_cdf((a - mean) / std)
         upper = _standard_cdf((b - mean) / std)
         out.uniform_(2 * lower - 1, 2 * upper - 1, generator=gen)
-        out.erfinv_().mul_(std * math.sqrt(2.0)).add_(mean).clamp_(min=a, max=b)
+        out.erfinv_().mul_(std * math.sqrt(2.0)).add_(mean)
+        return out.to(dtype).clamp_(min=_inside(a, dtype, upward=True),
+                                    max=_inside(b, dtype, upward=False))
     else:
         raise ValueError(f'unknown distribution kind {dist.kind!r}; known: {", ".join(KINDS)}')
     return out.to(dtype)

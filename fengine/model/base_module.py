@@ -27,6 +27,17 @@ def _warn_second_call(module: nn.Module) -> None:
               level=logging.WARNING)
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same place when the current device is 0."""
+    if a.type != b.type:
+        return False
+    if a.index is None or b.index is None:
+        current = torch.cuda.current_device() if a.type == 'cuda' else 0
+        return (a.index if a.index is not None else current) == (
+            b.index if b.index is not None else current)
+    return a.index == b.index
+
+
 def _top_level(init_weights):
     """Make a user-defined ``init_weights`` of a BaseModule subclass a whole initialization.
 
@@ -119,11 +130,12 @@ class BaseModule(nn.Module):
             return
         if device is not None:
             device = torch.device(device)
-            placed = {str(p.device) for p in self.parameters() if not p.is_meta}
-            if placed and placed != {str(device)}:
+            elsewhere = {str(p.device) for p in self.parameters()
+                         if not p.is_meta and not _same_device(p.device, device)}
+            if elsewhere:
                 raise ValueError(
                     f'device={str(device)!r} materializes parameters built on meta, but '
-                    f'{type(self).__name__} has parameters on {sorted(placed)}; move the '
+                    f'{type(self).__name__} has parameters on {sorted(elsewhere)}; move the '
                     'model with .to() instead.')
         plan = init_plan(self, own_init_cfg=True)
         self._dump_init_info(apply_plan_(plan, seed=seed, device=device))
