@@ -166,7 +166,7 @@ def http_server(tmp_path, hub_dir):
             pass
 
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield SimpleNamespace(root=root, url=f'http://127.0.0.1:{server.server_port}',
