@@ -1,0 +1,12 @@
+"""Optimizer wrappers and their builders (MMEngine: ``mmengine.optim``).
+
+Importing this package registers ``OptimWrapper`` and ``AmpOptimWrapper`` in
+``fengine.registry.OPTIM_WRAPPERS`` and every ``torch.optim`` optimizer in
+``fengine.registry.OPTIMIZERS``.
+"""
+from .amp_optim_wrapper import AmpOptimWrapper
+from .builder import DefaultOptimWrapperConstructor, build_optim_wrapper
+from .optim_wrapper import OptimWrapper
+
+__all__ = ['OptimWrapper', 'AmpOptimWrapper', 'DefaultOptimWrapperConstructor',
+           'build_optim_wrapper']
