@@ -8,11 +8,13 @@ from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_norma
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
 from .rng import fold_in
 from .sample import Distribution, sample
+from .step import TrainState, TrainStep, make_train_step
 from .tree import ParamSpec, ParamTree, fan_in_and_fan_out, param_tree
 
 __all__ = [
     'ParamTree', 'ParamSpec', 'param_tree', 'fan_in_and_fan_out', 'fold_in', 'Distribution',
     'sample', 'TensorInit', 'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal',
     'xavier', 'kaiming', 'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan',
-    'config_plan', 'InitResult', 'apply_plan', 'apply_plan_', 'init_params'
+    'config_plan', 'InitResult', 'apply_plan', 'apply_plan_', 'init_params', 'TrainState',
+    'TrainStep', 'make_train_step'
 ]

@@ -1,5 +1,7 @@
 """Modules with configurable initialization (MMEngine: ``mmengine.model``)."""
+from .base_model import BaseModel
 from .base_module import BaseModule, ModuleDict, ModuleList, Sequential
+from .data_preprocessor import BaseDataPreprocessor, ImgDataPreprocessor, stack_batch
 from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit, NormalInit,
                           PretrainedInit, TruncNormalInit, UniformInit, XavierInit,
                           bias_init_with_prob, caffe2_xavier_init, constant_init, initialize,
@@ -7,7 +9,8 @@ from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit,
                           xavier_init)
 
 __all__ = [
-    'BaseModule', 'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
+    'BaseModule', 'BaseModel', 'BaseDataPreprocessor', 'ImgDataPreprocessor', 'stack_batch',
+    'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
     'ConstantInit', 'XavierInit', 'NormalInit', 'TruncNormalInit', 'UniformInit',
     'KaimingInit', 'Caffe2XavierInit', 'PretrainedInit', 'constant_init', 'xavier_init',
     'normal_init', 'trunc_normal_init', 'uniform_init', 'kaiming_init', 'caffe2_xavier_init',

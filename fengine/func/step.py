@@ -1,0 +1,215 @@
+"""One compiled graph per training step: forward, backward, clipping and the optimizer update.
+
+:func:`make_train_step` turns a :class:`~fengine.model.BaseModel` and its optimizer
+wrapper into a :class:`TrainStep`; calling it on ``(state, batch)`` returns
+``(state, log_vars)``. Inside one ``torch.compile(fullgraph=True)`` graph:
+
+1. the data preprocessor and ``forward(mode='loss')`` run through
+   ``torch.func.functional_call`` on the state's parameter and buffer trees;
+2. ``torch.func.grad_and_value`` gives the gradients (buffers are passed as an
+   explicit argument, so BatchNorm may update its statistics);
+3. the gradients are added into persistent ``.grad`` buffers (accumulation) and, on
+   update steps, clipped and applied by the optimizer's own ``step`` — torch.optim's
+   math, not a re-derivation.
+
+Two details keep it one graph. ``Optimizer.step`` is wrapped by
+``_use_grad_for_differentiable``, which calls ``torch._dynamo.graph_break()``
+unconditionally (https://github.com/pytorch/pytorch/issues/104053); the step calls the
+undecorated function under ``no_grad`` instead. And dynamo refuses an optimizer step
+when a parameter has a pending attribute mutation, so ``.grad`` buffers are created
+once, outside the graph, and written in place inside it.
+
+The state is *donated*: its tensors are updated in place and the same state is
+returned, as with buffer donation in JAX; keep using the returned one.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+from ..logging import print_log
+
+__all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
+
+
+class TrainState(NamedTuple):
+    """What a training step reads and updates.
+
+    Attributes:
+        params: Trainable parameters by path (the model's own tensors).
+        frozen: Parameters with ``requires_grad=False``, by path.
+        buffers: Buffers by path (BatchNorm statistics...).
+        optimizer: The ``torch.optim`` optimizer over ``params``, with its state.
+    """
+    params: dict[str, torch.Tensor]
+    frozen: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+
+
+def compile_options(compile: bool | dict) -> dict | None:
+    """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``."""
+    if not isinstance(compile, (bool, dict)) and compile is not None:
+        raise TypeError(f'compile must be a bool or a dict of torch.compile options, but '
+                        f'got {type(compile).__name__}: {compile!r}')
+    if compile is False or compile is None:
+        return None
+    options = {} if compile is True else dict(compile)
+    # Graph breaks inside a training step mean extra host round trips and a split
+    # backward; fail loudly (and fall back to eager, unless strict) instead.
+    options.setdefault('fullgraph', True)
+    return options
+
+
+def compile_method(method, options: dict):
+    """``torch.compile`` a bound method with a compile cache of its own.
+
+    Dynamo keys its cache on the code object and allows ``recompile_limit`` (8) entries
+    per code object. Every model's step shares one method's code, so the ninth model in
+    a process would hit the limit (a hard error under ``fullgraph=True``). A copy of the
+    code object gives each bound method its own cache.
+    """
+    function = method.__func__
+    own = types.FunctionType(function.__code__.replace(), function.__globals__,
+                             function.__name__, function.__defaults__, function.__closure__)
+    own.__kwdefaults__ = function.__kwdefaults__
+    return torch.compile(types.MethodType(own, method.__self__), **options)
+
+
+class TrainStep:
+    """A training step compiled as one graph (see the module docstring).
+
+    Args:
+        model: A :class:`~fengine.model.BaseModel`.
+        optim_wrapper: Its :class:`~fengine.optim.OptimWrapper` (clipping, accumulation
+            and AMP settings are read from it).
+        compile: ``True``, ``False`` (run the same function eagerly) or a dict of
+            ``torch.compile`` options (``backend``, ``mode``...; ``mode='reduce-overhead'``
+            replays the step as a CUDA graph on CUDA when shapes are static).
+        strict: Raise when compilation fails instead of warning and running eagerly.
+    """
+
+    def __init__(self, model: nn.Module, optim_wrapper, *, compile: bool | dict = True,
+                 strict: bool = False) -> None:
+        self.model = model
+        self.optim_wrapper = optim_wrapper
+        self.strict = strict
+        optimizer = optim_wrapper.optimizer
+        self._optimizer_step = inspect.unwrap(type(optimizer).step)
+        options = compile_options(compile)
+        self._compiled = None if options is None else compile_method(self._step, options)
+        self._fell_back = False
+        self._scales: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def state(self) -> TrainState:
+        """The model's and optimizer's current state, as trees."""
+        params, frozen = {}, {}
+        for name, param in self.model.named_parameters():
+            (params if param.requires_grad else frozen)[name] = param
+        return TrainState(params, frozen, dict(self.model.named_buffers()),
+                          self.optim_wrapper.optimizer)
+
+    # -- the function that is compiled -----------------------------------------------
+    def _step(self, state: TrainState, data: Any, scale: torch.Tensor,
+              update: bool) -> dict[str, torch.Tensor]:
+        model, wrapper = self.model, self.optim_wrapper
+        with wrapper.optim_context(model):
+            data = model.data_preprocessor(data, True)
+
+        def loss_of(params, fixed):
+            with wrapper.optim_context(model):
+                losses = _forward(model, {**params, **fixed[0]}, fixed[1], data)
+            loss, log_vars = model.parse_losses(losses)
+            return loss * scale, log_vars
+
+        detached = {k: v.detach() for k, v in state.params.items()}
+        grads, (_, log_vars) = grad_and_value(loss_of, has_aux=True)(
+            detached, (state.frozen, state.buffers))
+        log_vars = {k: v.detach() for k, v in log_vars.items()}
+        with torch.no_grad():
+            for name, param in state.params.items():
+                param.grad.add_(grads[name])
+            if update:
+                log_vars.update(wrapper.clip_grads(list(state.params.values())))
+                self._optimizer_step(state.optimizer)
+                for param in state.params.values():
+                    param.grad.zero_()
+        return log_vars
+
+    # -- calling it ------------------------------------------------------------------
+    def __call__(self, state: TrainState, data: Any) -> tuple[TrainState, dict]:
+        """Run one step on ``data``; return the (updated) state and the log values."""
+        for param in state.params.values():
+            if param.grad is None:  # persistent buffers, created outside the graph
+                param.grad = torch.zeros_like(param)
+        factor, update = self.optim_wrapper.next_micro_step()
+        scale = self._scale(factor, state)
+        step = self._step if (self._compiled is None or self._fell_back) else self._compiled
+        try:
+            log_vars = step(state, data, scale, update)
+        except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
+            if step is self._step or self.strict or not _is_compile_error(exc):
+                raise
+            self._fell_back = True
+            print_log(f'compiling the training step of {type(self.model).__name__} failed, '
+                      f'so it runs eagerly from now on: {type(exc).__name__}: '
+                      f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
+                      'raise instead).', logger='current', level=logging.WARNING)
+            log_vars = self._step(state, data, scale, update)
+        return state, log_vars
+
+    def _scale(self, factor: int, state: TrainState) -> torch.Tensor:
+        """``1 / factor`` as a 0-d tensor, so a new factor is a new value, not a recompile."""
+        device = next(iter(state.params.values())).device
+        key = (factor, device)
+        if key not in self._scales:
+            self._scales[key] = torch.tensor(1.0 / factor, device=device)
+        return self._scales[key]
+
+
+def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:
+    if isinstance(data, dict):
+        return functional_call(model, (params, buffers), (), {**data, 'mode': 'loss'})
+    if isinstance(data, (list, tuple)):
+        return functional_call(model, (params, buffers), tuple(data), {'mode': 'loss'})
+    raise TypeError(f'a batch must be a dict or a tuple/list, but the data preprocessor '
+                    f'returned {type(data).__name__}')
+
+
+def _is_compile_error(exc: Exception) -> bool:
+    """True for failures of dynamo or a backend, not for errors in the user's model."""
+    module = type(exc).__module__ or ''
+    return module.startswith(('torch._dynamo', 'torch._inductor', 'torch.fx'))
+
+
+def make_train_step(model: nn.Module, optim_wrapper, *, compile: bool | dict = True,
+                    strict: bool = False) -> TrainStep:
+    """A :class:`TrainStep` for ``model``: call it as ``state, logs = step(state, batch)``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fengine.model import BaseModel
+        >>> from fengine.optim import OptimWrapper
+        >>> from fengine.func import make_train_step
+        >>> class Net(BaseModel):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.fc = nn.Linear(4, 2)
+        ...     def forward(self, x, y, mode='tensor'):
+        ...         return dict(loss=nn.functional.cross_entropy(self.fc(x), y))
+        >>> net = Net()
+        >>> wrapper = OptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1))
+        >>> step = make_train_step(net, wrapper, compile=dict(backend='eager'))
+        >>> state, logs = step(step.state, (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+        >>> sorted(logs)
+        ['loss']
+    """
+    return TrainStep(model, optim_wrapper, compile=compile, strict=strict)

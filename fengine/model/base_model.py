@@ -1,0 +1,190 @@
+"""``BaseModel``: train/val/test steps on top of ``forward(*inputs, mode=...)``.
+
+MMEngine: ``mmengine.model.BaseModel``. The steps here are the eager reference;
+the compiled, fused versions live in :mod:`fengine.func.step`.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+from .base_module import BaseModule
+
+__all__ = ['BaseModel', 'parse_losses', 'MODES']
+
+MODES = ('loss', 'predict', 'tensor')
+
+
+def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum the loss entries of a ``forward(mode='loss')`` result (MMEngine: ``parse_losses``).
+
+    Each value is a tensor (its mean is taken) or a list of tensors (the sum of their
+    means). The total is the sum of the entries whose key contains ``'loss'``.
+
+    Returns:
+        ``(total, log_vars)``: ``log_vars`` starts with ``'loss'`` (the total) and then
+        holds every entry, as tensors (reading them is left to whoever logs them).
+
+    Raises:
+        TypeError: ``losses`` is not a mapping, or a value is neither a tensor nor a
+            list of tensors (the message names the key).
+        ValueError: no key contains ``'loss'``.
+    """
+    if not isinstance(losses, Mapping):
+        raise TypeError(f"forward(mode='loss') must return a dict of losses, but returned "
+                        f'{type(losses).__name__}')
+    entries: dict[str, torch.Tensor] = {}
+    for name, value in losses.items():
+        if isinstance(value, torch.Tensor):
+            entries[name] = value.mean()
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, torch.Tensor) for v in value):
+            entries[name] = sum(v.mean() for v in value)  # type: ignore[assignment]
+        else:
+            raise TypeError(f'loss {name!r} must be a tensor or a list of tensors, but got '
+                            f'{type(value).__name__}: {value!r}')
+    terms = [value for name, value in entries.items() if 'loss' in name]
+    if not terms:
+        raise ValueError(f"no key of forward(mode='loss')'s result contains 'loss', so "
+                         f'there is nothing to optimize; keys: {sorted(entries)}')
+    total = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+    log_vars = {'loss': total}
+    log_vars.update((k, v) for k, v in entries.items() if k != 'loss')
+    return total, log_vars
+
+
+class BaseModel(BaseModule):
+    """The base of every trainable model (MMEngine: ``BaseModel``).
+
+    A subclass implements ``forward(*inputs, mode='tensor')`` returning, by mode:
+    ``'loss'`` a dict of losses, ``'predict'`` predictions for the metric,
+    ``'tensor'`` raw tensors. A batch that is a dict is passed as ``**data``; a
+    tuple or list as ``*data``.
+
+    Args:
+        data_preprocessor: A module, or a config dict built from ``MODELS``
+            (default ``dict(type='BaseDataPreprocessor')``).
+        init_cfg: See :class:`BaseModule`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fengine.model import BaseModel
+        >>> class Net(BaseModel):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.fc = nn.Linear(4, 2)
+        ...     def forward(self, x, y, mode='tensor'):
+        ...         out = self.fc(x)
+        ...         if mode == 'loss':
+        ...             return dict(loss=nn.functional.cross_entropy(out, y))
+        ...         return out.argmax(1) if mode == 'predict' else out
+        >>> net = Net()
+        >>> batch = (torch.randn(8, 4), torch.randint(0, 2, (8,)))
+        >>> net.val_step(batch).shape
+        torch.Size([8])
+    """
+
+    def __init__(self, data_preprocessor: dict | nn.Module | None = None,
+                 init_cfg: dict | list[dict] | None = None) -> None:
+        super().__init__(init_cfg)
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='BaseDataPreprocessor')
+        if isinstance(data_preprocessor, nn.Module):
+            self.data_preprocessor = data_preprocessor
+        elif isinstance(data_preprocessor, dict):
+            self.data_preprocessor = MODELS.build(data_preprocessor)
+        else:
+            raise TypeError(f'data_preprocessor must be a dict config or an nn.Module, but '
+                            f'got {type(data_preprocessor).__name__}: {data_preprocessor!r}')
+
+    def forward(self, *inputs: Any, mode: str = 'tensor') -> Any:
+        """Losses, predictions or tensors for ``inputs``; subclasses implement it."""
+        raise NotImplementedError(f'{type(self).__name__} must implement '
+                                  "forward(*inputs, mode='tensor')")
+
+    def _run_forward(self, data: Any, mode: str) -> Any:
+        """Unpack a batch into ``forward``: a dict as ``**data``, a tuple/list as ``*data``."""
+        if isinstance(data, Mapping):
+            return self(**data, mode=mode)
+        if isinstance(data, (list, tuple)):
+            return self(*data, mode=mode)
+        raise TypeError(f'a batch must be a dict (passed to forward as **data) or a tuple or '
+                        f'list (passed as *data), but the data preprocessor returned '
+                        f'{type(data).__name__}')
+
+    def compile_steps(self, compile: bool | dict = True, *, strict: bool = False) -> BaseModel:
+        """Switch :meth:`train_step`, :meth:`val_step` and :meth:`test_step` to compiled steps.
+
+        The training step becomes one graph (preprocessing, forward, backward, clipping,
+        the optimizer update; see :mod:`fengine.func.step`). Validation and test steps
+        are compiled too, allowing graph breaks, since predictions often hold Python
+        values (the seed's ``loss.item()``). ``compile_steps(False)`` switches back.
+
+        Args:
+            compile: ``True`` or a dict of ``torch.compile`` options (``backend``,
+                ``mode='reduce-overhead'`` for CUDA graphs, ``dynamic``...).
+            strict: Raise when compilation fails instead of warning and running eagerly.
+
+        Returns:
+            The model itself.
+        """
+        from ..func.step import compile_method, compile_options
+
+        options = compile_options(compile)
+        self._compiled_steps = None if options is None else dict(options=options,
+                                                                   strict=strict, train={})
+        if options is not None:
+            eval_options = {**options, 'fullgraph': False}
+            self._compiled_steps['eval'] = compile_method(self._eval_step, eval_options)
+        return self
+
+    def _eval_step(self, data: Any) -> Any:
+        data = self.data_preprocessor(data, False)
+        return self._run_forward(data, mode='predict')
+
+    def train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
+        """Preprocess, forward in ``loss`` mode, parse losses, update (MMEngine: ``train_step``).
+
+        After :meth:`compile_steps`, the same work runs as one compiled graph.
+
+        Returns:
+            The log dict of :func:`parse_losses`, plus what the optimizer wrapper
+            recorded during the update (``grad_norm`` when clipping by norm). Values
+            are tensors: nothing here waits for the device.
+        """
+        compiled = getattr(self, '_compiled_steps', None)
+        if compiled is not None:
+            from ..func.step import make_train_step
+
+            step = compiled['train'].get(id(optim_wrapper))
+            if step is None or step.optim_wrapper is not optim_wrapper:
+                step = make_train_step(self, optim_wrapper, compile=compiled['options'],
+                                       strict=compiled['strict'])
+                compiled['train'] = {id(optim_wrapper): step}
+            return step(step.state, data)[1]
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        loss, log_vars = self.parse_losses(losses)
+        optim_wrapper.update_params(loss)
+        log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
+        return log_vars
+
+    def val_step(self, data: Any) -> Any:
+        """Preprocess (``training=False``) and forward in ``predict`` mode, without grad."""
+        compiled = getattr(self, '_compiled_steps', None)
+        with torch.no_grad():
+            return compiled['eval'](data) if compiled is not None else self._eval_step(data)
+
+    def test_step(self, data: Any) -> Any:
+        """The same as :meth:`val_step` (MMEngine: ``test_step``)."""
+        return self.val_step(data)
+
+    def parse_losses(self, losses: Mapping[str, Any]
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """See :func:`parse_losses`."""
+        return parse_losses(losses)

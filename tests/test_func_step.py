@@ -1,0 +1,288 @@
+"""The compiled training step: one graph, eager numerics, few compiles, no host syncs."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fengine.func import make_train_step
+from fengine.model import BaseModel
+from fengine.optim import AmpOptimWrapper, OptimWrapper
+
+
+class NeuralNetwork(BaseModel):
+    """The seed's FashionMNIST model."""
+
+    def __init__(self, data_preprocessor=None):
+        super().__init__(data_preprocessor)
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(nn.Linear(28 * 28, 512), nn.ReLU(),
+                                               nn.Linear(512, 512), nn.ReLU(),
+                                               nn.Linear(512, 10))
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, img, label, mode='tensor'):
+        x = self.flatten(img)
+        pred = self.linear_relu_stack(x)
+        loss = self.loss(pred, label)
+        if mode == 'loss':
+            return dict(loss=loss)
+        else:
+            return pred.argmax(1), loss.item()
+
+
+class MLP(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x, y, mode='tensor'):
+        out = self.net(x)
+        return dict(loss=nn.functional.cross_entropy(out, y)) if mode == 'loss' else out
+
+
+class CNN(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        # No conv bias in front of BatchNorm, as usual: its true gradient is zero, and
+        # Adam would turn the last-bit rounding noise of that zero into full-size steps.
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                                 nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+
+    def forward(self, x, y, mode='tensor'):
+        out = self.net(x)
+        return dict(loss=nn.functional.cross_entropy(out, y)) if mode == 'loss' else out
+
+
+OPTIMIZERS = {
+    'SGD with momentum': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    'Adam': lambda p: torch.optim.Adam(p, lr=1e-3),
+    'AdamW': lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01),
+}
+
+
+def batches(count, size=16, seed=1, shape=(1, 8, 8)):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, *shape, generator=gen), torch.randint(0, 10, (size,),
+                                                                       generator=gen))
+            for _ in range(count)]
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def twins(model_cls, make_optimizer, wrapper_cls=OptimWrapper, **wrapper_kwargs):
+    torch.manual_seed(0)
+    eager = model_cls()
+    compiled = copy.deepcopy(eager)
+    return (eager, wrapper_cls(optimizer=make_optimizer(eager.parameters()), **wrapper_kwargs),
+            compiled,
+            wrapper_cls(optimizer=make_optimizer(compiled.parameters()), **wrapper_kwargs))
+
+
+def assert_same_training(eager, eager_wrapper, compiled, step, data, tol=1e-5):
+    state = step.state
+    for batch in data:
+        expected = eager.train_step(batch, eager_wrapper)
+        state, got = step(state, batch)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert relative(got[key], expected[key]) <= tol, key
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert relative(b, a) <= tol, name
+    for (name, a), b in zip(eager.named_buffers(), compiled.buffers()):
+        if a.numel():
+            assert relative(b.double(), a.double()) <= tol, name
+
+
+@pytest.mark.parametrize('model_cls', [MLP, CNN])
+@pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
+def test_twenty_compiled_steps_match_eager_train_step(model_cls, optimizer):
+    eager, eager_wrapper, compiled, wrapper = twins(model_cls, OPTIMIZERS[optimizer])
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(20))
+
+
+def test_the_seed_model_step_is_one_graph_with_no_breaks():
+    model = NeuralNetwork()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
+    step = make_train_step(model, wrapper, compile=False)
+    state = step.state
+    for param in state.params.values():
+        param.grad = torch.zeros_like(param)
+    batch = batches(1, size=8, shape=(1, 28, 28))[0]
+    explained = torch._dynamo.explain(step._step)(state, batch, torch.tensor(1.0), True)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    graph = explained.graphs[0].code
+    # forward, backward and the optimizer update are all in that graph
+    assert 'functional_call' in graph or 'linear' in graph
+    assert 'grad' in graph and ('add_' in graph or 'sgd' in graph.lower())
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """A counting aot_eager backend; recompile reasons are logged, shown if a test fails."""
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._logging.set_logs(recompiles=True)
+    try:
+        yield counter
+    finally:
+        torch._logging.set_logs()
+
+
+def test_a_smaller_last_batch_recompiles_at_most_once_and_then_never():
+    torch._dynamo.reset()
+    model = MLP()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    with count_compiles() as counter:
+        step = make_train_step(model, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for size in [32, 32, 32, 7]:
+            state, _ = step(state, batches(1, size=size)[0])
+        assert counter.frame_count <= 2
+        for epoch in range(24):  # 100 steps with last batches of many sizes
+            for size in [32, 32, 32, 3 + epoch]:
+                state, _ = step(state, batches(1, size=size, seed=epoch)[0])
+        assert counter.frame_count <= 2, f'{counter.frame_count} compiles'
+
+
+class _ReadSpy(TorchDispatchMode):
+    """Records every tensor whose value is read back to Python (what a host sync does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.read.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_step_returns_tensors_and_never_reads_a_value_back():
+    model = CNN()
+    wrapper = OptimWrapper(torch.optim.Adam(model.parameters()), clip_grad=dict(max_norm=1.0))
+    step = make_train_step(model, wrapper, compile=False)
+    state = step.state
+    state, _ = step(state, batches(1)[0])  # the optimizer creates its state
+    counters = [s['step'] for s in state.optimizer.state.values()]
+    with _ReadSpy() as spy:
+        for batch in batches(3):
+            state, log_vars = step(state, batch)
+    # Eager torch.optim reads its step counters, which it keeps on the CPU (no device
+    # sync, even for CUDA models); nothing else may be read.
+    assert all(any(t is c for c in counters) for t in spy.read), len(spy.read)
+    assert set(log_vars) == {'loss', 'grad_norm'}
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in log_vars.values())
+    compiled = make_train_step(model, wrapper, compile=dict(backend='aot_eager'))
+    _, log_vars = compiled(compiled.state, batches(1)[0])
+    assert all(isinstance(v, torch.Tensor) for v in log_vars.values())
+
+
+def test_gradient_clipping_matches_eager_and_logs_the_norm():
+    eager, eager_wrapper, compiled, wrapper = twins(
+        MLP, OPTIMIZERS['SGD with momentum'], clip_grad=dict(max_norm=0.5))
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(5))
+
+
+def test_gradient_accumulation_matches_eager_including_a_short_last_window():
+    eager, eager_wrapper, compiled, wrapper = twins(MLP, OPTIMIZERS['Adam'],
+                                                    accumulative_counts=3)
+    for model, owner in ((eager, eager_wrapper), (compiled, wrapper)):
+        owner.initialize_count_status(model, 0, 8)  # windows of 3, 3, then 2
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(8))
+
+
+def test_bf16_autocast_inside_the_compiled_step_matches_eager():
+    eager, eager_wrapper, compiled, wrapper = twins(
+        MLP, OPTIMIZERS['SGD with momentum'], wrapper_cls=AmpOptimWrapper,
+        dtype=torch.bfloat16)
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    # bf16 keeps 8 bits of mantissa: the two paths may round an op differently.
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(5), tol=2e-2)
+
+
+class GraphBreaking(MLP):
+
+    def forward(self, x, y, mode='tensor'):
+        torch._dynamo.graph_break()
+        return super().forward(x, y, mode)
+
+
+def test_a_model_that_cannot_compile_falls_back_to_eager_with_a_warning(fengine_log):
+    eager, eager_wrapper, compiled, wrapper = twins(GraphBreaking, OPTIMIZERS['Adam'])
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'))
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(3), tol=0)
+    warnings = fengine_log.messages(logging.WARNING)
+    assert len(warnings) == 1
+    assert 'compiling the training step of GraphBreaking failed, so it runs eagerly' in \
+        warnings[0] and 'strict=True' in warnings[0]
+
+
+def test_strict_raises_when_compilation_fails():
+    model = GraphBreaking()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    step = make_train_step(model, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        step(step.state, batches(1)[0])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_compile_steps_switches_the_model_steps():
+    eager, eager_wrapper, compiled, wrapper = twins(MLP, OPTIMIZERS['AdamW'])
+    compiled.compile_steps(dict(backend='aot_eager'), strict=True)
+    for batch in batches(4):
+        expected = eager.train_step(batch, eager_wrapper)
+        got = compiled.train_step(batch, wrapper)
+        assert relative(got['loss'], expected['loss']) <= 1e-5
+    assert relative(compiled.val_step(batch), eager.val_step(batch)) <= 1e-5
+    compiled.compile_steps(False)
+    assert compiled._compiled_steps is None
+
+
+def test_the_seed_predict_step_with_item_compiles_around_the_break():
+    model = NeuralNetwork().compile_steps(dict(backend='aot_eager'))
+    batch = batches(1, size=4, shape=(1, 28, 28))[0]
+    preds, loss = model.val_step(batch)
+    assert preds.shape == (4,) and isinstance(loss, float)
+    assert model.test_step(batch)[1] == loss
+
+
+def test_compile_options_are_checked():
+    model = MLP()
+    with pytest.raises(TypeError, match='compile must be a bool or a dict'):
+        model.compile_steps('inductor')
+
+
+@pytest.mark.cuda
+def test_reduce_overhead_replays_the_step_as_a_cuda_graph():
+    eager, eager_wrapper, compiled, wrapper = twins(MLP, OPTIMIZERS['SGD with momentum'])
+    eager.cuda()
+    compiled.cuda()
+    step = make_train_step(compiled, wrapper, compile=dict(mode='reduce-overhead'),
+                           strict=True)
+    data = [(x.cuda(), y.cuda()) for x, y in batches(6)]
+    assert_same_training(eager, eager_wrapper, compiled, step, data, tol=1e-4)
+
+
+def test_many_models_in_one_process_each_get_their_own_compile_cache():
+    # Dynamo allows 8 entries per code object; a shared step method would fail at 9.
+    for _ in range(10):
+        model = MLP()
+        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+        step = make_train_step(model, wrapper, compile=dict(backend='eager'), strict=True)
+        step(step.state, batches(1)[0])
+        model.compile_steps(dict(backend='eager'), strict=True).val_step(batches(1)[0])
