@@ -286,3 +286,14 @@ def test_many_models_in_one_process_each_get_their_own_compile_cache():
         step = make_train_step(model, wrapper, compile=dict(backend='eager'), strict=True)
         step(step.state, batches(1)[0])
         model.compile_steps(dict(backend='eager'), strict=True).val_step(batches(1)[0])
+
+
+def test_fp16_loss_scaling_runs_through_the_wrapper_and_says_so(fengine_log):
+    eager, eager_wrapper, compiled, wrapper = twins(
+        MLP, OPTIMIZERS['SGD with momentum'], wrapper_cls=AmpOptimWrapper,
+        dtype=torch.float16)
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'))
+    assert any('fp16 loss scaling' in w for w in fengine_log.messages(logging.WARNING))
+    assert_same_training(eager, eager_wrapper, compiled, step, batches(3), tol=0)
+    with pytest.raises(NotImplementedError, match='fp16 loss scaling'):
+        make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)

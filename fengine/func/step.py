@@ -106,6 +106,19 @@ class TrainStep:
         self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False
         self._scales: dict[tuple, torch.Tensor] = {}
+        scaler = getattr(optim_wrapper, 'loss_scaler', None)
+        # fp16 loss scaling (scale, unscale, skip on inf, update the scale) is not part of
+        # the fused graph yet: run those steps through the wrapper's own eager update
+        # rather than train without it.
+        self._through_wrapper = scaler is not None and scaler.is_enabled()
+        if self._through_wrapper:
+            message = (f'the training step of {type(model).__name__} uses fp16 loss scaling '
+                       '(a GradScaler), which the compiled step does not include yet; it '
+                       'runs eagerly through the optimizer wrapper. bf16 autocast needs no '
+                       'scaler and is compiled.')
+            if strict:
+                raise NotImplementedError(message)
+            print_log(message, logger='current', level=logging.WARNING)
 
     @property
     def state(self) -> TrainState:
@@ -146,6 +159,8 @@ class TrainStep:
     # -- calling it ------------------------------------------------------------------
     def __call__(self, state: TrainState, data: Any) -> tuple[TrainState, dict]:
         """Run one step on ``data``; return the (updated) state and the log values."""
+        if self._through_wrapper:
+            return state, self.model._eager_train_step(data, self.optim_wrapper)
         for param in state.params.values():
             if param.grad is None:  # persistent buffers, created outside the graph
                 param.grad = torch.zeros_like(param)

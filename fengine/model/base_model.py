@@ -166,6 +166,9 @@ class BaseModel(BaseModule):
                                        strict=compiled['strict'])
                 compiled['train'] = {id(optim_wrapper): step}
             return step(step.state, data)[1]
+        return self._eager_train_step(data, optim_wrapper)
+
+    def _eager_train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
             losses = self._run_forward(data, mode='loss')
