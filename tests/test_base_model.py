@@ -7,34 +7,10 @@ from torch import nn
 from torch.optim import SGD
 
 from fengine.model import BaseModel
+from seed_models import NeuralNetwork
 from fengine.model.base_model import parse_losses
 from fengine.model.data_preprocessor import BaseDataPreprocessor
 from fengine.optim import OptimWrapper
-
-
-class NeuralNetwork(BaseModel):
-    """The seed's FashionMNIST model."""
-
-    def __init__(self, data_preprocessor=None):
-        super(NeuralNetwork, self).__init__(data_preprocessor)
-        self.flatten = nn.Flatten()
-        self.linear_relu_stack = nn.Sequential(
-            nn.Linear(28 * 28, 512),
-            nn.ReLU(),
-            nn.Linear(512, 512),
-            nn.ReLU(),
-            nn.Linear(512, 10),
-        )
-        self.loss = nn.CrossEntropyLoss()
-
-    def forward(self, img, label, mode='tensor'):
-        x = self.flatten(img)
-        pred = self.linear_relu_stack(x)
-        loss = self.loss(pred, label)
-        if mode == 'loss':
-            return dict(loss=loss)
-        else:
-            return pred.argmax(1), loss.item()
 
 
 class NeuralNetwork1(NeuralNetwork):
