@@ -491,7 +491,7 @@ def test_init_weights_reads_no_parameter_values_back():
     (dict(type='Kaiming', layer='Conv2d', override=dict(type='Xavier')), ValueError,
      ['must have the key "name"']),
     (dict(type='Kaiming', layer='Conv2d', override=dict(name='conv3', type='Xavier')),
-     ValueError, ["'conv3'", "'conv1', 'conv2'", "Did you mean 'conv2' or 'conv1'?"]),
+     ValueError, ["'conv3'", "'conv1', 'conv2'", "no such child or parameter"]),
     (dict(type='Kaiming', layer='Conv2d', override=dict(name='conv2', gain=2)), ValueError,
      ['no "type"', "'conv2'"]),
     (dict(type='Kaiming', layer='Conv2d', override='conv2'), TypeError,
@@ -717,3 +717,106 @@ def test_a_meta_model_is_materialized_on_cuda_without_an_index():
     net.init_weights(seed=0, device='cuda')
     assert all(p.device.type == 'cuda' for p in net.parameters())
     assert net.bn.running_var.device.type == 'cuda'
+
+
+def test_multihead_attention_built_on_meta_gets_its_own_default():
+
+    class Net(BaseModule):
+
+        def __init__(self):
+            super().__init__(dict(type='Normal', layer='Linear', std=0.02))
+            self.attn = nn.MultiheadAttention(8, 2)
+
+    with torch.device('meta'):
+        net = Net()
+    net.init_weights(seed=0, device='cpu')
+    assert not net.attn.in_proj_weight.is_meta
+    assert torch.count_nonzero(net.attn.in_proj_bias) == 0  # _reset_parameters sets 0
+    out, _ = net.attn(torch.randn(3, 1, 8), torch.randn(3, 1, 8), torch.randn(3, 1, 8))
+    assert out.isfinite().all()
+
+
+class TokenNet(BaseModule):
+
+    def __init__(self, init_cfg=None):
+        super().__init__(init_cfg)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.head = nn.Module()
+        self.head.pos = nn.Parameter(torch.zeros(3, 4))
+        self.fc = nn.Linear(4, 2)
+
+
+def test_override_can_name_a_bare_parameter(fengine_log):
+    net = TokenNet([dict(type='Constant', val=1, layer='Linear'),
+                    dict(type='TruncNormal', std=0.02,
+                         override=[dict(name='class_token'), dict(name='head.pos')])])
+    net.init_weights(seed=0)
+    lines = report(fengine_log)
+    info = 'TruncNormalInit: a=-2, b=2, mean=0, std=0.02, bias=0'
+    assert lines['class_token'][1] == info and lines['head.pos'][1] == info
+    assert 0 < net.head.pos.std() < 0.05 and torch.all(net.fc.weight == 1)
+
+
+def test_bare_parameters_built_on_meta_are_set_by_an_override():
+    cfg = [dict(type='Normal', layer='Linear'),
+           dict(type='TruncNormal', std=0.02,
+                override=[dict(name='class_token'), dict(name='head.pos')])]
+    with torch.device('meta'):
+        meta = TokenNet(cfg)
+    meta.init_weights(seed=3, device='cpu')
+    ordinary = TokenNet(cfg)
+    ordinary.init_weights(seed=3)
+    for name, param in ordinary.named_parameters():
+        assert torch.equal(meta.get_parameter(name), param), name
+
+
+def test_a_bare_meta_parameter_nothing_sets_names_the_way_to_set_it():
+    with torch.device('meta'):
+        net = TokenNet(dict(type='Normal', layer='Linear'))
+    with pytest.raises(ValueError, match=r"'class_token' \(TokenNet\).*override=dict\(name="):
+        net.init_weights(device='cpu')
+
+
+def test_a_fan_scaled_override_on_a_vector_parameter_names_it():
+    net = TokenNet(dict(type='Kaiming', override=dict(name='head.pos', type='Kaiming')))
+    net.init_weights()  # (3, 4) is a matrix: fine
+    net = TokenNet(dict(type='Xavier', override=dict(name='fc.bias', type='Xavier')))
+    with pytest.raises(ValueError, match=r"'fc.bias' has shape \(2,\)"):
+        net.init_weights()
+
+
+def test_user_init_weights_may_set_a_bare_parameter_built_on_meta():
+
+    class Net(TokenNet):
+
+        def init_weights(self):
+            super().init_weights()
+            self.class_token.data.fill_(0.5)
+            self.head.pos.data.zero_()
+
+    with torch.device('meta'):
+        net = Net(dict(type='Normal', layer='Linear'))
+    net.init_weights(seed=1, device='cpu')
+    assert torch.all(net.class_token == 0.5) and torch.all(net.head.pos == 0)
+
+
+def test_user_defined_init_weights_takes_seed_and_device():
+
+    class Net(BaseModule):
+
+        def __init__(self):
+            super().__init__(dict(type='Normal', layer='Linear'))
+            self.fc = nn.Linear(2, 2)
+
+        def init_weights(self):
+            super().init_weights()
+
+    a, b, c = Net(), Net(), Net()
+    a.init_weights(seed=1)
+    b.init_weights(seed=2)
+    c.init_weights(seed=1)
+    assert not torch.equal(a.fc.weight, b.fc.weight) and torch.equal(a.fc.weight, c.fc.weight)
+    with torch.device('meta'):
+        d = Net()
+    d.init_weights(seed=1, device='cpu')
+    assert torch.equal(d.fc.weight, a.fc.weight)

@@ -228,8 +228,9 @@ def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor],
         listed = ', '.join(f'{p!r} ({kind})' for p, kind in plan.unmaterializable.items())
         raise ValueError(
             f'parameters built on meta have no value and nothing in the plan sets them: '
-            f'{listed}. Their modules have no reset_parameters(); give them an init_cfg '
-            'entry, or build the model on a real device.')
+            f'{listed}. Their modules have no reset_parameters(); set them from init_cfg '
+            "(a bare parameter: override=dict(name='<its path>') on an entry such as "
+            "dict(type='TruncNormal', std=0.02, ...)), or build the model on a real device.")
     # Checkpoints are read first: a missing or corrupt file fails before anything runs.
     loaded = {id(op): _load(op, plan) for op in plan.ops if isinstance(op, Load)}
     values = {path: _Value('input', inputs[path], plan.untouched_info) for path in plan.specs}

@@ -297,10 +297,15 @@ class _Resolver:
                     f"override '{name}' in {source} sets {sorted(entry)} but has no "
                     '"type"; give the initializer type, or only "name" to reuse the '
                     "parent's arguments.")
-            target = _child(module, name, source)
-            self.add_initializer(_build(WEIGHT_INITIALIZERS, entry, source), target,
-                                 join_path(path, name), f"{source} override '{name}'",
-                                 whole_module=True, has_override=False)
+            initializer = _build(WEIGHT_INITIALIZERS, entry, source)
+            where = f"{source} override '{name}'"
+            param = _parameter(module, name)
+            if param is not None:
+                self.fill_parameter(initializer, param, where)
+                continue
+            self.add_initializer(initializer, _child(module, name, source),
+                                 join_path(path, name), where, whole_module=True,
+                                 has_override=False)
 
     def add_initializer(self, initializer, module: nn.Module, path: str, source: str,
                         whole_module: bool, has_override: bool) -> None:
@@ -333,6 +338,22 @@ class _Resolver:
             modules = matched
         self.fill_modules([m for _, m in modules], spec, source)
 
+    def fill_parameter(self, initializer, param: nn.Parameter, source: str) -> None:
+        """Set one parameter named by an ``override`` with the initializer's weight recipe.
+
+        MMEngine's initializers reach only ``weight`` and ``bias``; naming a parameter
+        is how a bare ``nn.Parameter`` (a class token, a position embedding) gets one.
+        """
+        if not hasattr(initializer, 'layer_init'):
+            raise TypeError(f'{source} names a parameter; only initializers that are '
+                            'recipes (Constant, Normal, TruncNormal, Uniform, Xavier, '
+                            f'Kaiming, Caffe2Xavier) can set one, not '
+                            f'{type(initializer).__name__}.')
+        spec = initializer.layer_init()
+        path = self.canonical[id(param)]
+        spec.weight.distribution(param.shape, path)  # fans fail now, naming the path
+        self.ops.append(Fill({path: spec.weight}, spec.info, source))
+
     def fill_modules(self, modules, spec, source: str) -> None:
         """Set ``weight`` and ``bias`` of each module from ``spec``."""
         fills: dict[str, TensorInit] = {}
@@ -358,6 +379,9 @@ class _Resolver:
             initialized=self.initialized)
         filled = {p for op in self.ops if isinstance(op, Fill) for p in op.fills}
         meta = {p for p, t in self.params.items() if t.is_meta and p not in filled}
+        # Opaque steps may set what they like; whether they did is checked once they ran.
+        opaque = {p for op in self.ops if isinstance(op, Call)
+                  for p in plan.paths_under(op.path)}
         if not meta:
             return plan
         defaults: list[Call] = []
@@ -367,15 +391,19 @@ class _Resolver:
             if not own:
                 continue
             kind = type(module).__name__
-            if callable(getattr(module, 'reset_parameters', None)):
+            # nn.MultiheadAttention names its default `_reset_parameters`.
+            reset = next((name for name in ('reset_parameters', '_reset_parameters')
+                          if callable(getattr(module, name, None))), None)
+            if reset is not None:
                 defaults.append(Call(
-                    module_path, module, lambda m: m.reset_parameters(),
-                    f'PyTorch default initialization of {kind} (`reset_parameters`), '
+                    module_path, module, lambda m, reset=reset: getattr(m, reset)(),
+                    f'PyTorch default initialization of {kind} (`{reset}`), '
                     'materialized from meta',
-                    f'{kind}.reset_parameters at {module_path!r}: built on meta'))
+                    f'{kind}.{reset} at {module_path!r}: built on meta'))
             else:
                 for path in own:
-                    plan.unmaterializable[path] = kind
+                    if path not in opaque:
+                        plan.unmaterializable[path] = kind
         plan.ops[:0] = defaults
         return plan
 
@@ -393,6 +421,18 @@ def _build(registry, cfg: dict, source: str):
         raise type(exc)(f'{source}: {message}') from None
 
 
+def _parameter(module: nn.Module, name: object) -> nn.Parameter | None:
+    """The parameter at dotted path ``name`` under ``module``, if that is one."""
+    if not isinstance(name, str):
+        return None
+    owner_path, _, leaf = name.rpartition('.')
+    try:
+        owner = module.get_submodule(owner_path)
+    except AttributeError:
+        return None
+    return owner._parameters.get(leaf)
+
+
 def _child(module: nn.Module, name: object, source: str) -> nn.Module:
     if isinstance(name, str):
         try:
@@ -400,6 +440,8 @@ def _child(module: nn.Module, name: object, source: str) -> nn.Module:
         except AttributeError:
             pass
     children = [n for n, _ in module.named_children()]
+    params = [n for n, p in module._parameters.items() if p is not None]
     raise ValueError(f"override in {source} names {name!r}, but {type(module).__name__} "
-                     f'has no such child.{suggest(str(name), children)} Children: '
-                     f'{choices_text(children) or "none"}.')
+                     f'has no such child or parameter.{suggest(str(name), children + params)}'
+                     f' Children: {choices_text(children) or "none"}; parameters: '
+                     f'{choices_text(params) or "none"}.')

@@ -38,6 +38,21 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.index == b.index
 
 
+def _check_device(module: nn.Module, device: torch.device | str | None) -> torch.device | None:
+    """``device`` materializes meta parameters; refuse it for parameters placed elsewhere."""
+    if device is None:
+        return None
+    device = torch.device(device)
+    elsewhere = {str(p.device) for p in module.parameters()
+                 if not p.is_meta and not _same_device(p.device, device)}
+    if elsewhere:
+        raise ValueError(
+            f'device={str(device)!r} materializes parameters built on meta, but '
+            f'{type(module).__name__} has parameters on {sorted(elsewhere)}; move the '
+            'model with .to() instead.')
+    return device
+
+
 def _top_level(init_weights):
     """Make a user-defined ``init_weights`` of a BaseModule subclass a whole initialization.
 
@@ -47,14 +62,16 @@ def _top_level(init_weights):
     """
 
     @functools.wraps(init_weights)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self, *args, seed: int | None = None,
+                device: torch.device | str | None = None, **kwargs):
         if current_session() is not None:
             return init_weights(self, *args, **kwargs)
         if self._is_init:
             _warn_second_call(self)
             return None
+        device = _check_device(self, device)
         plan = init_plan(self)
-        self._dump_init_info(apply_plan_(plan))
+        self._dump_init_info(apply_plan_(plan, seed=seed, device=device))
         return None
 
     wrapper._fengine_user_init_weights = init_weights  # type: ignore[attr-defined]
@@ -128,15 +145,7 @@ class BaseModule(nn.Module):
         if session is not None:
             apply_plan_(init_plan(self, prefix=session.path_of(self), own_init_cfg=True))
             return
-        if device is not None:
-            device = torch.device(device)
-            elsewhere = {str(p.device) for p in self.parameters()
-                         if not p.is_meta and not _same_device(p.device, device)}
-            if elsewhere:
-                raise ValueError(
-                    f'device={str(device)!r} materializes parameters built on meta, but '
-                    f'{type(self).__name__} has parameters on {sorted(elsewhere)}; move the '
-                    'model with .to() instead.')
+        device = _check_device(self, device)
         plan = init_plan(self, own_init_cfg=True)
         self._dump_init_info(apply_plan_(plan, seed=seed, device=device))
 
