@@ -606,3 +606,17 @@ def test_layer_init_fills_maps_weight_and_bias_paths_to_their_recipes(layer_init
     fills = layer_init.fills(['a.weight', 'a.bias', 'a.running_var', 'weight'])
     assert fills == {'a.weight': layer_init.weight, 'a.bias': layer_init.bias,
                      'weight': layer_init.weight}
+
+
+@pytest.mark.parametrize('recipe', [normal(0.1, 2.0), uniform(-1.0, 3.0),
+                                    trunc_normal(0.0, 1.0, -0.5, 0.5), kaiming(),
+                                    constant(0.25)], ids=str)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_drawing_into_an_existing_tensor_gives_the_values_of_a_new_one(recipe, dtype):
+    fresh = recipe((64, 32), seed=5, path='fc.weight', dtype=dtype)
+    target = torch.empty(64, 32, dtype=dtype)
+    assert recipe((64, 32), seed=5, path='fc.weight', out=target) is target
+    assert torch.equal(target, fresh)
+    strided = torch.empty(32, 64, dtype=dtype).t()  # not contiguous
+    recipe((64, 32), seed=5, path='fc.weight', out=strided)
+    assert torch.equal(strided, fresh)

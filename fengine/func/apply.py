@@ -333,6 +333,9 @@ def apply_plan_(plan: InitPlan, *, seed: int | None = None,
                 if value.kind == 'input':
                     continue
                 param = plan.params[path]
+                if value.kind == 'fill' and not param.is_meta and session.dtype is None:
+                    value.data(param.shape, seed=session.seed, path=path, out=param)
+                    continue  # drawn straight into the parameter: no second copy
                 tensor = _materialize(path, value, plan.specs[path], session)
                 if param.is_meta:
                     new = nn.Parameter(tensor, requires_grad=param.requires_grad)

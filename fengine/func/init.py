@@ -85,11 +85,12 @@ class TensorInit:
         return Distribution('normal', (0.0, std))
 
     def __call__(self, shape: torch.Size | tuple[int, ...], *, seed: int, path: str,
-                 dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = 'cpu') -> torch.Tensor:
-        """A new tensor; the same arguments always give the same values on a device."""
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = 'cpu',
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """A new tensor (or ``out``, filled); the same arguments give the same values."""
         dist = self.distribution(shape, path)
-        return sample(dist, shape, key=fold_in(seed, path), dtype=dtype, device=device)
+        return sample(dist, shape, key=fold_in(seed, path), dtype=dtype, device=device,
+                      out=out)
 
     def __str__(self) -> str:
         return f'{self.kind}(' + ', '.join(f'{k}={v}' for k, v in self.args) + ')'

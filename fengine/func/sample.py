@@ -47,21 +47,37 @@ def _inside(bound: float, dtype: torch.dtype, upward: bool) -> float:
 
 
 def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
-           dtype: torch.dtype = torch.float32,
-           device: torch.device | str = 'cpu') -> torch.Tensor:
-    """A new tensor of ``shape`` drawn from ``dist`` with the stream ``key``.
+           dtype: torch.dtype = torch.float32, device: torch.device | str = 'cpu',
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor of ``shape`` drawn from ``dist`` with the stream ``key``.
 
     Low-precision floats are drawn in float32 and rounded once, so bf16/fp16
     parameters get the same distribution as float32 ones. On the ``meta`` device
     the result has the right shape and no values.
+
+    Args:
+        out: Write the values into this tensor (its shape, dtype and device win) and
+            return it; the values are the same as without ``out``.
     """
-    device = torch.device(device)
+    if out is not None:
+        drawn = _sample(dist, out.shape, key=key, dtype=out.dtype, device=out.device,
+                        into=out if out.is_contiguous() else None)
+        return drawn if drawn is out else out.copy_(drawn)
+    return _sample(dist, shape, key=key, dtype=dtype, device=torch.device(device))
+
+
+def _sample(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
+            device: torch.device, into: torch.Tensor | None = None) -> torch.Tensor:
     if dist.kind == 'constant':
+        if into is not None:
+            return into.fill_(dist.args[0])
         return torch.full(tuple(shape), dist.args[0], dtype=dtype, device=device)
     if not dtype.is_floating_point:
         raise TypeError(f'cannot draw {dist.kind} values into a tensor of dtype {dtype}')
     work_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    out = torch.empty(tuple(shape), dtype=work_dtype, device=device)
+    # Drawing in place gives the values a fresh contiguous tensor would get.
+    out = into if into is not None and into.dtype == work_dtype else torch.empty(
+        tuple(shape), dtype=work_dtype, device=device)
     if device.type == 'meta' or out.numel() == 0:
         return out.to(dtype)
     gen = generator(key, device)
