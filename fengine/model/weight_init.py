@@ -295,7 +295,7 @@ def initialize(module: nn.Module, init_cfg: dict | list[dict]) -> None:
         >>> net = nn.Sequential(nn.Conv1d(3, 1, 3), nn.Linear(1, 2))
         >>> initialize(net, [dict(type='Constant', layer='Conv1d', val=1),
         ...                  dict(type='Constant', layer='Linear', val=2)])
-        >>> float(net[1].weight[0, 0])
+        >>> net[1].weight.detach()[0, 0].item()
         2.0
     """
     _run(config_plan(module, init_cfg, prefix=_prefix_of(module)))
