@@ -1,0 +1,237 @@
+"""Run every benchmark of the project, print one table, save the rows as JSON.
+
+    FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --device cpu
+    FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --quick
+    FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only step
+
+Ratios are each row's time over its baseline's on the same model (``fengine`` for
+initialization, ``fengine compiled`` for training steps, ``import torch`` for
+imports): above 1 is slower than the baseline. A peer that is not installed is
+listed as skipped, never estimated.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from .init_bench import bench_first_call, bench_import, bench_init
+from .step_bench import STEP_MODELS, WARMUP, bench_step
+
+FULL_PRESETS = ['debug', 'resnet50', 'vit_b_16', 'gpt-125m', 'gpt-350m']
+QUICK_PRESETS = ['debug']
+FULL_STEP_MODELS = ['fashion-mlp', 'resnet18-64', 'gpt-125m']  # gpt-125m: CUDA only
+QUICK_STEP_MODELS = ['fashion-mlp']
+QUICK_STEPS = 20
+BENCHMARKS = ('init', 'first-call', 'import', 'step')
+RESULTS = Path(__file__).resolve().parent / 'results'
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as info:
+            for line in info:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str | None:
+    """The checkout's commit, with ``+dirty`` when the working tree has changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=root, text=True,
+                               capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ('+dirty' if dirty else '')
+
+
+def environment(device: torch.device) -> dict:
+    """What the figures were measured on: versions, hardware, date, command."""
+    return dict(
+        date=datetime.date.today().isoformat(),
+        host=socket.gethostname(),
+        command='python -m bench ' + shlex.join(sys.argv[1:]),
+        commit=_commit(),
+        device=str(device),
+        cpu=_cpu_model(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
+        python=platform.python_version(),
+        versions={name: _version(name) for name in
+                  ('torch', 'torchvision', 'mmengine', 'fengine', 'pytest-benchmark')},
+    )
+
+
+def _seconds(value: float) -> str:
+    return f'{value * 1e3:.1f} ms' if value < 1 else f'{value:.2f} s'
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ''
+    return f'{value:.2f}x' if value >= 0.1 else f'{value:.2g}x'  # 0.0041x, not 0.00x
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return ''
+    return f'{value:.1f}' if value < 100 else f'{value:.0f}'
+
+
+def _mebibytes(value: int | None) -> str:
+    return '' if value is None else f'{value / 2**20:.0f} MiB'
+
+
+BASELINES = ('fengine', 'fengine compiled', 'import torch')
+# Columns only training-step rows fill; shown when the table has such a row.
+STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
+                ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
+                ('compile+warm-up', lambda r: '' if r.get('warmup_seconds') is None
+                 else _seconds(r['warmup_seconds'])),
+                ('peak mem', lambda r: _mebibytes(r.get('peak_mem_bytes'))))
+
+
+def format_table(rows: list[dict]) -> str:
+    """One plain-text table: benchmark, model, contender, time, range, ratio, note.
+
+    With training-step rows it also has their steps/s, samples/s, compile and warm-up
+    time and peak memory; their time is the time per step.
+    """
+    extra = STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ()
+    header = ('benchmark', 'model', 'contender', 'time (median)', 'range (min-max)', 'ratio',
+              *(name for name, _ in extra), 'note')
+    lines = []
+    for row in rows:
+        notes = [row.get('note', '')]
+        spread = ''
+        if row['seconds'] is not None:
+            time_text = _seconds(row['seconds'])
+            if len(row['times']) > 1:
+                spread = f"{_seconds(min(row['times']))}-{_seconds(max(row['times']))}"
+        elif row['status'].startswith('failed'):
+            time_text, notes = 'failed', [row['status'].partition(': ')[2]]
+        else:
+            time_text = row['status']
+        ratio = _ratio(row['ratio'])
+        if ratio and row['baseline'] not in BASELINES:
+            ratio += '*'
+            notes.insert(0, f"* vs {row['baseline']}")
+        lines.append((row['benchmark'], row['model'], row['contender'], time_text, spread,
+                      ratio, *(cell(row) for _, cell in extra),
+                      '; '.join(n for n in notes if n)))
+    columns = len(header) - 1  # the note column is left ragged
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(columns)]
+    out = []
+    for index, line in enumerate([header, *lines]):
+        cells = [cell.ljust(width) if i < 3 else cell.rjust(width)
+                 for i, (cell, width) in enumerate(zip(line, widths))]
+        out.append('  '.join(cells + [line[-1]]).rstrip())
+        if index == 0:
+            out.append('  '.join('-' * w for w in widths) + '  ----')
+    return '\n'.join(out)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Parse arguments, run the benchmarks, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(prog='python -m bench', description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='target device of the initialization and step benchmarks')
+    parser.add_argument('--quick', action='store_true',
+                        help="smoke run: the 'debug' preset, the MLP's training step for "
+                        f'{QUICK_STEPS} steps, one repeat')
+    parser.add_argument('--only', nargs='+', choices=BENCHMARKS, metavar='BENCHMARK',
+                        help=f'run only these benchmarks (of {", ".join(BENCHMARKS)})')
+    parser.add_argument('--presets', nargs='+', metavar='NAME',
+                        help=f'presets to initialize (default: {" ".join(FULL_PRESETS)})')
+    parser.add_argument('--step-models', nargs='+', metavar='NAME', choices=STEP_MODELS,
+                        help='models whose training step is timed (default: '
+                        f'{" ".join(FULL_STEP_MODELS)}; quick: {" ".join(QUICK_STEP_MODELS)})')
+    parser.add_argument('--steps', type=int, help='timed training steps per block (default: '
+                        "the model's, e.g. for the MLP "
+                        f"{STEP_MODELS['fashion-mlp'].cpu_steps} on the CPU, "
+                        f"{STEP_MODELS['fashion-mlp'].cuda_steps} on CUDA; quick: {QUICK_STEPS})")
+    parser.add_argument('--repeats', type=int, help='timed runs per contender, or blocks of '
+                        'steps per training-step contender (default 3; quick: 1); the table '
+                        'shows their median')
+    parser.add_argument('--fresh-repeats', type=int,
+                        help='fresh interpreters per import and first-call measure '
+                        '(default 3; quick: 1)')
+    parser.add_argument('--out', type=Path, help='JSON file to write (default: '
+                        'bench/results/<hostname>-<YYYY-MM-DD>.json)')
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    presets = args.presets or (QUICK_PRESETS if args.quick else FULL_PRESETS)
+    step_models = args.step_models or (QUICK_STEP_MODELS if args.quick else FULL_STEP_MODELS)
+    steps = args.steps or (QUICK_STEPS if args.quick else None)
+    repeats = args.repeats or (1 if args.quick else 3)
+    fresh_repeats = args.fresh_repeats or (1 if args.quick else 3)
+    run = set(args.only or BENCHMARKS)
+    env = environment(device)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  progress only
+
+    rows = []
+    if 'init' in run:
+        rows += bench_init(presets, device, repeats=repeats, log=log)
+    if 'first-call' in run:  # a small model, so that its one-off costs show
+        rows += bench_first_call('debug', device, repeats=fresh_repeats, log=log)
+    if 'import' in run:
+        rows += bench_import(fresh_repeats, log=log)
+    if 'step' in run:
+        rows += bench_step(step_models, device, steps=steps, repeats=repeats, log=log)
+
+    print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
+          f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
+          + ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v))
+    if 'init' in run:
+        print(f'init: time to a model ready on {device}, construction included; median of '
+              f'{repeats} after 1 warm-up.')
+    if run & {'first-call', 'import'}:
+        print(f'first call, import: median of {fresh_repeats} fresh processes.')
+    if 'step' in run:
+        block = ', '.join(f'{STEP_MODELS[m].steps(device) if steps is None else steps} ({m})'
+                          for m in step_models)
+        memory = 'allocated' if device.type == 'cuda' else 'RSS'
+        print(f'step: time per training step (forward, backward, SGD update) on {device}, '
+              f'median of {repeats} blocks of {block} steps after {WARMUP} warm-up steps '
+              '(compile+warm-up: their sum); each contender in a fresh process; peak mem: '
+              'high-water mark during the timed steps over the memory before the model was '
+              f'built ({memory}).')
+    print()
+    print(format_table(rows))
+
+    out = args.out or RESULTS / f"{env['host']}-{env['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix('.tmp')
+    tmp.write_text(json.dumps(dict(environment=env, rows=rows), indent=1) + '\n')
+    tmp.replace(out)  # atomic: an interrupted run leaves the last complete file
+    print(f'\nrows written to {out}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,190 @@
+"""The benchmark code runs on small models, so bench/ cannot rot unnoticed.
+
+Initialization runs on the 'debug' preset; the training step on the seed's MLP for two
+steps, with the compiled contenders' code run uncompiled (no inductor here).
+
+Timings are not checked here, only that every contender runs and every row has its
+fields; the figures come from ``python -m bench``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+# bench/ is a top-level package of the checkout, not of the installed distribution;
+# plain `pytest` (unlike `python -m pytest`) does not put the checkout on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import init_bench, step_bench  # noqa: E402
+from bench.__main__ import format_table  # noqa: E402
+
+FIELDS = {'benchmark', 'model', 'contender', 'device', 'status', 'seconds', 'times',
+          'ratio', 'baseline', 'params', 'note'}
+
+
+def _contenders() -> list:
+    params = []
+    for name in init_bench.CONTENDERS:
+        marks = ()
+        if name == 'mmengine' and not init_bench.mmengine_available():
+            marks = pytest.mark.skip(reason='mmengine is not installed (the bench extra)')
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.mark.parametrize('contender', _contenders())
+def test_each_contender_times_the_debug_preset(contender):
+    names = list(dict.fromkeys(['fengine', contender]))  # the baseline, then the contender
+    rows = init_bench.bench_init(['debug'], 'cpu', repeats=1, warmup=0, contenders=names,
+                                 log=lambda line: None)
+    assert [r['contender'] for r in rows] == names
+    for row in rows:
+        assert FIELDS <= set(row)
+        assert row['status'] == 'ok', row['status']
+        assert row['benchmark'] == 'init' and row['model'] == 'debug'
+        assert row['seconds'] > 0 and len(row['times']) == 1
+        assert row['params'] == 31616
+        assert row['baseline'] == 'fengine' and row['ratio'] > 0
+
+
+def test_a_peer_that_is_not_installed_is_reported_as_skipped(monkeypatch):
+    monkeypatch.setattr(init_bench, 'mmengine_available', lambda: False)
+    rows = init_bench.bench_init(['debug'], 'cpu', repeats=1, warmup=0,
+                                 contenders=['fengine', 'mmengine'], log=lambda line: None)
+    skipped = rows[1]
+    assert skipped['status'] == 'skipped (not installed)'
+    assert skipped['seconds'] is None and skipped['ratio'] is None and skipped['times'] == []
+    assert 'skipped (not installed)' in format_table(rows)
+
+
+def test_a_failing_baseline_is_reported_and_ratios_fall_back(monkeypatch):
+    def broken(preset, device):
+        raise ValueError('cannot build this one')
+
+    monkeypatch.setitem(init_bench.CONTENDERS, 'fengine', broken)
+    rows = init_bench.bench_init(['debug'], 'cpu', repeats=1, warmup=0,
+                                 contenders=['fengine', 'fengine (built on CPU)'],
+                                 log=lambda line: None)
+    assert rows[0]['status'] == 'failed: ValueError: cannot build this one'
+    assert rows[1]['baseline'] == 'fengine (built on CPU)' and rows[1]['ratio'] == 1.0
+    assert 'cannot build this one' in format_table(rows)
+
+
+def test_torch_init_loop_applies_the_preset_init_cfg():
+    from fengine.presets import get_preset
+
+    preset = get_preset('debug')
+    model = preset.build()
+    init_bench.torch_init_loop(model, preset.init_cfg)
+    assert (model.ln_f.weight == 1).all() and (model.blocks[0].attn.qkv.bias == 0).all()
+    assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_import_time_is_read_from_top_level_importtime_lines():
+    stderr = '\n'.join([
+        'import time: self [us] | cumulative | imported package',
+        'import time:       100 |     900000 | torch',
+        'import time:        50 |        500 |   fengine._errors',
+        'import time:       300 |      70000 | fengine',
+        'import time:        10 |       2000 | fengine.presets',
+    ])
+    assert init_bench._own_import_seconds(stderr, 'fengine') == pytest.approx(0.072)
+    with pytest.raises(ValueError, match='mmengine'):
+        init_bench._own_import_seconds(stderr, 'mmengine')
+
+
+def test_first_call_script_is_valid_python_for_every_contender():
+    # Running it takes a fresh interpreter (seconds); compiling it catches a broken template.
+    for name in init_bench.CONTENDERS:
+        code = init_bench._FIRST_CALL.format(preset='debug', device='cpu', contender=name,
+                                             imports='import mmengine.model\n')
+        compile(code, f'<first call: {name}>', 'exec')
+
+
+# -- the training-step benchmark ---------------------------------------------------------
+
+STEP_FIELDS = FIELDS | {'steps_per_s', 'samples_per_s', 'batch_size', 'steps', 'warmup_seconds',
+                        'warmup_times', 'peak_mem_bytes', 'first_loss', 'last_loss', 'steal',
+                        'warmup_steal'}
+
+
+def _step_contenders() -> list[str]:
+    return [name for name in step_bench.CONTENDERS
+            if name != 'mmengine eager' or init_bench.mmengine_available()]
+
+
+def test_every_step_contender_trains_the_mlp_to_the_same_loss():
+    # compile=False runs the compiled contenders' code uncompiled: no inductor in tests.
+    names = _step_contenders()
+    rows = step_bench.bench_step(['fashion-mlp'], 'cpu', steps=2, repeats=1, warmup=1,
+                                 contenders=names, compile=False, isolate=False,
+                                 log=lambda line: None)
+    assert [r['contender'] for r in rows] == names
+    for row in rows:
+        assert STEP_FIELDS <= set(row)
+        assert row['status'] == 'ok', row['status']
+        assert row['benchmark'] == 'step' and row['model'] == 'fashion-mlp'
+        assert row['batch_size'] == 64 and row['steps'] == 2 and row['params'] == 669706
+        assert row['seconds'] > 0 and len(row['times']) == 1 and len(row['warmup_times']) == 1
+        assert row['steps_per_s'] == pytest.approx(1 / row['seconds'])
+        assert row['samples_per_s'] == pytest.approx(64 / row['seconds'])
+        assert row['baseline'] == 'fengine compiled' and row['ratio'] > 0
+        assert row['peak_mem_bytes'] is None  # measured only in a process of its own
+    # Same initial weights, batches and SGD: the same losses, up to float rounding.
+    for row in rows[1:]:
+        assert row['first_loss'] == pytest.approx(rows[0]['first_loss'], rel=1e-6)
+        assert row['last_loss'] == pytest.approx(rows[0]['last_loss'], rel=1e-4)
+    table = format_table(rows)
+    assert 'steps/s' in table and 'samples/s' in table and 'peak mem' in table
+
+
+def test_a_contender_run_reports_its_warm_up_and_peak_memory():
+    result = step_bench.run_contender('fashion-mlp', 'fengine eager', 'cpu', steps=2, repeats=2,
+                                      warmup=2, compile=False)
+    assert len(result['times']) == 2 and len(result['warmup_times']) == 2
+    assert isinstance(result['peak_mem_bytes'], int) and result['process_peak_bytes'] > 0
+
+
+def test_a_cuda_only_model_is_listed_as_skipped_on_the_cpu():
+    rows = step_bench.bench_step(['gpt-125m'], 'cpu', contenders=['fengine compiled'],
+                                 log=lambda line: None)
+    assert rows[0]['status'] == 'skipped (needs CUDA)' and rows[0]['seconds'] is None
+    assert 'skipped (needs CUDA)' in format_table(rows)
+
+
+def test_mmengine_missing_is_reported_as_skipped_in_the_step_benchmark(monkeypatch):
+    monkeypatch.setattr(step_bench, 'mmengine_available', lambda: False)
+    rows = step_bench.bench_step(['fashion-mlp'], 'cpu', contenders=['mmengine eager'],
+                                 log=lambda line: None)
+    assert rows[0]['status'] == 'skipped (not installed)' and rows[0]['ratio'] is None
+
+
+def test_a_failing_step_contender_is_reported_and_ratios_fall_back(monkeypatch):
+    def broken(spec, device, compile):
+        raise RuntimeError('cannot compile this one')
+
+    monkeypatch.setitem(step_bench.CONTENDERS, 'fengine compiled', broken)
+    rows = step_bench.bench_step(['fashion-mlp'], 'cpu', steps=1, repeats=1, warmup=1,
+                                 contenders=['fengine compiled', 'fengine eager'],
+                                 isolate=False, log=lambda line: None)
+    assert rows[0]['status'] == 'failed: RuntimeError: cannot compile this one'
+    assert rows[1]['baseline'] == 'fengine eager' and rows[1]['ratio'] == 1.0
+    assert '1.00x*' in format_table(rows)
+
+
+def test_the_worker_process_protocol_answers_blocks_then_the_result(monkeypatch, capsys):
+    # What a contender's own interpreter runs, here in-process: stdin commands, stdout answers.
+    monkeypatch.setattr(sys, 'stdin', io.StringIO('{"block": 2}\n{"finish": true}\n'))
+    args = dict(model='fashion-mlp', contender='fengine eager', device='cpu', warmup=1,
+                compile=False)
+    step_bench._worker([json.dumps(args)])
+    answers = [json.loads(line[len(step_bench._MARK):])
+               for line in capsys.readouterr().out.splitlines()
+               if line.startswith(step_bench._MARK)]
+    assert answers[0] == {'ready': True} and answers[1]['seconds'] > 0
+    assert answers[2]['times'] == [answers[1]['seconds']]
+    assert isinstance(answers[2]['peak_mem_bytes'], int)
