@@ -275,15 +275,19 @@ def bench_init(preset_names: list[str], device: torch.device | str, *, repeats: 
             for row in model_rows:
                 if row['times'] and row['status'] == 'ok':
                     row['seconds'] = statistics.median(row['times'])
-            _set_ratios(model_rows)
+            set_ratios(model_rows)
             rows.extend(model_rows)
     return rows
 
 
-def _set_ratios(rows: list[dict]) -> None:
-    """Each row's time over the baseline's: fengine, or its CPU-built path if that failed."""
+def set_ratios(rows: list[dict], baselines: tuple[str, ...] = ()) -> None:
+    """Each row's time over the first baseline that has a time.
+
+    Initialization's baselines are fengine, then its CPU-built path if that failed.
+    """
     timed = {r['contender']: r['seconds'] for r in rows if r['seconds'] is not None}
-    baseline = next((name for name in (BASELINE, FALLBACK_BASELINE) if name in timed), None)
+    baselines = baselines or (BASELINE, FALLBACK_BASELINE)
+    baseline = next((name for name in baselines if name in timed), None)
     for row in rows:
         row['baseline'] = baseline
         if baseline is not None and row['seconds'] is not None:

@@ -60,6 +60,8 @@ from torch import nn
 
 from fengine.presets import get_preset
 
+from .init_bench import set_ratios
+
 __all__ = ['STEP_MODELS', 'CONTENDERS', 'BASELINE', 'WARMUP', 'StepModel', 'ContenderRun',
            'bench_step', 'run_contender']
 
@@ -698,12 +700,7 @@ def _fill(row: dict, result: dict, spec: StepModel) -> None:
 
 def _set_ratios(rows: list[dict]) -> None:
     """Each row's time per step over the baseline's: fengine compiled, or fengine eager."""
-    timed = {r['contender']: r['seconds'] for r in rows if r['seconds'] is not None}
-    baseline = next((name for name in (BASELINE, FALLBACK_BASELINE) if name in timed), None)
-    for row in rows:
-        row['baseline'] = baseline
-        if baseline is not None and row['seconds'] is not None:
-            row['ratio'] = row['seconds'] / timed[baseline]
+    set_ratios(rows, (BASELINE, FALLBACK_BASELINE))
 
 
 if __name__ == '__main__':
