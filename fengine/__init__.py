@@ -3,4 +3,6 @@ from . import func, logging, model, optim, registry
 
 __version__ = '0.1.0'
 
-__all__ = ['__version__', 'func', 'logging', 'model', 'optim', 'registry']
+from .runner import Runner  # noqa: E402 - the checkpoint meta reads __version__ lazily
+
+__all__ = ['__version__', 'Runner', 'func', 'logging', 'model', 'optim', 'registry']

@@ -13,7 +13,8 @@ from ._errors import suggest
 
 __all__ = [
     'Registry', 'build_from_cfg', 'WEIGHT_INITIALIZERS', 'MODELS', 'OPTIMIZERS',
-    'OPTIM_WRAPPERS', 'METRICS', 'HOOKS', 'PARAM_SCHEDULERS', 'LOOPS'
+    'OPTIM_WRAPPERS', 'METRICS', 'HOOKS', 'PARAM_SCHEDULERS', 'LOOPS', 'DATASETS',
+    'DATA_SAMPLERS', 'VISBACKENDS'
 ]
 
 
@@ -170,3 +171,6 @@ METRICS = Registry('metric')
 HOOKS = Registry('hook')
 PARAM_SCHEDULERS = Registry('parameter scheduler')
 LOOPS = Registry('loop')
+DATASETS = Registry('dataset')
+DATA_SAMPLERS = Registry('data sampler')
+VISBACKENDS = Registry('visualization backend')

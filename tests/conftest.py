@@ -12,6 +12,18 @@ import fengine.logging as flog
 
 
 @pytest.fixture(autouse=True)
+def _fresh_logger():
+    """A Runner attaches its log file to the ``fengine`` logger and sets its level (as
+    MMEngine's logger, for the rest of the process); each test starts without them."""
+    yield
+    logger = flog.get_logger()
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO)
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     random.seed(0)
     np.random.seed(0)

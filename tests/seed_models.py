@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from fengine.evaluator import BaseMetric
 from fengine.model import BaseModel
 
 
@@ -29,3 +30,15 @@ class NeuralNetwork(BaseModel):
             return dict(loss=loss)
         else:
             return pred.argmax(1), loss.item()
+
+
+class FashionMnistMetric(BaseMetric):
+    """The seed's metric for that model."""
+
+    def process(self, data, preds) -> None:
+        self.results.append(((data[1] == preds[0].cpu()).sum(), preds[1], len(preds[0])))
+
+    def compute_metrics(self, results):
+        correct, loss, batch_size = zip(*results)
+        test_loss, correct = sum(loss) / len(self.results), sum(correct) / sum(batch_size)
+        return dict(Accuracy=correct, Avg_loss=test_loss)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fengine.func import make_train_step
+from fengine.func._optim_state import init_state_
 from fengine.model import BaseModel
 from seed_models import NeuralNetwork
 from fengine.optim import AmpOptimWrapper, OptimWrapper
@@ -134,6 +136,120 @@ def test_a_smaller_last_batch_recompiles_at_most_once_and_then_never():
             for size in [32, 32, 32, 3 + epoch]:
                 state, _ = step(state, batches(1, size=size, seed=epoch)[0])
         assert counter.frame_count <= 2, f'{counter.frame_count} compiles'
+
+
+def _decaying(step: int) -> float:
+    return 1.0 / (1.0 + 0.1 * step)
+
+
+@pytest.mark.parametrize('optimizer, tol', [('SGD with momentum', 1e-6), ('Adam', 1e-5)])
+def test_a_learning_rate_changed_before_every_step_compiles_once_and_matches_eager(
+        optimizer, tol):
+    torch._dynamo.reset()
+    eager, eager_wrapper, compiled, wrapper = twins(MLP, OPTIMIZERS[optimizer])
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(w.optimizer, _decaying)
+                  for w in (eager_wrapper, wrapper)]
+    with count_compiles() as counter, warnings.catch_warnings():
+        # A compiled update bypasses optimizer.step; the scheduler must not notice.
+        warnings.simplefilter('error')
+        step = make_train_step(compiled, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for batch in batches(30):
+            eager.train_step(batch, eager_wrapper)
+            state, _ = step(state, batch)
+            for scheduler in schedulers:
+                scheduler.step()
+    assert counter.frame_count == 1, f'{counter.frame_count} compiles for 30 learning rates'
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert relative(b, a) <= tol, name
+    lrs = wrapper.get_lr()['lr']
+    assert type(lrs[0]) is float
+    assert lrs == pytest.approx(eager_wrapper.get_lr()['lr'], rel=1e-7)
+
+
+@pytest.mark.parametrize('optimizer', ['SGD with momentum', 'Adam'])
+def test_a_one_cycle_schedule_of_lr_and_momentum_compiles_at_most_twice(optimizer):
+    # OneCycleLR also cycles SGD's momentum / Adam's betas[0], assigning new floats.
+    torch._dynamo.reset()
+    eager, eager_wrapper, compiled, wrapper = twins(MLP, OPTIMIZERS[optimizer])
+    schedulers = [torch.optim.lr_scheduler.OneCycleLR(w.optimizer, max_lr=0.01,
+                                                      total_steps=20)
+                  for w in (eager_wrapper, wrapper)]
+    with count_compiles() as counter:
+        step = make_train_step(compiled, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for batch in batches(15):
+            eager.train_step(batch, eager_wrapper)
+            state, _ = step(state, batch)
+            for scheduler in schedulers:
+                scheduler.step()
+    # Adam's betas[0] is held as a tensor (one compile); SGD's momentum stays a float,
+    # which dynamo makes dynamic after its first change (one recompile).
+    assert counter.frame_count <= (2 if optimizer.startswith('SGD') else 1), \
+        f'{counter.frame_count} compiles'
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert relative(b, a) <= 1e-5, name
+    momentum = wrapper.get_momentum()['momentum']
+    assert type(momentum[0]) is float
+    assert momentum == pytest.approx(eager_wrapper.get_momentum()['momentum'], rel=1e-7)
+
+
+def test_a_learning_rate_assigned_as_a_float_is_taken_without_recompiling():
+    torch._dynamo.reset()
+    model = MLP()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    with count_compiles() as counter:
+        step = make_train_step(model, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for i, batch in enumerate(batches(12)):
+            wrapper.param_groups[0]['lr'] = 0.1 / (i + 1)  # not fill_: a new float
+            state, _ = step(state, batch)
+    assert counter.frame_count == 1, f'{counter.frame_count} compiles'
+    assert wrapper.get_lr()['lr'] == [pytest.approx(0.1 / 12)]
+
+
+@pytest.mark.parametrize('optimizer', ['SGD with momentum', 'Adam'])
+def test_five_steps_of_one_batch_shape_compile_exactly_once(optimizer):
+    torch._dynamo.reset()
+    model = CNN()
+    wrapper = OptimWrapper(OPTIMIZERS[optimizer](model.parameters()))
+    with count_compiles() as counter:
+        step = make_train_step(model, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for batch in batches(5):
+            state, _ = step(state, batch)
+    assert counter.frame_count == 1, f'{counter.frame_count} compiles'
+
+
+@pytest.mark.parametrize('optimizer', [
+    *OPTIMIZERS,
+    'SGD with dampening',  # left lazy: a zero buffer would change its first step
+    'SGD with nesterov and weight decay',
+])
+def test_creating_the_optimizer_state_before_the_first_step_changes_no_number(optimizer):
+    make = {**OPTIMIZERS,
+            'SGD with dampening': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9,
+                                                           dampening=0.5),
+            'SGD with nesterov and weight decay': lambda p: torch.optim.SGD(
+                p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)}[optimizer]
+    lazy, _, early, _ = twins(MLP, make)
+    optimizers = [make(lazy.parameters()), make(early.parameters())]
+    for param in early.parameters():
+        param.grad = torch.zeros_like(param)
+    init_state_(optimizers[1])
+    if 'dampening' not in optimizer:
+        assert all(optimizers[1].state[p] for p in early.parameters())
+    for x, y in batches(3):
+        for model, opt in zip((lazy, early), optimizers):
+            opt.zero_grad()
+            model(x, y, mode='loss')['loss'].backward()
+            opt.step()
+    for (name, a), b in zip(lazy.named_parameters(), early.parameters()):
+        assert torch.equal(a, b), name
+    for p, q in zip(lazy.parameters(), early.parameters()):
+        for key, value in optimizers[0].state[p].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(
+                optimizers[1].state[q][key])), key
 
 
 class _ReadSpy(TorchDispatchMode):
@@ -268,12 +384,81 @@ def test_many_models_in_one_process_each_get_their_own_compile_cache():
         model.compile_steps(dict(backend='eager'), strict=True).val_step(batches(1)[0])
 
 
-def test_fp16_loss_scaling_runs_through_the_wrapper_and_says_so(fengine_log):
-    eager, eager_wrapper, compiled, wrapper = twins(
-        MLP, OPTIMIZERS['SGD with momentum'], wrapper_cls=AmpOptimWrapper,
-        dtype=torch.float16)
+def _fp16_twins(optimizer, **kwargs):
+    return twins(MLP, OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer,
+                 wrapper_cls=AmpOptimWrapper, dtype=torch.float16, **kwargs)
+
+
+@pytest.mark.parametrize('optimizer, clip_grad', [('SGD with momentum', None),
+                                                  ('Adam', dict(max_norm=1.0))])
+def test_fp16_loss_scaling_is_compiled_skips_an_inf_step_and_halves_the_scale(
+        optimizer, clip_grad):
+    torch._dynamo.reset()
+    eager, eager_wrapper, compiled, wrapper = _fp16_twins(optimizer, clip_grad=clip_grad)
+    data = batches(6)
+    data[3] = (data[3][0] * 1e5, data[3][1])  # overflows float16: inf/nan gradients
+    with count_compiles() as counter:
+        step = make_train_step(compiled, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for i, batch in enumerate(data):
+            before = [p.detach().clone() for p in compiled.parameters()]
+            expected = eager.train_step(batch, eager_wrapper)
+            state, got = step(state, batch)
+            assert got.keys() == expected.keys()
+            assert wrapper.loss_scaler.state_dict() == eager_wrapper.loss_scaler.state_dict()
+            if i == 3:
+                assert all(torch.equal(a, b) for a, b in zip(before, compiled.parameters()))
+                assert wrapper.loss_scaler.get_scale() == 2.0 ** 15
+    assert counter.frame_count == 1, f'{counter.frame_count} compiles'
+    assert wrapper.loss_scaler.state_dict()['_growth_tracker'] == 2
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert relative(b, a) <= 1e-5, name
+    for p, q in zip(eager.parameters(), compiled.parameters()):
+        for key, value in eager_wrapper.optimizer.state[p].items():
+            # Adam's moments follow float16 gradients, clipped by a norm that the two
+            # paths sum in a different order.
+            assert relative(wrapper.optimizer.state[q][key].double(), value.double()) <= 1e-4
+
+
+def test_a_static_fp16_loss_scale_stays_put_through_an_inf_step():
+    eager, eager_wrapper, compiled, wrapper = _fp16_twins('SGD with momentum', loss_scale=512.0)
+    step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)
+    state = step.state
+    data = batches(3)
+    data[1] = (data[1][0] * 1e5, data[1][1])
+    for i, batch in enumerate(data):
+        before = [p.detach().clone() for p in compiled.parameters()]
+        eager.train_step(batch, eager_wrapper)
+        state, _ = step(state, batch)
+        if i == 1:
+            assert all(torch.equal(a, b) for a, b in zip(before, compiled.parameters()))
+        assert wrapper.loss_scaler.get_scale() == eager_wrapper.loss_scaler.get_scale() == 512
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        assert relative(b, a) <= 1e-5, name
+
+
+def test_an_fp16_step_decides_to_skip_without_reading_a_value_back():
+    model = MLP()
+    wrapper = AmpOptimWrapper(optimizer=OPTIMIZERS['SGD with momentum'](model.parameters()),
+                              dtype=torch.float16)
+    step = make_train_step(model, wrapper, compile=False)
+    state = step.state
+    data = batches(3)
+    data[1] = (data[1][0] * 1e5, data[1][1])
+    with _ReadSpy() as spy:
+        for batch in data:
+            state, _ = step(state, batch)
+    assert spy.read == []
+    assert wrapper.loss_scaler.get_scale() == 2.0 ** 15  # it did skip one
+
+
+def test_fp16_with_state_that_only_a_first_step_creates_runs_through_the_wrapper(fengine_log):
+    def sgd_with_dampening(params):
+        return torch.optim.SGD(params, lr=0.05, momentum=0.9, dampening=0.1)
+
+    eager, eager_wrapper, compiled, wrapper = _fp16_twins(sgd_with_dampening)
     step = make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'))
-    assert any('fp16 loss scaling' in w for w in fengine_log.messages(logging.WARNING))
+    assert any('dampening' in w for w in fengine_log.messages(logging.WARNING))
     assert_same_training(eager, eager_wrapper, compiled, step, batches(3), tol=0)
     with pytest.raises(NotImplementedError, match='fp16 loss scaling'):
         make_train_step(compiled, wrapper, compile=dict(backend='aot_eager'), strict=True)

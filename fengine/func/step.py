@@ -19,6 +19,23 @@ undecorated function under ``no_grad`` instead. And dynamo refuses an optimizer 
 when a parameter has a pending attribute mutation, so ``.grad`` buffers are created
 once, outside the graph, and written in place inside it.
 
+Two more keep it *one compile* (``_optim_state.py``). Before the first compiled call
+the optimizer's state is created as its first step would create it (else the second
+call sees new state and recompiles), and float learning rates (and Adam's ``betas[0]``)
+become 0-d tensors that schedulers write in place (else each new value is a recompile,
+and the ninth a hard error). ``OptimWrapper.get_lr()`` still reads floats.
+
+fp16 loss scaling (an enabled ``GradScaler``) is part of the graph too
+(``_loss_scale.py``): the loss is scaled by the scaler's scale tensor, the gradients
+unscaled and checked with the scaler's own op, and the update runs unconditionally and
+is selected away with ``torch.where`` where they overflowed, so no host sync decides it.
+
+Memory: the optimizer reads the gradients from the persistent ``.grad`` buffers, and
+``torch.func.grad`` returns new tensors that are added into them, so a step holds the
+parameters, the optimizer state, ``.grad`` and one gradient-sized temporary (the largest
+parameter's; inductor frees each after its update). A hand-written loop with
+``zero_grad(set_to_none=True)`` holds the parameters, the state and all gradients.
+
 The state is *donated*: its tensors are updated in place and the same state is
 returned, as with buffer donation in JAX; keep using the returned one.
 """
@@ -34,6 +51,9 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from ..logging import print_log
+from ._loss_scale import (needs_lazy_state, ready_scaler_, restorable, skippable_update_,
+                          unscale_, update_scale_)
+from ._optim_state import hold_hyperparams_, init_state_, release_hyperparams_
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
 
@@ -93,6 +113,12 @@ class TrainStep:
             ``torch.compile`` options (``backend``, ``mode``...; ``mode='reduce-overhead'``
             replays the step as a CUDA graph on CUDA when shapes are static).
         strict: Raise when compilation fails instead of warning and running eagerly.
+
+    A compiled step changes the optimizer's param groups in place on its first call:
+    float ``lr`` (and Adam's ``betas[0]``) become 0-d float32 tensors on the parameters'
+    device; Adam-like groups with ``foreach=True`` get ``capturable=True`` (CUDA) or
+    ``foreach=False`` (CPU), which torch.optim requires for tensor hyper-parameters. If
+    compilation fails and the step falls back to eager, the floats are put back.
     """
 
     def __init__(self, model: nn.Module, optim_wrapper, *, compile: bool | dict = True,
@@ -106,16 +132,22 @@ class TrainStep:
         self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False
         self._scales: dict[tuple, torch.Tensor] = {}
+        self._held: dict = {}  # the 0-d tensors that replace float lrs (_optim_state.py)
+        self._state_ready = False
         scaler = getattr(optim_wrapper, 'loss_scaler', None)
-        # fp16 loss scaling (scale, unscale, skip on inf, update the scale) is not part of
-        # the fused graph yet: run those steps through the wrapper's own eager update
-        # rather than train without it.
-        self._through_wrapper = scaler is not None and scaler.is_enabled()
+        # fp16 loss scaling is part of the graph (see _loss_scale.py), with the scaler's
+        # own tensors; bf16 autocast needs no scaler.
+        self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self._static_scale = getattr(optim_wrapper, 'static_loss_scale', None)
+        # ...except for an optimizer whose state appears in its first step, which a
+        # skipped step must not leave behind: those steps run through the wrapper.
+        self._through_wrapper = self._scaler is not None and needs_lazy_state(optimizer)
         if self._through_wrapper:
             message = (f'the training step of {type(model).__name__} uses fp16 loss scaling '
-                       '(a GradScaler), which the compiled step does not include yet; it '
-                       'runs eagerly through the optimizer wrapper. bf16 autocast needs no '
-                       'scaler and is compiled.')
+                       f'with {type(optimizer).__name__}(dampening != 0), whose state appears '
+                       'in its first step, which the compiled step cannot skip on inf '
+                       'gradients; it runs eagerly through the optimizer wrapper. Use '
+                       'dampening=0, or bf16 autocast, which needs no scaler.')
             if strict:
                 raise NotImplementedError(message)
             print_log(message, logger='current', level=logging.WARNING)
@@ -130,9 +162,9 @@ class TrainStep:
                           self.optim_wrapper.optimizer)
 
     # -- the function that is compiled -----------------------------------------------
-    def _step(self, state: TrainState, data: Any, scale: torch.Tensor,
-              update: bool) -> dict[str, torch.Tensor]:
-        model, wrapper = self.model, self.optim_wrapper
+    def _step(self, state: TrainState, data: Any, scale: torch.Tensor, update: bool,
+              restore: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        model, wrapper, scaler = self.model, self.optim_wrapper, self._scaler
         with wrapper.optim_context(model):
             data = model.data_preprocessor(data, True)
 
@@ -140,7 +172,10 @@ class TrainStep:
             with wrapper.optim_context(model):
                 losses = _forward(model, {**params, **fixed[0]}, fixed[1], data)
             loss, log_vars = model.parse_losses(losses)
-            return loss * scale, log_vars
+            loss = loss * scale
+            if scaler is not None:  # GradScaler.scale(loss)
+                loss = loss * scaler._scale.to(device=loss.device)
+            return loss, log_vars
 
         detached = {k: v.detach() for k, v in state.params.items()}
         grads, (_, log_vars) = grad_and_value(loss_of, has_aux=True)(
@@ -150,9 +185,17 @@ class TrainStep:
             for name, param in state.params.items():
                 param.grad.add_(grads[name])
             if update:
-                log_vars.update(wrapper.clip_grads(list(state.params.values())))
-                self._optimizer_step(state.optimizer)
-                for param in state.params.values():
+                params = list(state.params.values())
+                if scaler is None:
+                    log_vars.update(wrapper.clip_grads(params))
+                    self._optimizer_step(state.optimizer)
+                else:  # AmpOptimWrapper.step: unscale, clip, step unless inf, update
+                    found_inf = unscale_(scaler, params)
+                    log_vars.update(wrapper.clip_grads(params))
+                    skippable_update_(lambda: self._optimizer_step(state.optimizer),
+                                      restore, found_inf)
+                    update_scale_(scaler, found_inf, self._static_scale)
+                for param in params:
                     param.grad.zero_()
         return log_vars
 
@@ -164,20 +207,38 @@ class TrainStep:
         for param in state.params.values():
             if param.grad is None:  # persistent buffers, created outside the graph
                 param.grad = torch.zeros_like(param)
+        compiled = self._compiled is not None and not self._fell_back
+        step = self._compiled if compiled else self._step
+        if compiled:
+            # A float lr is guarded by value: each scheduled change would recompile.
+            hold_hyperparams_(state.optimizer, self._held)
+        if (compiled or self._scaler is not None) and not self._state_ready:
+            # State that the first update creates would recompile the second call, and a
+            # skipped fp16 update must find every tensor it restores (_optim_state.py).
+            init_state_(state.optimizer)
+            self._state_ready = True
+        if self._scaler is not None:
+            ready_scaler_(self._scaler, next(iter(state.params.values())).device)
         factor, update = self.optim_wrapper.next_micro_step()
         scale = self._scale(factor, state)
-        step = self._step if (self._compiled is None or self._fell_back) else self._compiled
+        restore = (restorable(state.optimizer, list(state.params.values()))
+                   if self._scaler is not None and update else None)
         try:
-            log_vars = step(state, data, scale, update)
+            log_vars = step(state, data, scale, update, restore)
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
-            if step is self._step or self.strict or not _is_compile_error(exc):
+            if not compiled or self.strict or not _is_compile_error(exc):
                 raise
             self._fell_back = True
+            release_hyperparams_(state.optimizer, self._held)  # eager optimizers want floats
             print_log(f'compiling the training step of {type(self.model).__name__} failed, '
                       f'so it runs eagerly from now on: {type(exc).__name__}: '
                       f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
                       'raise instead).', logger='current', level=logging.WARNING)
-            log_vars = self._step(state, data, scale, update)
+            log_vars = self._step(state, data, scale, update, restore)
+        if update:
+            # torch's LRScheduler wraps optimizer.step to set this flag; the update above
+            # bypasses that wrapper, and the scheduler would warn it ran before any update.
+            state.optimizer._opt_called = True
         return state, log_vars
 
     def _scale(self, factor: int, state: TrainState) -> torch.Tensor:

@@ -5,7 +5,9 @@ the compiled, fused versions live in :mod:`fengine.func.step`.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import contextlib
+import logging
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,6 +18,28 @@ from .base_module import BaseModule
 __all__ = ['BaseModel', 'parse_losses', 'MODES']
 
 MODES = ('loss', 'predict', 'tensor')
+
+
+class _DropItemGraphBreaks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'Graph break from `Tensor.item()`' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_item_graph_breaks() -> Iterator[None]:
+    """Hide dynamo's warning about ``.item()`` while compiling an evaluation step.
+
+    Predictions often carry Python numbers (the seed's ``loss.item()``); the compiled
+    evaluation step allows that graph break by design (``fullgraph=False``), so the
+    multi-line advice to capture scalar outputs is noise for the user.
+    """
+    logger = logging.getLogger('torch._dynamo.variables.tensor')
+    quiet = _DropItemGraphBreaks()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -175,13 +199,17 @@ class BaseModel(BaseModule):
         loss, log_vars = self.parse_losses(losses)
         optim_wrapper.update_params(loss)
         log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
-        return log_vars
+        # Log values outlive the step: they must not hold the autograd graph.
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in log_vars.items()}
 
     def val_step(self, data: Any) -> Any:
         """Preprocess (``training=False``) and forward in ``predict`` mode, without grad."""
         compiled = getattr(self, '_compiled_steps', None)
-        with torch.no_grad():
-            return compiled['eval'](data) if compiled is not None else self._eval_step(data)
+        if compiled is None:
+            with torch.no_grad():
+                return self._eval_step(data)
+        with torch.no_grad(), _quiet_item_graph_breaks():
+            return compiled['eval'](data)
 
     def test_step(self, data: Any) -> Any:
         """The same as :meth:`val_step` (MMEngine: ``test_step``)."""

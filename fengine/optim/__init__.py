@@ -10,3 +10,10 @@ from .optim_wrapper import OptimWrapper
 
 __all__ = ['OptimWrapper', 'AmpOptimWrapper', 'DefaultOptimWrapperConstructor',
            'build_optim_wrapper']
+from .scheduler import (ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts,
+                        ExponentialLR, LinearLR, MultiStepLR, OneCycleLR, ParamScheduler,
+                        PolynomialLR, StepLR, build_param_schedulers)
+
+__all__ += ['ParamScheduler', 'build_param_schedulers', 'StepLR', 'MultiStepLR',
+            'CosineAnnealingLR', 'LinearLR', 'OneCycleLR', 'ExponentialLR', 'ConstantLR',
+            'PolynomialLR', 'CosineAnnealingWarmRestarts']

@@ -167,6 +167,11 @@ class AmpOptimWrapper(OptimWrapper):
                                  self.cast_dtype == torch.float16 or loss_scale != 'dynamic')
         self.loss_scaler = torch.amp.GradScaler(self._device_type, **scaler_kwargs)
 
+    @property
+    def static_loss_scale(self) -> float | None:
+        """The static scale every update resets the scaler to; ``None`` for dynamic scaling."""
+        return self._static_scale
+
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         """Backward the scaled loss (``loss_scaler.scale(loss).backward(**kwargs)``)."""
         self.loss_scaler.scale(loss).backward(**kwargs)

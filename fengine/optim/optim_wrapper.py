@@ -357,8 +357,12 @@ class OptimWrapper:
         return self.optimizer.defaults
 
     def get_lr(self) -> dict[str, list[float]]:
-        """The learning rate of each parameter group: ``{'lr': [...]}``."""
-        return {'lr': [group['lr'] for group in self.param_groups]}
+        """The learning rate of each parameter group, as floats: ``{'lr': [...]}``.
+
+        A compiled training step keeps ``lr`` as a 0-d tensor (so a new value is not a
+        recompile); it is read back here.
+        """
+        return {'lr': [float(group['lr']) for group in self.param_groups]}
 
     def get_momentum(self) -> dict[str, list[float]]:
         """The momentum of each group: ``{'momentum': [...]}``.
@@ -369,9 +373,9 @@ class OptimWrapper:
         momentum = []
         for group in self.param_groups:
             if 'momentum' in group:
-                momentum.append(group['momentum'])
-            elif 'betas' in group:
-                momentum.append(group['betas'][0])
+                momentum.append(float(group['momentum']))
+            elif 'betas' in group:  # a compiled step may hold betas[0] as a 0-d tensor
+                momentum.append(float(group['betas'][0]))
             else:
                 momentum.append(0)
         return {'momentum': momentum}

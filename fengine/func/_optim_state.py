@@ -1,0 +1,169 @@
+"""Ready a ``torch.optim`` optimizer for a compiled step: no recompiles after warm-up.
+
+Dynamo guards on what the optimizer step reads from Python. These change between steps
+and would each recompile the training step:
+
+- A float learning rate is a constant in the graph, guarded by value: every change by
+  a scheduler is a new graph, and the ninth hits ``recompile_limit`` (a hard error
+  under ``fullgraph=True``). A 0-d tensor is a graph input instead; torch's
+  ``LRScheduler`` writes tensor learning rates in place with ``fill_``
+  (``_update_param_group_val`` in ``torch/optim/lr_scheduler.py``), and fengine's
+  schedulers do too. Adam's ``betas[0]``, which momentum schedules (``OneCycleLR``)
+  change, likewise. SGD's ``momentum`` stays a float: SGD branches on
+  ``momentum != 0`` in Python, and dynamo makes a changing float momentum dynamic after
+  one recompile anyway.
+- The optimizer state (momentum buffers, Adam's moments and step counters) appears in
+  the first step; the second call sees a different state dict and compiles again.
+  Creating it beforehand, exactly as the first step would, leaves one compile.
+
+All of it is done outside the graph, on the caller's side of the compiled function.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import torch
+from torch.optim import Optimizer
+
+__all__ = ['hold_hyperparams_', 'release_hyperparams_', 'init_state_']
+
+# (group index, 'lr' or 'beta1') -> (the tensor in the group, the float last written)
+Held = dict[tuple[int, str], tuple[torch.Tensor, float]]
+
+
+def _device(group: dict) -> torch.device | None:
+    params = group.get('params') or []
+    return params[0].device if params else None
+
+
+def _capturable_ok(device: torch.device) -> bool:
+    from torch.optim.optimizer import _get_capturable_supported_devices
+
+    return device.type in _get_capturable_supported_devices()
+
+
+def _is_float(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, torch.Tensor))
+
+
+def _tensor_for(held: Held, key: tuple[int, str], value: float,
+                device: torch.device) -> torch.Tensor:
+    tensor, _ = held.get(key, (None, None))
+    if tensor is None or tensor.device != device:
+        tensor = torch.tensor(float(value), dtype=torch.float32, device=device)
+    else:
+        tensor.fill_(float(value))
+    held[key] = tensor, float(value)
+    return tensor
+
+
+def hold_hyperparams_(optimizer: Optimizer, held: Held) -> None:
+    """Make every float ``lr`` (and Adam's ``betas[0]``) a 0-d tensor on the params' device.
+
+    Called before every compiled step (a few dict operations): a scheduler or user that
+    assigns a float (``group['lr'] = 0.1``, OneCycleLR's ``group['betas'] = (m, b2)``)
+    instead of filling the tensor gets that value written into the group's tensor, so
+    the graph never sees a float.
+
+    The tensors are float32: a float64 0-d tensor is taken by dynamo for a Python float
+    and guarded with ``.item()`` (a device sync per call on CUDA, and one extra
+    compile). The kernels round ``alpha=lr`` to the parameters' float32 anyway.
+
+    Groups with ``foreach=True`` and ``capturable=False`` (Adam and kin), for which
+    torch.optim refuses a tensor ``lr``, get ``capturable=True`` on devices that support
+    it and ``foreach=False`` on the others (the CPU).
+    """
+    for index, group in enumerate(optimizer.param_groups):
+        device = _device(group)
+        lr = group.get('lr')
+        betas = group.get('betas')
+        tensor_betas = (isinstance(optimizer, torch.optim.Adam) and not group.get('fused')
+                        and isinstance(betas, (tuple, list)) and _is_float(betas[0]))
+        if device is None or not (_is_float(lr) or tensor_betas):
+            continue
+        if group.get('foreach') and group.get('capturable') is False:
+            # torch.optim refuses tensor hyper-parameters with foreach=True and
+            # capturable=False (Adam and kin). Where capturable exists, use it; elsewhere
+            # (the CPU, whose foreach kernels are per-tensor loops anyway) turn foreach
+            # off, as torch's own adam() does for a tensor lr when foreach is left to it.
+            if _capturable_ok(device):
+                group['capturable'] = True
+            else:
+                group['foreach'] = False
+        if _is_float(lr):
+            group['lr'] = _tensor_for(held, (index, 'lr'), lr, device)
+        if tensor_betas:
+            group['betas'] = (_tensor_for(held, (index, 'beta1'), betas[0], device),
+                              *betas[1:])
+
+
+def release_hyperparams_(optimizer: Optimizer, held: Held) -> None:
+    """Put back the floats :func:`hold_hyperparams_` replaced (for eager steps).
+
+    Eager torch.optim reads a tensor ``lr`` back with ``.item()`` (a device sync per step
+    on CUDA) and rounds it differently; a step that falls back to eager uses floats.
+    """
+    def value_of(key: tuple[int, str], current: object) -> object:
+        tensor, value = held.get(key, (None, None))
+        if tensor is None or current is not tensor:
+            return current
+        # The float we were given, unless a scheduler has filled in another since.
+        now = tensor.item()
+        return value if torch.tensor(value, dtype=tensor.dtype).item() == now else now
+
+    for index, group in enumerate(optimizer.param_groups):
+        if 'lr' in group:
+            group['lr'] = value_of((index, 'lr'), group['lr'])
+        betas = group.get('betas')
+        if isinstance(betas, (tuple, list)) and betas:
+            group['betas'] = (value_of((index, 'beta1'), betas[0]), *betas[1:])
+    held.clear()
+
+
+def init_state_(optimizer: Optimizer) -> None:
+    """Create the optimizer's state for every parameter with a ``.grad``, as step 1 would.
+
+    Most optimizers create their state in ``_init_group`` (zeros, a zero step counter):
+    calling it is what dynamo itself does while tracing (``OptimizerVariable`` in
+    ``torch/_dynamo/variables/optimizer.py``), only now before the first call. Groups on
+    a device with capturable support get ``capturable=True`` first, as dynamo's
+    ``_set_capturable`` does for fresh state, so their step counters live on the device
+    and the eager fallback needs no host reads.
+
+    SGD keeps ``momentum_buffer=None`` until its first step, which then sets the buffer
+    to a copy of the gradient. With ``dampening == 0`` a zero buffer gives the very same
+    numbers (``0 * momentum + 1 * grad``, up to the sign of a zero), so it is created
+    here; with dampening, the
+    first step differs (``grad`` instead of ``(1 - dampening) * grad``) and the state is
+    left to the step: one more compile, the same math.
+    """
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            params = [p for p in group['params'] if p.grad is not None]
+            if not params:
+                continue
+            fresh = all(p not in optimizer.state or not optimizer.state[p] for p in params)
+            if ('capturable' in group and not group['capturable'] and not group.get('fused')
+                    and fresh and all(_capturable_ok(p.device) for p in params)):
+                group['capturable'] = True
+            if isinstance(optimizer, torch.optim.SGD):
+                if group['momentum'] != 0 and group['dampening'] == 0:
+                    for p in params:
+                        state = optimizer.state[p]
+                        if state.get('momentum_buffer') is None:
+                            state['momentum_buffer'] = torch.zeros_like(
+                                p, memory_format=torch.preserve_format)
+                continue
+            init_group = getattr(optimizer, '_init_group', None)
+            if init_group is None:
+                continue
+            # _init_group(group, params, grads, state lists...): it fills the lists we
+            # pass and creates missing state.
+            lists = len(inspect.signature(init_group).parameters) - 1
+            init_group(group, *([] for _ in range(lists)))
+            if group.get('capturable'):
+                for p in params:  # a resumed, non-capturable state keeps `step` on the CPU
+                    step = optimizer.state[p].get('step')
+                    if isinstance(step, torch.Tensor) and step.device != p.device:
+                        optimizer.state[p]['step'] = step.to(p.device)

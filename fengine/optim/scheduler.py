@@ -1,0 +1,611 @@
+"""Parameter schedulers over ``torch.optim.lr_scheduler`` (MMEngine: ``mmengine.optim.scheduler``).
+
+A :class:`ParamScheduler` is one entry of a ``param_scheduler`` config. It owns a
+torch ``LRScheduler`` (torch's own math, no formula re-derived here) and adds
+MMEngine's window and unit:
+
+- ``by_epoch``: whether one :meth:`ParamScheduler.step` is one epoch (True, the
+  default) or one iteration.
+- ``begin``/``end``: the schedule runs relative to ``begin`` (the torch scheduler's
+  step 0 happens at step ``begin``) and stops changing the learning rate at
+  ``end``; outside ``[begin, end)`` the lr is left to the other schedulers.
+- ``convert_to_iter_based=True`` turns an epoch-based config into an
+  iteration-based one, given ``epoch_length`` (iterations per epoch).
+
+The contract with the Runner (there is no ``ParamSchedulerHook`` to read it from):
+build the schedulers once, before training, with :func:`build_param_schedulers`
+(building applies each schedule's first value when ``begin`` is 0, as MMEngine
+does); then call ``scheduler.step()`` after every training iteration for the
+schedulers with ``by_epoch=False`` and after every training epoch for those with
+``by_epoch=True``, in list order. The lr a training iteration uses is the one the
+optimizer holds when it starts. To resume, build the schedulers, load the
+optimizer's state, then each scheduler's :meth:`ParamScheduler.load_state_dict`
+(MMEngine's Runner order).
+
+Several schedulers on one optimizer compose as in MMEngine: torch's chainable
+schedulers (StepLR, MultiStepLR, ExponentialLR, LinearLR, ConstantLR,
+CosineAnnealingLR, PolynomialLR) scale the current lr, so a LinearLR warm-up by
+iteration and a MultiStepLR by epoch multiply. OneCycleLR and
+CosineAnnealingWarmRestarts set the lr from their own base values.
+
+A learning rate held as a 0-d tensor (so a compiled step does not recompile when it
+changes) stays the same tensor object: torch's schedulers write it with ``fill_``,
+and nothing here assigns a float over it.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer, lr_scheduler
+
+from .._errors import choices_text, suggest
+from ..registry import PARAM_SCHEDULERS
+from .optim_wrapper import OptimWrapper
+
+__all__ = ['ParamScheduler', 'build_param_schedulers', 'INF', 'StepLR', 'MultiStepLR',
+           'CosineAnnealingLR', 'LinearLR', 'OneCycleLR', 'ExponentialLR', 'ConstantLR',
+           'PolynomialLR', 'CosineAnnealingWarmRestarts']
+
+INF = int(1e9)  # MMEngine's "no end"
+
+# The arguments of each torch scheduler that count epochs; convert_to_iter_based
+# multiplies them by epoch_length (ExponentialLR's gamma is handled on its own).
+_EPOCH_VALUED_ARGS: dict[type, tuple[str, ...]] = {
+    lr_scheduler.StepLR: ('step_size',),
+    lr_scheduler.MultiStepLR: ('milestones',),
+    lr_scheduler.CosineAnnealingLR: ('T_max',),
+    lr_scheduler.LinearLR: ('total_iters',),
+    lr_scheduler.ConstantLR: ('total_iters',),
+    lr_scheduler.PolynomialLR: ('total_iters',),
+    lr_scheduler.CosineAnnealingWarmRestarts: ('T_0',),
+    lr_scheduler.OneCycleLR: ('total_steps', 'steps_per_epoch'),
+    lr_scheduler.ExponentialLR: (),
+}
+# Schedulers whose length defaults to ``end - begin - 1`` steps (MMEngine's rule: the
+# last step inside [begin, end) reaches the final factor).
+_TOTAL_ITERS_FROM_SPAN = (lr_scheduler.LinearLR, lr_scheduler.ConstantLR,
+                          lr_scheduler.PolynomialLR)
+# Arguments the wrapper sets itself; a config passing them is an error.
+_RESERVED = ('optimizer', 'last_epoch')
+_OWN_ARGS = ('by_epoch', 'begin', 'end', 'convert_to_iter_based', 'epoch_length')
+# torch checks that scheduler.step() follows optimizer.step(); a compiled training step
+# may update the parameters without calling optimizer.step(), so the check misfires.
+_ORDER_WARNING = r'.*(optimizer\.step\(\)|lr_scheduler\.step\(\)).*'
+
+
+def _unwrap(optimizer: Any) -> Optimizer:
+    if isinstance(optimizer, OptimWrapper):
+        return optimizer.optimizer
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    raise TypeError('a parameter scheduler needs a torch.optim.Optimizer or a '
+                    f'fengine.optim.OptimWrapper, but got {type(optimizer).__name__}: '
+                    f'{optimizer!r}')
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, Tensor) else value
+
+
+def _current_lrs(optimizer: Optimizer) -> list[float | Tensor]:
+    return [_copy(group['lr']) for group in optimizer.param_groups]
+
+
+@contextmanager
+def _param_groups_kept(optimizer: Optimizer, drop_new_keys: bool) -> Iterator[None]:
+    """Undo what constructing a torch scheduler does to the param groups.
+
+    Tensor values are written back into the same tensor objects (a compiled step
+    may hold them). With ``drop_new_keys`` the keys the constructor added (e.g.
+    OneCycleLR's ``max_lr``) are removed too.
+    """
+    saved = [{key: (value, _copy(value)) for key, value in group.items() if key != 'params'}
+             for group in optimizer.param_groups]
+    try:
+        yield
+    finally:
+        for group, snapshot in zip(optimizer.param_groups, saved):
+            for key, (obj, value) in snapshot.items():
+                if isinstance(obj, Tensor):
+                    with torch.no_grad():
+                        obj.copy_(value)
+                group[key] = obj if isinstance(obj, Tensor) else value
+            if drop_new_keys:
+                for key in [k for k in group if k != 'params' and k not in snapshot]:
+                    del group[key]
+
+
+def _accepted_args(scheduler_cls: type) -> list[str]:
+    params = inspect.signature(scheduler_cls).parameters
+    return [name for name, p in params.items()
+            if name not in _RESERVED and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)]
+
+
+def _check_args(scheduler_cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming an argument ``scheduler_cls`` does not accept."""
+    name = scheduler_cls.__name__
+    accepted = _accepted_args(scheduler_cls)
+    hint = (f'{name} accepts {choices_text(accepted) or "no arguments"} '
+            f"(torch.optim.lr_scheduler.{name}'s signature) and "
+            f'{choices_text(_OWN_ARGS)}.')
+    for key in kwargs:
+        if key == 'last_epoch':
+            raise TypeError(f'{name} got last_epoch; a ParamScheduler resumes through '
+                            'load_state_dict(), not last_epoch. ' + hint)
+        if key not in accepted:
+            raise TypeError(f'{name} got an unexpected argument {key!r}.'
+                            f'{suggest(key, list(accepted) + list(_OWN_ARGS))} {hint}')
+
+
+def _check_required(scheduler_cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the required arguments of ``scheduler_cls`` not given."""
+    params = inspect.signature(scheduler_cls).parameters
+    accepted = _accepted_args(scheduler_cls)
+    missing = [p for p in accepted
+               if params[p].default is inspect.Parameter.empty and p not in kwargs]
+    if missing:
+        raise TypeError(f'{scheduler_cls.__name__} is missing the required argument(s) '
+                        f'{choices_text(missing)}; it accepts {choices_text(accepted)} '
+                        f"(torch.optim.lr_scheduler.{scheduler_cls.__name__}'s signature) "
+                        f'and {choices_text(_OWN_ARGS)}.')
+
+
+def _check_int(what: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{what} must be an int, but got {type(value).__name__}: {value!r}')
+    if value < minimum:
+        raise ValueError(f'{what} must be >= {minimum}, but got {value}')
+    return value
+
+
+def _to_iter_based(scheduler_cls: type, kwargs: dict[str, Any], begin: int, end: int,
+                   epoch_length: Any) -> tuple[dict[str, Any], int, int]:
+    """An epoch-based config's arguments, begin and end, counted in iterations."""
+    name = scheduler_cls.__name__
+    if epoch_length is None:
+        raise ValueError(f'{name} has convert_to_iter_based=True but no epoch_length (the '
+                         'number of iterations per epoch); pass epoch_length, e.g. '
+                         'build_param_schedulers(cfg, optim_wrapper, '
+                         'epoch_length=len(train_dataloader)).')
+    length = _check_int('epoch_length', epoch_length, 1)
+    supported = [cls.__name__ for cls in _EPOCH_VALUED_ARGS]
+    if scheduler_cls not in _EPOCH_VALUED_ARGS:
+        raise ValueError(f'convert_to_iter_based is not supported for {name}: which of its '
+                         'arguments count epochs is unknown. Supported: '
+                         f'{choices_text(supported)}; or write the config by iteration '
+                         '(by_epoch=False).')
+    kwargs = dict(kwargs)
+    defaults = inspect.signature(scheduler_cls).parameters
+    for arg in _EPOCH_VALUED_ARGS[scheduler_cls]:
+        if arg not in kwargs and end == INF:
+            # No span to derive it from later: scale torch's own default.
+            default = defaults[arg].default
+            if default is not inspect.Parameter.empty and default is not None:
+                kwargs[arg] = default
+        value = kwargs.get(arg)
+        if value is None:
+            continue
+        if arg == 'milestones':
+            kwargs[arg] = [m * length for m in value]
+        else:
+            kwargs[arg] = value * length
+    if scheduler_cls is lr_scheduler.ExponentialLR and 'gamma' in kwargs:
+        # One epoch's decay spread evenly over its iterations.
+        kwargs['gamma'] = kwargs['gamma'] ** (1.0 / length)
+    return kwargs, begin * length, end if end == INF else end * length
+
+
+def _defaults_from_span(scheduler_cls: type, kwargs: dict[str, Any], begin: int,
+                        end: int) -> dict[str, Any]:
+    """Fill the schedule's length from ``[begin, end)`` where MMEngine does."""
+    name = scheduler_cls.__name__
+    kwargs = dict(kwargs)
+    if issubclass(scheduler_cls, lr_scheduler.CosineAnnealingLR) and 'T_max' not in kwargs:
+        if end == INF:
+            raise ValueError(f'{name} needs T_max, or a finite end to take T_max = end - '
+                             'begin from (build_param_schedulers takes end from max_epochs '
+                             'or max_iters when given).')
+        kwargs['T_max'] = end - begin
+    if (issubclass(scheduler_cls, _TOTAL_ITERS_FROM_SPAN) and 'total_iters' not in kwargs
+            and end != INF):
+        kwargs['total_iters'] = end - begin - 1
+    if (issubclass(scheduler_cls, lr_scheduler.OneCycleLR) and end != INF
+            and kwargs.get('total_steps') is None
+            and (kwargs.get('epochs') is None or kwargs.get('steps_per_epoch') is None)):
+        kwargs['total_steps'] = end - begin
+    return kwargs
+
+
+class ParamScheduler:
+    """One ``torch.optim.lr_scheduler`` schedule with MMEngine's window and unit.
+
+    MMEngine: ``mmengine.optim._ParamScheduler`` (and its ``LRScheduler`` subclasses,
+    here the registered subclasses such as :class:`MultiStepLR`). The torch
+    scheduler is built at step ``begin`` (at once when ``begin`` is 0), so nothing
+    changes the lr before ``begin``; its arguments are still checked when this
+    object is built.
+
+    Args:
+        optimizer: The torch optimizer, or an :class:`OptimWrapper` around it.
+        scheduler_cls: A ``torch.optim.lr_scheduler.LRScheduler`` subclass; the
+            registered subclasses (``StepLR``...) set it themselves.
+        by_epoch: Whether one :meth:`step` is one epoch (True) or one iteration.
+        begin: The step at which the schedule starts (its step 0).
+        end: The step at which the schedule stops changing the lr (exclusive).
+        convert_to_iter_based: Turn this epoch-based config into an
+            iteration-based one: ``begin``, ``end`` and the arguments that count
+            epochs are multiplied by ``epoch_length`` (ExponentialLR's ``gamma``
+            becomes ``gamma ** (1 / epoch_length)``), and ``by_epoch`` becomes False.
+        epoch_length: Iterations per epoch; needed by ``convert_to_iter_based``.
+        **kwargs: The torch scheduler's arguments (its signature, without
+            ``optimizer`` and ``last_epoch``). With a finite ``end``,
+            CosineAnnealingLR's ``T_max`` defaults to ``end - begin``,
+            LinearLR/ConstantLR/PolynomialLR's ``total_iters`` to
+            ``end - begin - 1`` and OneCycleLR's ``total_steps`` to ``end - begin``
+            (MMEngine's defaults).
+
+    Attributes:
+        by_epoch: See above (False after ``convert_to_iter_based``).
+        begin: See above, in the unit of :meth:`step`.
+        end: See above, in the unit of :meth:`step`.
+        scheduler_cls: The torch scheduler class.
+        kwargs: The torch scheduler's arguments, after conversion and defaults.
+
+    Raises:
+        TypeError: Not an optimizer; an argument the torch scheduler does not
+            accept, or a missing one (the message lists the accepted ones).
+        ValueError: ``begin``/``end`` out of order, ``convert_to_iter_based``
+            without ``epoch_length`` or on an iteration-based config, or a value
+            torch rejects.
+
+    Example:
+        >>> import torch
+        >>> from torch.optim.lr_scheduler import LinearLR as TorchLinearLR
+        >>> optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        >>> warmup = ParamScheduler(optimizer, TorchLinearLR, start_factor=0.25,
+        ...                         by_epoch=False, begin=2, end=6)
+        >>> lrs = []
+        >>> for iteration in range(8):
+        ...     lrs.append(optimizer.param_groups[0]['lr'])  # what this iteration uses
+        ...     warmup.step()
+        >>> [round(lr, 2) for lr in lrs]
+        [1.0, 1.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    """
+
+    scheduler_cls: type | None = None
+
+    def __init__(self,
+                 optimizer: Optimizer | OptimWrapper,
+                 scheduler_cls: type | None = None,
+                 *,
+                 by_epoch: bool = True,
+                 begin: int = 0,
+                 end: int = INF,
+                 convert_to_iter_based: bool = False,
+                 epoch_length: int | None = None,
+                 **kwargs: Any) -> None:
+        self.optimizer = _unwrap(optimizer)
+        scheduler_cls = scheduler_cls or type(self).scheduler_cls
+        if not (inspect.isclass(scheduler_cls)
+                and issubclass(scheduler_cls, lr_scheduler.LRScheduler)):
+            raise TypeError('scheduler_cls must be a torch.optim.lr_scheduler.LRScheduler '
+                            f'subclass, but got {scheduler_cls!r}')
+        self.scheduler_cls = scheduler_cls
+        name = scheduler_cls.__name__
+        for flag, value in (('by_epoch', by_epoch),
+                            ('convert_to_iter_based', convert_to_iter_based)):
+            if not isinstance(value, bool):
+                raise TypeError(f'{name}: {flag} must be a bool, but got {value!r}')
+        begin = _check_int(f'{name}: begin', begin, 0)
+        end = _check_int(f'{name}: end', end, 1)
+        if end <= begin:
+            raise ValueError(f'{name}: end must be larger than begin, but got begin={begin}, '
+                             f'end={end}')
+        _check_args(scheduler_cls, kwargs)
+        if convert_to_iter_based:
+            if not by_epoch:
+                raise ValueError(f'{name}: convert_to_iter_based=True converts an '
+                                 'epoch-based config, but this one has by_epoch=False.')
+            kwargs, begin, end = _to_iter_based(scheduler_cls, kwargs, begin, end,
+                                                epoch_length)
+            by_epoch = False
+        self.by_epoch = by_epoch
+        self.begin = begin
+        self.end = end
+        self.kwargs = _defaults_from_span(scheduler_cls, kwargs, begin, end)
+        _check_required(scheduler_cls, self.kwargs)
+
+        # Every scheduler measures from the lr the optimizer had when it was built
+        # (MMEngine: setdefault('initial_lr')), also those that start later.
+        for group in self.optimizer.param_groups:
+            group.setdefault('initial_lr', _copy(group['lr']))
+        self._global_step = 0
+        self._scheduler: lr_scheduler.LRScheduler | None = None
+        if begin == 0:
+            self._scheduler = self._build_torch_scheduler()
+        else:
+            # Check the values now, not at step ``begin``, and leave no trace.
+            with _param_groups_kept(self.optimizer, drop_new_keys=True):
+                self._build_torch_scheduler()
+        self._last_lr = _current_lrs(self.optimizer)
+
+    @classmethod
+    def from_torch(cls, scheduler: lr_scheduler.LRScheduler,
+                   by_epoch: bool = True) -> 'ParamScheduler':
+        """Wrap a torch scheduler that is already built (begin 0, no end).
+
+        Args:
+            scheduler: The torch scheduler; it keeps its state.
+            by_epoch: Whether the Runner steps it per epoch (MMEngine's default) or
+                per iteration.
+        """
+        if not isinstance(scheduler, lr_scheduler.LRScheduler):
+            raise TypeError('from_torch wraps a torch.optim.lr_scheduler.LRScheduler, but '
+                            f'got {type(scheduler).__name__}: {scheduler!r}')
+        if not isinstance(by_epoch, bool):
+            raise TypeError(f'by_epoch must be a bool, but got {by_epoch!r}')
+        self = cls.__new__(cls)
+        self.optimizer = scheduler.optimizer
+        self.scheduler_cls = type(scheduler)
+        self.by_epoch, self.begin, self.end, self.kwargs = by_epoch, 0, INF, {}
+        self._global_step = max(scheduler.last_epoch, 0)
+        self._scheduler = scheduler
+        self._last_lr = _current_lrs(self.optimizer)
+        return self
+
+    def _build_torch_scheduler(self) -> lr_scheduler.LRScheduler:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=_ORDER_WARNING, category=UserWarning)
+            return self.scheduler_cls(self.optimizer, **self.kwargs)
+
+    @property
+    def scheduler(self) -> lr_scheduler.LRScheduler | None:
+        """The torch scheduler; ``None`` before step ``begin``."""
+        return self._scheduler
+
+    @property
+    def global_step(self) -> int:
+        """How many times :meth:`step` was called (epochs or iterations)."""
+        return self._global_step
+
+    def step(self) -> None:
+        """Advance one epoch (``by_epoch``) or one iteration.
+
+        At step ``begin`` the torch scheduler is built (its first value applies);
+        inside ``(begin, end)`` it steps; elsewhere the lr is left as it is.
+        """
+        self._global_step += 1
+        if self.begin <= self._global_step < self.end:
+            if self._scheduler is None:
+                self._scheduler = self._build_torch_scheduler()
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings('ignore', message=_ORDER_WARNING,
+                                            category=UserWarning)
+                    self._scheduler.step()
+        self._last_lr = _current_lrs(self.optimizer)
+
+    def get_last_lr(self) -> list[float | Tensor]:
+        """The lr of each param group after the latest step (copies; tensors stay tensors)."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count, the last lrs and the torch scheduler's state (or ``None``)."""
+        return {
+            'type': self.scheduler_cls.__name__,
+            'global_step': self._global_step,
+            'last_lr': list(self._last_lr),
+            'scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output, with identical lrs afterwards.
+
+        The lrs themselves live in the optimizer's param groups: load its state as
+        well, after building this scheduler (building applies the schedule's first
+        value when ``begin`` is 0, which would change a loaded lr). Building the
+        torch scheduler here, when it was built before saving, changes nothing in
+        the param groups.
+
+        Raises:
+            ValueError: The state is of another scheduler type.
+            KeyError: A key is missing.
+        """
+        missing = [k for k in ('type', 'global_step', 'last_lr', 'scheduler')
+                   if k not in state_dict]
+        if missing:
+            raise KeyError(f'a ParamScheduler state dict needs the keys '
+                           f'{choices_text(missing)}, but got {choices_text(state_dict)}')
+        if state_dict['type'] != self.scheduler_cls.__name__:
+            raise ValueError(f'cannot load the state of a {state_dict["type"]} into a '
+                             f'{self.scheduler_cls.__name__}; the param_scheduler config '
+                             "differs from the checkpoint's.")
+        self._global_step = state_dict['global_step']
+        self._last_lr = list(state_dict['last_lr'])
+        if state_dict['scheduler'] is None:
+            self._scheduler = None
+            return
+        if self._scheduler is None:
+            with _param_groups_kept(self.optimizer, drop_new_keys=False):
+                self._scheduler = self._build_torch_scheduler()
+        self._scheduler.load_state_dict(state_dict['scheduler'])
+
+    def __repr__(self) -> str:
+        args = ', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())
+        end = 'INF' if self.end == INF else self.end
+        return (f'{type(self).__name__}({self.scheduler_cls.__name__}({args}), '
+                f'by_epoch={self.by_epoch}, begin={self.begin}, end={end})')
+
+
+@PARAM_SCHEDULERS.register_module()
+class StepLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.StepLR`` in a :class:`ParamScheduler` (MMEngine: ``StepLR``)."""
+
+    scheduler_cls = lr_scheduler.StepLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class MultiStepLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.MultiStepLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``MultiStepLR``.
+    """
+
+    scheduler_cls = lr_scheduler.MultiStepLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class CosineAnnealingLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``CosineAnnealingLR``; ``T_max`` defaults to ``end - begin``.
+    """
+
+    scheduler_cls = lr_scheduler.CosineAnnealingLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class LinearLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.LinearLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``LinearLR``; ``total_iters`` defaults to ``end - begin - 1``.
+    """
+
+    scheduler_cls = lr_scheduler.LinearLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class OneCycleLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.OneCycleLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``OneCycleLR`` (torch's argument names: ``max_lr``, not ``eta_max``);
+    ``total_steps`` defaults to ``end - begin``.
+    """
+
+    scheduler_cls = lr_scheduler.OneCycleLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class ExponentialLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.ExponentialLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``ExponentialLR``.
+    """
+
+    scheduler_cls = lr_scheduler.ExponentialLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class ConstantLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.ConstantLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``ConstantLR``; ``total_iters`` defaults to ``end - begin - 1``.
+    """
+
+    scheduler_cls = lr_scheduler.ConstantLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class PolynomialLR(ParamScheduler):
+    """``torch.optim.lr_scheduler.PolynomialLR`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``PolyLR`` (torch's arguments: ``total_iters``, ``power``; no
+    ``eta_min``); ``total_iters`` defaults to ``end - begin - 1``.
+    """
+
+    scheduler_cls = lr_scheduler.PolynomialLR
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+@PARAM_SCHEDULERS.register_module()
+class CosineAnnealingWarmRestarts(ParamScheduler):
+    """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` in a :class:`ParamScheduler`.
+
+    MMEngine: ``CosineRestartLR`` (torch's arguments: ``T_0``, ``T_mult``, ``eta_min``).
+    """
+
+    scheduler_cls = lr_scheduler.CosineAnnealingWarmRestarts
+
+    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+
+
+def build_param_schedulers(cfg: Any,
+                           optim_wrapper: Optimizer | OptimWrapper,
+                           epoch_length: int | None = None,
+                           max_epochs: int | None = None,
+                           max_iters: int | None = None) -> list[ParamScheduler]:
+    """Build the ``param_scheduler`` config (MMEngine: ``Runner.build_param_scheduler``).
+
+    Args:
+        cfg: ``None``, a config dict (``type`` is a name in
+            ``fengine.registry.PARAM_SCHEDULERS``), a :class:`ParamScheduler`, a
+            built torch ``LRScheduler`` (wrapped with ``by_epoch=True``), or a
+            list of those.
+        optim_wrapper: The optimizer (or :class:`OptimWrapper`) to schedule.
+        epoch_length: Iterations per epoch, for ``convert_to_iter_based``.
+        max_epochs: The default ``end`` of a config with ``by_epoch=True``.
+        max_iters: The default ``end`` of a config with ``by_epoch=False``.
+
+    Returns:
+        The schedulers, in config order (the order the Runner steps them in).
+
+    Raises:
+        TypeError: An entry of another type, or a scheduler of another optimizer.
+        KeyError: An unknown ``type`` (the message names close matches).
+    """
+    optimizer = _unwrap(optim_wrapper)
+    if cfg is None:
+        return []
+    entries = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+    schedulers = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, ParamScheduler):
+            scheduler = entry
+        elif isinstance(entry, lr_scheduler.LRScheduler):
+            scheduler = ParamScheduler.from_torch(entry)
+        elif isinstance(entry, dict):
+            entry = dict(entry)
+            default_end = max_epochs if entry.get('by_epoch', True) else max_iters
+            if default_end is not None:
+                entry.setdefault('end', default_end)
+            scheduler = PARAM_SCHEDULERS.build(
+                entry, default_args=dict(optimizer=optimizer, epoch_length=epoch_length))
+        else:
+            raise TypeError(f'param_scheduler[{index}] must be a config dict, a '
+                            'ParamScheduler or a torch LRScheduler, but got '
+                            f'{type(entry).__name__}: {entry!r}')
+        if scheduler.optimizer is not optimizer:
+            raise TypeError(f'param_scheduler[{index}] ({scheduler!r}) schedules another '
+                            'optimizer than the one given; build it on the same optimizer.')
+        schedulers.append(scheduler)
+    return schedulers

@@ -1,0 +1,300 @@
+"""Training, validation and test loops (MMEngine: ``mmengine.runner.loops``).
+
+A loop owns its counters and calls the runner's hooks at each point; the model's
+``train_step``/``val_step``/``test_step`` do the work (eager or compiled: the loop
+does not care). Log values stay tensors: the loop hands them to the message hub,
+which reads them once per log line.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..registry import LOOPS
+from .data import set_sampler_epoch
+
+__all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop']
+
+# An iteration-based run reads its queued log values at least this often, so the
+# queue stays small when no LoggerHook reads it.
+_SYNC_EVERY = 1000
+
+
+def _check_positive(name: str, value: Any, loop: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f'{loop}: {name} must be a positive int, but got {value!r}')
+    return value
+
+
+def _batches(dataloader: DataLoader, what: str) -> Iterator[Any]:
+    try:
+        length = len(dataloader)
+    except TypeError:
+        length = None
+    if length == 0:
+        raise ValueError(f'the {what} dataloader is empty (len 0): check its dataset and '
+                         'batch_size/drop_last')
+    return iter(dataloader)
+
+
+class _TrainLoop:
+    by_epoch: bool
+
+    def __init__(self, runner, dataloader: DataLoader) -> None:
+        self.runner = runner
+        self.dataloader = dataloader
+        self._epoch = 0
+        self._iter = 0
+        self._phase: str | None = None  # 'iter' or 'epoch' while their after-hooks run
+        self.stop_training = False
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def iter(self) -> int:
+        return self._iter
+
+    def progress(self) -> tuple[int, int]:
+        """``(epochs, iterations)`` completed, counting one whose after-hooks are running."""
+        if self._phase == 'iter':
+            return self._epoch, self._iter + 1
+        if self._phase == 'epoch' and self.by_epoch:
+            return self._epoch + 1, self._iter
+        return self._epoch, self._iter
+
+    def run_iter(self, idx: int, data_batch: Any) -> None:
+        runner = self.runner
+        runner.call_hook('before_train_iter', batch_idx=idx, data_batch=data_batch)
+        outputs = runner.model.train_step(data_batch, optim_wrapper=runner.optim_wrapper)
+        if not isinstance(outputs, dict):
+            raise TypeError(f'{type(runner.model).__name__}.train_step must return a dict of '
+                            f'log values, but returned {type(outputs).__name__}')
+        runner.message_hub.update_scalars('train', outputs, self._iter)
+        self._phase = 'iter'
+        try:
+            runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,
+                             outputs=outputs)
+        finally:
+            self._phase = None
+        self._iter += 1
+
+    def _should_validate(self, count: int) -> bool:
+        """MMEngine's rule: from ``val_begin`` on, every ``val_interval``, and at the end."""
+        loop = self.runner.val_loop_or_none
+        last = self.max_epochs if self.by_epoch else self.max_iters
+        return (loop is not None and count >= self.val_begin
+                and (count % self.val_interval == 0 or count == last))
+
+
+@LOOPS.register_module()
+class EpochBasedTrainLoop(_TrainLoop):
+    """Train for ``max_epochs`` epochs, validating every ``val_interval`` epochs.
+
+    MMEngine: ``EpochBasedTrainLoop``.
+    """
+
+    by_epoch = True
+
+    def __init__(self, runner, dataloader: DataLoader, max_epochs: int, val_begin: int = 1,
+                 val_interval: int = 1) -> None:
+        super().__init__(runner, dataloader)
+        self._max_epochs = _check_positive('max_epochs', max_epochs, 'EpochBasedTrainLoop')
+        self.val_begin = _check_positive('val_begin', val_begin, 'EpochBasedTrainLoop')
+        self.val_interval = _check_positive('val_interval', val_interval,
+                                            'EpochBasedTrainLoop')
+        self._max_iters = self._max_epochs * len(dataloader)
+
+    @property
+    def max_epochs(self) -> int:
+        return self._max_epochs
+
+    @property
+    def max_iters(self) -> int:
+        return self._max_iters
+
+    def run(self):
+        runner = self.runner
+        runner.call_hook('before_train')
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            if self._should_validate(self._epoch):
+                runner.val_loop.run()
+        runner.call_hook('after_train')
+        return runner.model
+
+    def run_epoch(self) -> None:
+        runner = self.runner
+        runner.call_hook('before_train_epoch')
+        runner.model.train()
+        batches = _batches(self.dataloader, 'training')
+        # Resuming mid-epoch (an iteration-based checkpoint): skip the batches seen.
+        skip = self._iter - self._epoch * len(self.dataloader)
+        for idx, data_batch in enumerate(batches):
+            if idx < skip:
+                continue
+            self.run_iter(idx, data_batch)
+        runner.message_hub.sync()  # checks the epoch's last losses before any checkpoint
+        self._phase = 'epoch'
+        try:
+            runner.call_hook('after_train_epoch')
+        finally:
+            self._phase = None
+        self._epoch += 1
+
+
+class _InfiniteBatches:
+    """Cycle through a dataloader forever, calling ``set_epoch`` at each pass."""
+
+    def __init__(self, dataloader: DataLoader, skip: int = 0) -> None:
+        self.dataloader = dataloader
+        self.length = len(dataloader)
+        self.epoch = skip // self.length
+        self._set_epoch()
+        self._iterator = _batches(dataloader, 'training')
+        for _ in range(skip % self.length):
+            next(self._iterator)
+
+    def _set_epoch(self) -> None:
+        set_sampler_epoch(self.dataloader, self.epoch)
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self.epoch += 1
+            self._set_epoch()
+            self._iterator = iter(self.dataloader)
+            return next(self._iterator)
+
+
+@LOOPS.register_module()
+class IterBasedTrainLoop(_TrainLoop):
+    """Train for ``max_iters`` iterations, validating every ``val_interval`` iterations.
+
+    MMEngine: ``IterBasedTrainLoop``. The dataloader is cycled; its sampler gets a
+    new epoch at every pass.
+    """
+
+    by_epoch = False
+
+    def __init__(self, runner, dataloader: DataLoader, max_iters: int, val_begin: int = 1,
+                 val_interval: int = 1000) -> None:
+        super().__init__(runner, dataloader)
+        self._max_iters = _check_positive('max_iters', max_iters, 'IterBasedTrainLoop')
+        self.val_begin = _check_positive('val_begin', val_begin, 'IterBasedTrainLoop')
+        self.val_interval = _check_positive('val_interval', val_interval, 'IterBasedTrainLoop')
+
+    @property
+    def max_epochs(self) -> int:
+        return -(-self._max_iters // len(self.dataloader))
+
+    @property
+    def max_iters(self) -> int:
+        return self._max_iters
+
+    def run(self):
+        runner = self.runner
+        runner.call_hook('before_train')
+        runner.call_hook('before_train_epoch')
+        runner.model.train()
+        batches = _InfiniteBatches(self.dataloader, skip=self._iter)
+        while self._iter < self._max_iters and not self.stop_training:
+            self._epoch = batches.epoch
+            self.run_iter(self._iter % batches.length, next(batches))
+            if self._iter % _SYNC_EVERY == 0:
+                runner.message_hub.sync()
+            if self._should_validate(self._iter):
+                runner.val_loop.run()
+                runner.model.train()
+        runner.message_hub.sync()
+        runner.call_hook('after_train_epoch')
+        runner.call_hook('after_train')
+        return runner.model
+
+
+class _EvalLoop:
+    mode: str
+
+    def __init__(self, runner, dataloader: DataLoader, evaluator, fp16: bool = False) -> None:
+        self.runner = runner
+        self.dataloader = dataloader
+        self.evaluator = evaluator
+        self.fp16 = bool(fp16)
+        self.last_metrics: dict = {}
+        dataset = getattr(dataloader, 'dataset', None)
+        if dataset is not None and hasattr(dataset, 'metainfo'):
+            evaluator.dataset_meta = dataset.metainfo
+
+    def run(self) -> dict:
+        runner, mode = self.runner, self.mode
+        runner.call_hook(f'before_{mode}')
+        runner.call_hook(f'before_{mode}_epoch')
+        runner.model.eval()
+        for idx, data_batch in enumerate(self._progress(_batches(self.dataloader, mode))):
+            self.run_iter(idx, data_batch)
+        metrics = self.evaluator.evaluate(_dataset_size(self.dataloader))
+        if not isinstance(metrics, dict):
+            raise TypeError(f'the {mode} evaluator must return a dict of metrics, but '
+                            f'returned {type(metrics).__name__}: {metrics!r}')
+        self.last_metrics = metrics
+        runner.call_hook(f'after_{mode}_epoch', metrics=metrics)
+        runner.call_hook(f'after_{mode}')
+        return metrics
+
+    def run_iter(self, idx: int, data_batch: Any) -> None:
+        runner, mode = self.runner, self.mode
+        runner.call_hook(f'before_{mode}_iter', batch_idx=idx, data_batch=data_batch)
+        with self._autocast():
+            step = runner.model.val_step if mode == 'val' else runner.model.test_step
+            outputs = step(data_batch)
+        self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+        runner.call_hook(f'after_{mode}_iter', batch_idx=idx, data_batch=data_batch,
+                         outputs=outputs)
+
+    def _autocast(self):
+        if not self.fp16:
+            return contextlib.nullcontext()
+        device = self.runner.device
+        # fp16 on CUDA as MMEngine; CPU autocast is made for bf16.
+        dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def _progress(self, batches: Iterable[Any]) -> Iterable[Any]:
+        """A progress bar on a terminal (rank 0), nothing in logs and pipes."""
+        if not (sys.stdout.isatty() and self.runner.rank == 0):
+            return batches
+        from tqdm import tqdm
+
+        return tqdm(batches, total=len(self.dataloader), desc=self.mode, leave=False,
+                    dynamic_ncols=True)
+
+
+def _dataset_size(dataloader: DataLoader) -> int:
+    dataset = getattr(dataloader, 'dataset', None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return len(dataloader) * (dataloader.batch_size or 1)
+
+
+@LOOPS.register_module()
+class ValLoop(_EvalLoop):
+    """One pass over the validation data, then the evaluator (MMEngine: ``ValLoop``).
+
+    ``fp16=True`` runs the steps under autocast: float16 on CUDA, bfloat16 on CPU.
+    """
+
+    mode = 'val'
+
+
+@LOOPS.register_module()
+class TestLoop(_EvalLoop):
+    """One pass over the test data, then the evaluator (MMEngine: ``TestLoop``)."""
+
+    mode = 'test'

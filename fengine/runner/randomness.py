@@ -1,0 +1,63 @@
+"""Seeding Python, NumPy and torch for a run (MMEngine: ``set_random_seed``)."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ['set_random_seed', 'get_rng_state', 'set_rng_state']
+
+
+def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int:
+    """Seed ``random``, NumPy and torch (every CUDA device too); return the seed.
+
+    Args:
+        seed: ``None`` draws one from the OS, so it can be logged and reused.
+        deterministic: Use deterministic algorithms (``torch.use_deterministic_algorithms``,
+            cuDNN without autotuning). Slower; needed for bit-exact resume on CUDA.
+
+    Raises:
+        TypeError: ``seed`` is not an int.
+    """
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), 'little') >> 1
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f'randomness seed must be an int or None, but got {seed!r}')
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs a fixed workspace for deterministic results (CUDA >= 10.2).
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+def get_rng_state() -> dict:
+    """Every generator's state, as plain values and tensors (safe for ``weights_only``)."""
+    version, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    rng = {
+        'python': [version, list(state), gauss],
+        'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng['cuda'] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    version, state, gauss = rng['python']
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = rng['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng['torch'])
+    if 'cuda' in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng['cuda'])

@@ -1,0 +1,641 @@
+"""``Runner``: builds a run from its parts and drives the loops (MMEngine: ``Runner``).
+
+Kept deliberately thin: it validates its arguments, builds what configs describe,
+seeds the run, writes the log folder, and hands the work to the loops and hooks.
+Everything fast lives in the model's (optionally compiled) steps.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .._errors import choices_text, suggest
+from ..checkpoint import load_checkpoint_file, state_dict_from
+from ..dist import get_rank, get_world_size, is_main_process
+from ..evaluator import build_evaluator
+from ..hooks import Hook, get_priority
+from ..logging import get_logger
+from ..optim import build_optim_wrapper
+from ..optim.scheduler import build_param_schedulers
+from ..registry import HOOKS, LOOPS, MODELS
+from ..visualization import build_visualizer
+from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
+from .data import build_dataloader
+from .message_hub import MessageHub
+from .randomness import get_rng_state, set_random_seed, set_rng_state
+
+__all__ = ['Runner', 'DEFAULT_HOOKS']
+
+# MMEngine's default hooks; ``default_hooks=dict(name=None)`` turns one off.
+DEFAULT_HOOKS: dict[str, dict] = {
+    'timer': dict(type='IterTimerHook'),
+    'logger': dict(type='LoggerHook', interval=10),
+    'param_scheduler': dict(type='ParamSchedulerHook'),
+    'checkpoint': dict(type='CheckpointHook', interval=1),
+    'sampler_seed': dict(type='DistSamplerSeedHook'),
+}
+LAUNCHERS = ('none', 'pytorch')
+_RANDOMNESS_KEYS = ('seed', 'deterministic')
+
+
+class _RunFileHandler(logging.FileHandler):
+    """The log file of one run; a newer run's file replaces it on the ``fengine`` logger."""
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, 'module') and isinstance(model.module, nn.Module) \
+        else model
+
+
+class Runner:
+    """Train, validate and test a model (MMEngine: ``mmengine.runner.Runner``).
+
+    Args:
+        model: A :class:`~fengine.model.BaseModel` or a ``MODELS`` config. It is moved
+            to CUDA when available, else kept on the CPU.
+        work_dir: Where checkpoints and ``<timestamp>/`` (log, ``vis_data/``) go.
+        train_dataloader, val_dataloader, test_dataloader: ``DataLoader`` instances
+            or dicts (see :func:`~fengine.runner.data.build_dataloader`).
+        train_cfg: ``dict(by_epoch=True, max_epochs=N, val_interval=1, val_begin=1)``
+            or ``dict(by_epoch=False, max_iters=N, val_interval=K)``, or
+            ``dict(type=<LOOPS name>, ...)``.
+        val_cfg, test_cfg: ``dict(fp16=True)`` evaluates under autocast (float16 on
+            CUDA, bfloat16 on CPU); ``type`` picks another loop.
+        optim_wrapper: An :class:`~fengine.optim.OptimWrapper` or its config, e.g.
+            ``dict(optimizer=dict(type='SGD', lr=1e-3))``.
+        param_scheduler: A scheduler config or a list of them (see
+            :mod:`fengine.optim.scheduler`).
+        val_evaluator, test_evaluator: A metric, a list, ``dict(metrics=...)`` or an
+            :class:`~fengine.evaluator.Evaluator`.
+        default_hooks: Overrides of :data:`DEFAULT_HOOKS` by name (``None`` removes one).
+        custom_hooks: More hooks, as instances or ``HOOKS`` configs (``priority`` key).
+        load_from: A checkpoint whose weights are loaded before training/testing.
+        resume: ``True`` resumes from ``work_dir/last_checkpoint``; a path resumes
+            from that file (weights, optimizer, schedulers, counters, RNG states).
+        randomness: ``dict(seed=None, deterministic=False)``; ``seed=None`` draws one
+            (logged, and saved in checkpoints).
+        launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``).
+        compile: ``True`` or a dict of ``torch.compile`` options: the model's steps
+            become compiled, fused steps (see :meth:`BaseModel.compile_steps`).
+        log_level: Level of the ``fengine`` logger for this run.
+        experiment_name: Names the run (default: the timestamp).
+        visualizer: ``None`` (``vis_data/scalars.json``), a list of backend configs,
+            or ``dict(vis_backends=[dict(type='LocalVisBackend'),
+            dict(type='TensorboardVisBackend')])``.
+        cfg: The config the runner came from (logged and kept in checkpoints' meta).
+    """
+
+    def __init__(self, model: nn.Module | dict, work_dir: str | os.PathLike,
+                 train_dataloader: DataLoader | dict | None = None,
+                 val_dataloader: DataLoader | dict | None = None,
+                 test_dataloader: DataLoader | dict | None = None,
+                 train_cfg: dict | None = None, val_cfg: dict | None = None,
+                 test_cfg: dict | None = None, optim_wrapper: Any = None,
+                 param_scheduler: dict | list | None = None, val_evaluator: Any = None,
+                 test_evaluator: Any = None, default_hooks: dict | None = None,
+                 custom_hooks: list | None = None, load_from: str | None = None,
+                 resume: bool | str = False, randomness: dict | None = None,
+                 launcher: str = 'none', compile: bool | dict = False,
+                 log_level: str | int = 'INFO', experiment_name: str | None = None,
+                 visualizer: Any = None, cfg: dict | None = None) -> None:
+        self.cfg = copy.copy(cfg) if cfg is not None else None
+        self.work_dir = Path(work_dir).expanduser().resolve()
+        self._check_launcher(launcher)
+        self.launcher = launcher
+        if launcher == 'pytorch':
+            from ..dist import init_dist
+
+            init_dist()
+        self.rank, self.world_size = get_rank(), get_world_size()
+
+        randomness = dict(randomness or {})
+        unknown = [k for k in randomness if k not in _RANDOMNESS_KEYS]
+        if unknown:
+            raise TypeError(f'randomness has unknown key(s) {unknown}; accepted: '
+                            f'{choices_text(_RANDOMNESS_KEYS)}')
+        self.deterministic = bool(randomness.get('deterministic', False))
+        self.seed = set_random_seed(randomness.get('seed'), self.deterministic)
+
+        self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+        self.experiment_name = experiment_name or self.timestamp
+        self.log_dir = self.work_dir / self.timestamp
+        self.logger = self._build_logger(log_level)
+        self.message_hub = MessageHub()
+        self.visualizer = build_visualizer(visualizer, save_dir=self.log_dir) \
+            if is_main_process() else build_visualizer([], save_dir=self.log_dir)
+
+        self.device = self._pick_device()
+        self.model = self._build_model(model)
+        self.compile = compile
+        if compile:
+            if not hasattr(_unwrap(self.model), 'compile_steps'):
+                raise TypeError(f'compile=True needs a fengine BaseModel (with compile_steps), '
+                                f'but the model is a {type(self.model).__name__}')
+            _unwrap(self.model).compile_steps(compile)
+
+        self._train_dataloader, self._val_dataloader = train_dataloader, val_dataloader
+        self._test_dataloader = test_dataloader
+        self._train_cfg, self._val_cfg, self._test_cfg = train_cfg, val_cfg, test_cfg
+        self.optim_wrapper = optim_wrapper
+        self._param_scheduler_cfg = param_scheduler
+        self.param_schedulers: list | None = None
+        self._val_evaluator, self._test_evaluator = val_evaluator, test_evaluator
+        self._check_related('train', train_dataloader=train_dataloader, train_cfg=train_cfg,
+                            optim_wrapper=optim_wrapper)
+        self._check_related('val', val_dataloader=val_dataloader,
+                            val_evaluator=val_evaluator)
+        self._check_related('test', test_dataloader=test_dataloader,
+                            test_evaluator=test_evaluator)
+        if val_dataloader is None and isinstance(train_cfg, dict) and \
+                train_cfg.get('val_interval') is not None:
+            raise ValueError(f"train_cfg sets val_interval={train_cfg['val_interval']!r} but "
+                             'the runner has no val_dataloader (nor val_evaluator): pass '
+                             'them, or drop val_interval to train without validation')
+        self._train_loop = self._val_loop = self._test_loop = None
+
+        self.load_from = load_from
+        self.resume_from = resume
+        self._loaded = False
+
+        self._hooks: list[Hook] = []
+        self.register_hooks(default_hooks, custom_hooks)
+        self._log_environment()
+
+    # -- construction helpers ---------------------------------------------------------
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> Runner:
+        """Build a runner from a dict holding its arguments (MMEngine: ``Runner.from_cfg``).
+
+        Raises:
+            TypeError: ``cfg`` is not a dict, or has a key that is not an argument of
+                :class:`Runner` (named, with close matches).
+        """
+        if not isinstance(cfg, dict):
+            raise TypeError(f'Runner.from_cfg takes a dict, but got {type(cfg).__name__}')
+        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
+        unknown = [k for k in cfg if k not in accepted]
+        if unknown:
+            raise TypeError(f'Runner config has unknown key(s) {unknown}'
+                            f'{suggest(unknown[0], accepted)}; accepted: '
+                            f'{choices_text(accepted)}')
+        args = copy.copy(cfg)
+        args.setdefault('cfg', copy.copy(cfg))
+        return cls(**args)
+
+    @staticmethod
+    def _check_launcher(launcher: str) -> None:
+        if launcher not in LAUNCHERS:
+            raise ValueError(f'launcher must be one of {choices_text(LAUNCHERS)}, but got '
+                             f'{launcher!r}{suggest(str(launcher), LAUNCHERS)}')
+
+    @staticmethod
+    def _check_related(stage: str, **parts: Any) -> None:
+        given = [k for k, v in parts.items() if v is not None]
+        missing = [k for k, v in parts.items() if v is None]
+        if given and missing:
+            raise ValueError(f'to {stage}, the runner needs {", ".join(parts)} together; '
+                             f'{", ".join(given)} {"is" if len(given) == 1 else "are"} given '
+                             f'but {", ".join(missing)} {"is" if len(missing) == 1 else "are"} '
+                             'missing')
+
+    def _pick_device(self) -> torch.device:
+        if torch.cuda.is_available():
+            index = int(os.environ.get('LOCAL_RANK', 0)) if self.launcher == 'pytorch' else \
+                torch.cuda.current_device()
+            torch.cuda.set_device(index)
+            return torch.device('cuda', index)
+        return torch.device('cpu')
+
+    def _build_model(self, model: nn.Module | dict) -> nn.Module:
+        if isinstance(model, dict):
+            model = MODELS.build(model)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f'model must be an nn.Module or a MODELS config dict, but got '
+                            f'{type(model).__name__}: {model!r}')
+        model = model.to(self.device)
+        if self.world_size > 1:
+            from ..model.wrappers import wrap_model
+
+            model = wrap_model(model, self.device)
+        return model
+
+    def _build_logger(self, log_level: str | int) -> logging.Logger:
+        logger = get_logger()
+        level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) \
+            else log_level
+        if not isinstance(level, int):
+            raise ValueError(f'log_level must be a logging level such as "INFO", but got '
+                             f'{log_level!r}')
+        # Only the main process talks; the others report errors only (as MMEngine).
+        logger.setLevel(level if is_main_process() else logging.ERROR)
+        for handler in [h for h in logger.handlers if isinstance(h, _RunFileHandler)]:
+            logger.removeHandler(handler)
+            handler.close()
+        if is_main_process():
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            handler = _RunFileHandler(self.log_dir / f'{self.timestamp}.log', encoding='utf-8')
+            handler.setFormatter(logger.handlers[0].formatter)
+            logger.addHandler(handler)
+        return logger
+
+    def _log_environment(self) -> None:
+        from .. import __version__
+
+        cuda = torch.version.cuda if torch.cuda.is_available() else 'not available'
+        lines = [
+            '', '-' * 60, 'System environment:',
+            f'    sys.platform: {sys.platform}',
+            f'    Python: {sys.version.split()[0]}',
+            f'    CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)',
+            f'    CUDA: {cuda}',
+        ]
+        if torch.cuda.is_available():
+            lines.append(f'    GPU: {torch.cuda.get_device_name(self.device)}')
+        lines += [
+            f'    PyTorch: {torch.__version__}',
+            f'    fengine: {__version__}',
+            '', 'Runtime environment:',
+            f'    seed: {self.seed}',
+            f'    deterministic: {self.deterministic}',
+            f'    device: {self.device}',
+            f'    world_size: {self.world_size}',
+            f'    compile: {self.compile}',
+            f'    experiment_name: {self.experiment_name}',
+            f'    work_dir: {self.work_dir}',
+            '-' * 60,
+        ]
+        self.logger.info('\n'.join(lines))
+        if self.cfg is not None:
+            self.logger.info(f'Config:\n{self.cfg!r}')
+            self.visualizer.add_config(self.cfg)
+
+    # -- hooks ------------------------------------------------------------------------
+    def register_hook(self, hook: Hook | dict, priority: int | str | None = None) -> None:
+        """Add a hook, after the registered hooks of the same priority (MMEngine name).
+
+        Args:
+            hook: A :class:`~fengine.hooks.Hook` or a ``HOOKS`` config (its
+                ``priority`` key sets the priority).
+            priority: Overrides the hook's own priority.
+
+        Raises:
+            TypeError: neither a Hook nor a dict.
+        """
+        if isinstance(hook, dict):
+            hook = dict(hook)
+            priority = hook.pop('priority', priority)
+            hook = HOOKS.build(hook)
+        if not isinstance(hook, Hook):
+            raise TypeError(f'a hook must be a fengine.hooks.Hook or a HOOKS config dict, but '
+                            f'got {type(hook).__name__}: {hook!r}')
+        if priority is not None:
+            hook.priority = priority
+        value = get_priority(hook.priority)
+        position = len(self._hooks)
+        for index, existing in enumerate(self._hooks):
+            if value < get_priority(existing.priority):
+                position = index
+                break
+        self._hooks.insert(position, hook)
+
+    def register_hooks(self, default_hooks: dict | None = None,
+                       custom_hooks: Iterable[Hook | dict] | None = None) -> None:
+        """Register :data:`DEFAULT_HOOKS` (with ``default_hooks``' overrides) and ``custom_hooks``."""
+        if default_hooks is not None and not isinstance(default_hooks, dict):
+            raise TypeError(f'default_hooks must be a dict of name -> hook (or None to remove '
+                            f'it), but got {type(default_hooks).__name__}')
+        hooks: dict[str, Any] = dict(DEFAULT_HOOKS)
+        hooks.update(default_hooks or {})
+        for hook in hooks.values():
+            if hook is not None:
+                self.register_hook(hook)
+        if custom_hooks is not None and not isinstance(custom_hooks, (list, tuple)):
+            raise TypeError(f'custom_hooks must be a list of hooks or hook configs, but got '
+                            f'{type(custom_hooks).__name__}')
+        for hook in custom_hooks or ():
+            self.register_hook(hook)
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """The registered hooks, in the order they run."""
+        return list(self._hooks)
+
+    def call_hook(self, fn_name: str, **kwargs: Any) -> None:
+        """Call ``fn_name`` on every hook, in priority order."""
+        for hook in self._hooks:
+            getattr(hook, fn_name)(self, **kwargs)
+
+    # -- counters (MMEngine: runner.epoch, runner.iter, ...) --------------------------
+    @property
+    def train_loop_built(self) -> bool:
+        return self._train_loop is not None
+
+    @property
+    def epoch(self) -> int:
+        return self._train_loop.epoch if self._train_loop is not None else 0
+
+    @property
+    def iter(self) -> int:
+        return self._train_loop.iter if self._train_loop is not None else 0
+
+    @property
+    def max_epochs(self) -> int:
+        return self.train_loop.max_epochs
+
+    @property
+    def max_iters(self) -> int:
+        return self.train_loop.max_iters
+
+    # -- dataloaders and loops (built on first use) -----------------------------------
+    @property
+    def train_dataloader(self) -> DataLoader | None:
+        if isinstance(self._train_dataloader, dict):
+            self._train_dataloader = build_dataloader(self._train_dataloader, seed=self.seed,
+                                                      what='train_dataloader')
+        return self._train_dataloader
+
+    @property
+    def val_dataloader(self) -> DataLoader | None:
+        if isinstance(self._val_dataloader, dict):
+            self._val_dataloader = build_dataloader(self._val_dataloader, seed=self.seed,
+                                                    what='val_dataloader')
+        return self._val_dataloader
+
+    @property
+    def test_dataloader(self) -> DataLoader | None:
+        if isinstance(self._test_dataloader, dict):
+            self._test_dataloader = build_dataloader(self._test_dataloader, seed=self.seed,
+                                                     what='test_dataloader')
+        return self._test_dataloader
+
+    @property
+    def train_loop(self):
+        if self._train_loop is None:
+            self._train_loop = self._build_train_loop(self._train_cfg)
+        return self._train_loop
+
+    @property
+    def val_loop(self):
+        if self._val_loop is None:
+            if self._val_dataloader is None:
+                raise RuntimeError('the runner has no val_dataloader (and val_evaluator), so '
+                                   'it cannot validate; pass them to Runner(...)')
+            self._val_loop = self._build_eval_loop('val', self._val_cfg, self.val_dataloader,
+                                                   self._val_evaluator)
+        return self._val_loop
+
+    @property
+    def val_loop_or_none(self):
+        return None if self._val_dataloader is None else self.val_loop
+
+    @property
+    def test_loop(self):
+        if self._test_loop is None:
+            if self._test_dataloader is None:
+                raise RuntimeError('the runner has no test_dataloader (and test_evaluator), '
+                                   'so it cannot test; pass them to Runner(...)')
+            self._test_loop = self._build_eval_loop('test', self._test_cfg,
+                                                    self.test_dataloader, self._test_evaluator)
+        return self._test_loop
+
+    def _build_train_loop(self, cfg: dict | None):
+        if not isinstance(cfg, dict):
+            raise TypeError(f'train_cfg must be a dict such as dict(by_epoch=True, '
+                            f'max_epochs=5), but got {type(cfg).__name__}: {cfg!r}')
+        cfg = dict(cfg)
+        if 'type' in cfg:
+            loop_type = cfg.pop('type')
+            cfg.pop('by_epoch', None)
+        else:
+            by_epoch = cfg.pop('by_epoch', 'max_iters' not in cfg)
+            loop_type = 'EpochBasedTrainLoop' if by_epoch else 'IterBasedTrainLoop'
+            needed = 'max_epochs' if by_epoch else 'max_iters'
+            if needed not in cfg:
+                raise ValueError(f'train_cfg with by_epoch={by_epoch} needs {needed!r}, e.g. '
+                                 f'dict(by_epoch={by_epoch}, {needed}=...); got {self._train_cfg}')
+        cfg.setdefault('val_interval', cfg.get('val_interval') or
+                       (1 if loop_type == 'EpochBasedTrainLoop' else 1000))
+        return LOOPS.build(dict(type=loop_type, **cfg),
+                           default_args=dict(runner=self, dataloader=self.train_dataloader))
+
+    def _build_eval_loop(self, mode: str, cfg: dict | None, dataloader, evaluator):
+        cfg = dict(cfg or {})
+        if not isinstance(cfg, dict):
+            raise TypeError(f'{mode}_cfg must be a dict such as dict(fp16=True), but got '
+                            f'{type(cfg).__name__}')
+        loop_type = cfg.pop('type', 'ValLoop' if mode == 'val' else 'TestLoop')
+        return LOOPS.build(dict(type=loop_type, **cfg), default_args=dict(
+            runner=self, dataloader=dataloader, evaluator=build_evaluator(evaluator)))
+
+    # -- the three entry points -------------------------------------------------------
+    def train(self) -> nn.Module:
+        """Initialize (or load), train with validation, and return the model.
+
+        Raises:
+            ValueError: ``train_dataloader``, ``optim_wrapper`` or ``train_cfg`` is missing.
+        """
+        missing = [name for name, value in (('train_dataloader', self._train_dataloader),
+                                            ('optim_wrapper', self.optim_wrapper),
+                                            ('train_cfg', self._train_cfg)) if value is None]
+        if missing:
+            raise ValueError(f'Runner.train() needs train_dataloader, optim_wrapper and '
+                             f'train_cfg; missing: {", ".join(missing)}')
+        loop = self.train_loop
+        self.val_loop_or_none  # noqa: B018 - build now: configuration errors surface early
+        self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
+        self.param_schedulers = build_param_schedulers(
+            self._param_scheduler_cfg, self.optim_wrapper,
+            epoch_length=len(self.train_dataloader),
+            max_epochs=loop.max_epochs if loop.by_epoch else None,
+            max_iters=loop.max_iters) if self._param_scheduler_cfg is not None else []
+        if not (self.load_from or self.resume_from):
+            init = getattr(_unwrap(self.model), 'init_weights', None)
+            if callable(init):
+                init()
+        self._load_or_resume()
+        self.optim_wrapper.initialize_count_status(_unwrap(self.model), loop.iter,
+                                                   loop.max_iters)
+        self.call_hook('before_run')
+        model = loop.run()
+        self.call_hook('after_run')
+        return model
+
+    def val(self) -> dict:
+        """Run the validation loop once and return its metrics."""
+        loop = self.val_loop
+        self._load_or_resume()
+        self.call_hook('before_run')
+        metrics = loop.run()
+        self.call_hook('after_run')
+        return metrics
+
+    def test(self) -> dict:
+        """Run the test loop once and return its metrics."""
+        loop = self.test_loop
+        self._load_or_resume()
+        self.call_hook('before_run')
+        metrics = loop.run()
+        self.call_hook('after_run')
+        return metrics
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _load_or_resume(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.resume_from:
+            if self.resume_from is True:
+                path = find_last_checkpoint(self.work_dir)
+                if path is None:
+                    self.logger.warning(f'resume=True but there is no checkpoint in '
+                                        f'{self.work_dir} (no {LAST_CHECKPOINT} file, no '
+                                        '*.pth): training starts from scratch.')
+                    init = getattr(_unwrap(self.model), 'init_weights', None)
+                    if callable(init):
+                        init()
+                    return
+            else:
+                path = Path(self.resume_from)
+            self.resume(path)
+        elif self.load_from:
+            self.load_checkpoint(self.load_from)
+
+    def _read_checkpoint(self, filename: str | os.PathLike, map_location: Any) -> dict:
+        checkpoint = load_checkpoint_file(os.fspath(filename), map_location=map_location)
+        if not isinstance(checkpoint, dict):
+            raise RuntimeError(f'checkpoint {os.fspath(filename)!r} holds a '
+                               f'{type(checkpoint).__name__}, not a dict')
+        return checkpoint
+
+    def _checked_state(self, checkpoint: dict, filename: str) -> dict[str, torch.Tensor]:
+        """The model state of ``checkpoint``, after checking every shape against the model."""
+        state = state_dict_from(checkpoint, filename)
+        own = _unwrap(self.model).state_dict()
+        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                      for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if mismatched:
+            raise RuntimeError(f'checkpoint {filename!r} does not fit '
+                               f'{type(_unwrap(self.model)).__name__} (is it from another '
+                               f'model?); shape mismatches: {"; ".join(mismatched[:10])}'
+                               f'{" ..." if len(mismatched) > 10 else ""}. Nothing was loaded.')
+        return state
+
+    def _load_state(self, state: dict[str, torch.Tensor], filename: str, strict: bool) -> None:
+        model = _unwrap(self.model)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            raise RuntimeError(f'checkpoint {filename!r} does not match the model: missing '
+                               f'keys {missing[:10]}, unexpected keys {unexpected[:10]}. '
+                               'Nothing was loaded.')
+        model.load_state_dict(state, strict=False)
+        if missing:
+            self.logger.warning(f'missing keys in checkpoint {filename}: {", ".join(missing)}')
+        if unexpected:
+            self.logger.warning(f'unexpected keys in checkpoint {filename}: '
+                                f'{", ".join(unexpected)}')
+
+    def load_checkpoint(self, filename: str | os.PathLike, map_location: Any = 'cpu',
+                        strict: bool = False) -> dict:
+        """Load the model weights of a checkpoint (MMEngine: ``Runner.load_checkpoint``).
+
+        Read safely (``weights_only``); shapes are checked before anything is copied, so
+        a checkpoint of another model leaves this one unchanged.
+
+        Raises:
+            FileNotFoundError, RuntimeError: see :func:`fengine.checkpoint.load_checkpoint_file`;
+                shape mismatches (listed); with ``strict``, missing/unexpected keys.
+        """
+        filename = os.fspath(filename)
+        checkpoint = self._read_checkpoint(filename, map_location)
+        self._load_state(self._checked_state(checkpoint, filename), filename, strict)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
+
+    def resume(self, filename: str | os.PathLike, map_location: Any = 'cpu') -> None:
+        """Continue a run from a checkpoint: weights, optimizer, schedulers, counters, RNG.
+
+        Everything is read and checked before anything changes, so a bad file leaves
+        the runner as it was.
+        """
+        filename = os.fspath(filename)
+        checkpoint = self._read_checkpoint(filename, map_location)
+        state = self._checked_state(checkpoint, filename)
+        meta = checkpoint.get('meta', {})
+        if 'epoch' not in meta or 'iter' not in meta:
+            raise RuntimeError(f'checkpoint {filename!r} has no training progress (meta.epoch, '
+                               'meta.iter): it holds weights only; use load_from= for it')
+        self._load_state(state, filename, strict=False)
+        if 'optimizer' in checkpoint and self.optim_wrapper is not None and \
+                not isinstance(self.optim_wrapper, dict):
+            self.optim_wrapper.load_state_dict(checkpoint['optimizer'])
+        if 'param_schedulers' in checkpoint and self.param_schedulers:
+            for scheduler, saved in zip(self.param_schedulers, checkpoint['param_schedulers']):
+                scheduler.load_state_dict(saved)
+        self.message_hub.load_state_dict(checkpoint.get('message_hub', {}))
+        if self._train_loop is not None:
+            self._train_loop._epoch = int(meta['epoch'])
+            self._train_loop._iter = int(meta['iter'])
+        if 'rng' in meta:
+            set_rng_state(meta['rng'])
+        if meta.get('seed') is not None and meta['seed'] != self.seed:
+            self.logger.warning(f'the checkpoint was trained with seed {meta["seed"]}, this '
+                                f'run has seed {self.seed}; data order follows this run\'s seed')
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        self.logger.info(f'resumed from {filename}: epoch {meta["epoch"]}, iter {meta["iter"]}')
+
+    def save_checkpoint(self, out_dir: str | os.PathLike, filename: str,
+                        save_optimizer: bool = True, save_param_scheduler: bool = True,
+                        meta: dict | None = None) -> Path:
+        """Write ``out_dir/filename`` atomically and point ``work_dir/last_checkpoint`` at it.
+
+        MMEngine: ``Runner.save_checkpoint``. Pending loss values are read and checked
+        first: a run whose loss is not finite raises instead of saving. Only the main
+        process writes.
+
+        Returns:
+            The checkpoint's path.
+        """
+        from .. import __version__
+
+        self.message_hub.sync()
+        path = Path(out_dir) / filename
+        loop = self._train_loop
+        epoch, iteration = (loop.progress() if loop is not None else (0, 0))
+        checkpoint_meta = dict(meta or {})
+        checkpoint_meta.update(
+            epoch=epoch, iter=iteration, seed=self.seed, deterministic=self.deterministic,
+            experiment_name=self.experiment_name, time=time.strftime('%Y%m%d_%H%M%S'),
+            fengine_version=__version__, torch_version=str(torch.__version__),
+            dataloader_position=iteration - epoch * len(self.train_dataloader)
+            if loop is not None and loop.by_epoch else iteration,
+            rng=get_rng_state())
+        checkpoint: dict[str, Any] = {
+            'meta': checkpoint_meta,
+            'state_dict': _unwrap(self.model).state_dict(),
+            'message_hub': self.message_hub.state_dict(),
+        }
+        if save_optimizer and self.optim_wrapper is not None and \
+                not isinstance(self.optim_wrapper, dict):
+            checkpoint['optimizer'] = self.optim_wrapper.state_dict()
+        if save_param_scheduler and self.param_schedulers:
+            checkpoint['param_schedulers'] = [s.state_dict() for s in self.param_schedulers]
+        self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        if is_main_process():
+            atomic_save(checkpoint, path)
+            write_text_atomic(self.work_dir / LAST_CHECKPOINT, str(path))
+            self.logger.info(f'Saved checkpoint {path.name} (epoch {epoch}, iter {iteration})')
+        return path

@@ -1,0 +1,6 @@
+"""Recording scalars and configs (MMEngine: ``mmengine.visualization``)."""
+from .backends import BaseVisBackend, LocalVisBackend, TensorboardVisBackend
+from .visualizer import Visualizer, build_visualizer
+
+__all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend', 'Visualizer',
+           'build_visualizer']

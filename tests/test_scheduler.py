@@ -1,0 +1,400 @@
+"""Parameter schedulers: torch's lr sequences, MMEngine's begin/end/by_epoch, resume, tensor lrs."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+from fengine.optim import OptimWrapper, ParamScheduler, build_param_schedulers
+from fengine.optim.scheduler import INF
+from fengine.registry import PARAM_SCHEDULERS
+
+LR = 0.5
+
+# One config per supported type, with the arguments torch needs; 12 steps stay inside
+# every schedule (OneCycleLR refuses to step past total_steps).
+CONFIGS = {
+    'StepLR': dict(step_size=3, gamma=0.5),
+    'MultiStepLR': dict(milestones=[2, 5, 9], gamma=0.1),
+    'CosineAnnealingLR': dict(T_max=8, eta_min=0.01),
+    'LinearLR': dict(start_factor=0.2, end_factor=1.0, total_iters=4),
+    'OneCycleLR': dict(max_lr=1.0, total_steps=20),
+    'ExponentialLR': dict(gamma=0.8),
+    'ConstantLR': dict(factor=0.25, total_iters=3),
+    'PolynomialLR': dict(total_iters=10, power=2.0),
+    'CosineAnnealingWarmRestarts': dict(T_0=3, T_mult=2, eta_min=0.05),
+}
+STEPS = 12
+
+
+def make_optimizer(lr=LR, kind='SGD'):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    if kind == 'Adam':
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def lr_of(optimizer) -> float:
+    return float(optimizer.param_groups[0]['lr'])
+
+
+def torch_sequence(name: str, steps: int = STEPS, lr=LR, kind='SGD') -> list[float]:
+    """The lr after construction and after each step, running torch's scheduler by hand."""
+    optimizer = make_optimizer(lr, kind)
+    scheduler = getattr(lr_scheduler, name)(optimizer, **CONFIGS[name])
+    lrs = [lr_of(optimizer)]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(lr_of(optimizer))
+    return lrs
+
+
+def our_sequence(scheduler: ParamScheduler, optimizer, steps: int = STEPS) -> list[float]:
+    lrs = [lr_of(optimizer)]
+    for _ in range(steps):
+        scheduler.step()
+        lrs.append(lr_of(optimizer))
+    return lrs
+
+
+def build(name: str, optimizer, **overrides) -> ParamScheduler:
+    cfg = dict(type=name, **CONFIGS[name])
+    cfg.update(overrides)
+    return PARAM_SCHEDULERS.build(cfg, default_args=dict(optimizer=optimizer))
+
+
+# -- the registry and torch's own math ---------------------------------------------------
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_each_type_is_registered_and_builds_a_param_scheduler(name):
+    scheduler = build(name, make_optimizer())
+    assert isinstance(scheduler, ParamScheduler)
+    assert isinstance(scheduler.scheduler, getattr(lr_scheduler, name))
+    assert scheduler.by_epoch is True and scheduler.begin == 0 and scheduler.end == INF
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_each_type_gives_the_lrs_of_the_torch_scheduler_run_by_hand(name):
+    optimizer = make_optimizer()
+    ours = our_sequence(build(name, optimizer), optimizer)
+    expected = torch_sequence(name)
+    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert len(set(round(v, 12) for v in expected)) > 1  # the schedule does change the lr
+
+
+def test_get_last_lr_is_the_lr_after_the_latest_step():
+    optimizer = make_optimizer()
+    scheduler = build('StepLR', optimizer)
+    for _ in range(4):
+        scheduler.step()
+    assert scheduler.get_last_lr() == [pytest.approx(LR * 0.5)]
+    assert scheduler.global_step == 4
+
+
+# -- begin / end -------------------------------------------------------------------------
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_the_schedule_runs_from_begin_and_freezes_at_end(name):
+    begin, end, steps = 3, 10, 14
+    optimizer = make_optimizer()
+    ours = our_sequence(build(name, optimizer, begin=begin, end=end), optimizer, steps)
+    reference = torch_sequence(name, steps)
+    expected = ([LR] * begin + reference[:end - begin]
+                + [reference[end - begin - 1]] * (steps + 1 - end))
+    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize('name', ['LinearLR', 'ConstantLR', 'OneCycleLR'])
+def test_building_with_a_later_begin_leaves_the_param_groups_untouched(name):
+    optimizer = make_optimizer()
+    before = {k: v for k, v in optimizer.param_groups[0].items() if k != 'params'}
+    scheduler = build(name, optimizer, begin=4)
+    after = {k: v for k, v in optimizer.param_groups[0].items() if k != 'params'}
+    assert after == {**before, 'initial_lr': LR}  # no lr, momentum or max_lr written
+    assert scheduler.scheduler is None
+    for _ in range(3):
+        scheduler.step()
+        assert lr_of(optimizer) == LR
+    scheduler.step()
+    assert lr_of(optimizer) != LR and scheduler.scheduler is not None
+
+
+def test_a_bad_value_is_reported_when_built_not_when_begin_is_reached():
+    with pytest.raises(ValueError, match='T_0'):
+        build('CosineAnnealingWarmRestarts', make_optimizer(), T_0=0, begin=5)
+
+
+def test_lengths_default_from_begin_and_end_as_in_mmengine():
+    optimizer = make_optimizer()
+    cosine = PARAM_SCHEDULERS.build(dict(type='CosineAnnealingLR', begin=2, end=12),
+                                    default_args=dict(optimizer=optimizer))
+    linear = PARAM_SCHEDULERS.build(dict(type='LinearLR', begin=0, end=500),
+                                    default_args=dict(optimizer=optimizer))
+    one_cycle = PARAM_SCHEDULERS.build(dict(type='OneCycleLR', max_lr=1.0, end=30),
+                                       default_args=dict(optimizer=make_optimizer()))
+    assert cosine.kwargs['T_max'] == 10
+    assert linear.kwargs['total_iters'] == 499  # the last step inside [0, 500) reaches 1.0
+    assert one_cycle.scheduler.total_steps == 30
+
+
+def test_linear_warmup_reaches_the_base_lr_on_the_last_step_before_end():
+    optimizer = make_optimizer()
+    warmup = PARAM_SCHEDULERS.build(
+        dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+        default_args=dict(optimizer=optimizer))
+    lrs = our_sequence(warmup, optimizer, 6)
+    assert lrs == pytest.approx([LR * f for f in (0.1, 0.325, 0.55, 0.775, 1.0, 1.0, 1.0)])
+
+
+# -- composition -------------------------------------------------------------------------
+def run_like_the_runner(schedulers, optimizer, epochs: int, epoch_length: int) -> list[float]:
+    """The lr each training iteration uses, stepping as the Runner does."""
+    lrs = []
+    for _ in range(epochs):
+        for _ in range(epoch_length):
+            lrs.append(lr_of(optimizer))
+            for scheduler in schedulers:
+                if not scheduler.by_epoch:
+                    scheduler.step()
+        for scheduler in schedulers:
+            if scheduler.by_epoch:
+                scheduler.step()
+    return lrs
+
+
+def test_an_iteration_warmup_and_an_epoch_multistep_compose_as_in_mmengine():
+    optimizer = make_optimizer(lr=1.0)
+    schedulers = build_param_schedulers(
+        [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
+         dict(type='MultiStepLR', by_epoch=True, milestones=[2, 3], gamma=0.1)],
+        OptimWrapper(optimizer), max_epochs=4)
+    lrs = run_like_the_runner(schedulers, optimizer, epochs=4, epoch_length=3)
+    # warm-up factors 0.1, 0.4, 0.7, 1.0 over iterations 0-3; x0.1 after epochs 2 and 3
+    expected = [0.1, 0.4, 0.7, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+    assert lrs == pytest.approx(expected)
+
+
+def test_an_epoch_milestone_during_warmup_scales_the_warmup():
+    optimizer = make_optimizer(lr=1.0)
+    schedulers = build_param_schedulers(
+        [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=7),
+         dict(type='MultiStepLR', milestones=[1], gamma=0.5)], optimizer)
+    lrs = run_like_the_runner(schedulers, optimizer, epochs=3, epoch_length=3)
+    assert lrs == pytest.approx([0.1, 0.25, 0.4, 0.275, 0.35, 0.425, 0.5, 0.5, 0.5])
+
+
+# -- convert_to_iter_based ---------------------------------------------------------------
+CONVERTIBLE = [name for name in sorted(CONFIGS) if name != 'OneCycleLR']
+
+
+@pytest.mark.parametrize('name', CONVERTIBLE)
+def test_the_iteration_based_lr_at_each_epoch_boundary_equals_the_epoch_based_lr(name):
+    epoch_length, epochs = 4, 11
+    by_epoch_optimizer, by_iter_optimizer = make_optimizer(), make_optimizer()
+    by_epoch = build(name, by_epoch_optimizer, begin=1)
+    by_iter = build(name, by_iter_optimizer, begin=1, convert_to_iter_based=True,
+                    epoch_length=epoch_length)
+    assert by_iter.by_epoch is False and by_iter.begin == epoch_length
+    epoch_lrs = our_sequence(by_epoch, by_epoch_optimizer, epochs)
+    iter_lrs = our_sequence(by_iter, by_iter_optimizer, epochs * epoch_length)
+    assert iter_lrs[::epoch_length] == pytest.approx(epoch_lrs, rel=1e-9)
+    if name not in ('StepLR', 'MultiStepLR', 'ConstantLR'):  # smooth: changes inside epochs
+        assert iter_lrs[epoch_length + 1] != pytest.approx(iter_lrs[epoch_length])
+
+
+def test_conversion_scales_every_epoch_valued_argument():
+    def converted(name, **cfg):
+        return PARAM_SCHEDULERS.build(
+            dict(type=name, convert_to_iter_based=True, epoch_length=10, **cfg),
+            default_args=dict(optimizer=make_optimizer())).kwargs
+
+    assert converted('StepLR', step_size=2)['step_size'] == 20
+    assert converted('MultiStepLR', milestones=[8, 11])['milestones'] == [80, 110]
+    assert converted('CosineAnnealingLR', T_max=3)['T_max'] == 30
+    assert converted('LinearLR', total_iters=2)['total_iters'] == 20
+    assert converted('LinearLR')['total_iters'] == 50  # torch's default, 5 epochs
+    assert converted('ConstantLR', total_iters=2)['total_iters'] == 20
+    assert converted('PolynomialLR', total_iters=2)['total_iters'] == 20
+    assert converted('CosineAnnealingWarmRestarts', T_0=2)['T_0'] == 20
+    assert converted('OneCycleLR', max_lr=1.0, total_steps=3)['total_steps'] == 30
+    assert converted('OneCycleLR', max_lr=1.0, epochs=3, steps_per_epoch=1) == dict(
+        max_lr=1.0, epochs=3, steps_per_epoch=10)
+    assert converted('ExponentialLR', gamma=0.5)['gamma'] == pytest.approx(0.5 ** 0.1)
+
+
+def test_a_converted_config_takes_its_end_from_max_epochs_in_iterations():
+    schedulers = build_param_schedulers(
+        dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True),
+        make_optimizer(), epoch_length=5, max_epochs=10)
+    assert (schedulers[0].end, schedulers[0].kwargs['T_max']) == (50, 50)
+
+
+# -- resume ------------------------------------------------------------------------------
+def save_and_load(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize('begin', [0, 3, 9])
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_a_resumed_scheduler_continues_with_identical_lrs(name, begin):
+    optimizer = make_optimizer()
+    scheduler = build(name, optimizer, begin=begin)
+    for _ in range(7):
+        scheduler.step()
+    checkpoint = save_and_load(dict(optimizer=optimizer.state_dict(),
+                                    scheduler=scheduler.state_dict()))
+    expected = our_sequence(scheduler, optimizer, 5)
+
+    fresh_optimizer = make_optimizer(lr=0.123)
+    fresh = build(name, fresh_optimizer, begin=begin)
+    fresh_optimizer.load_state_dict(checkpoint['optimizer'])
+    fresh.load_state_dict(checkpoint['scheduler'])
+    assert fresh.get_last_lr() == pytest.approx([expected[0]])
+    assert fresh.global_step == 7
+    assert our_sequence(fresh, fresh_optimizer, 5) == expected
+
+
+def test_loading_the_state_of_another_type_names_both():
+    state = build('StepLR', make_optimizer()).state_dict()
+    with pytest.raises(ValueError, match='StepLR.*MultiStepLR'):
+        build('MultiStepLR', make_optimizer()).load_state_dict(state)
+
+
+# -- tensor learning rates ---------------------------------------------------------------
+@pytest.mark.parametrize('kind', ['SGD', 'Adam'])
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_a_tensor_lr_stays_the_same_tensor_with_the_same_values(name, kind):
+    optimizer = make_optimizer(lr=torch.tensor(LR), kind=kind)
+    lr_tensor = optimizer.param_groups[0]['lr']
+    scheduler = build(name, optimizer, begin=2)
+    lrs = our_sequence(scheduler, optimizer)
+    assert optimizer.param_groups[0]['lr'] is lr_tensor
+    assert isinstance(scheduler.get_last_lr()[0], torch.Tensor)
+    float_optimizer = make_optimizer(kind=kind)
+    expected = our_sequence(build(name, float_optimizer, begin=2), float_optimizer)
+    assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_tensor_lr_stays_a_tensor_through_resume():
+    optimizer = make_optimizer(lr=torch.tensor(LR), kind='Adam')
+    scheduler = build('OneCycleLR', optimizer, begin=2)
+    for _ in range(5):
+        scheduler.step()
+    state = scheduler.state_dict()
+    fresh_optimizer = make_optimizer(lr=torch.tensor(LR), kind='Adam')
+    fresh = build('OneCycleLR', fresh_optimizer, begin=2)
+    fresh_optimizer.load_state_dict(optimizer.state_dict())
+    lr_tensor = fresh_optimizer.param_groups[0]['lr']
+    fresh.load_state_dict(state)
+    fresh.step()
+    scheduler.step()
+    assert fresh_optimizer.param_groups[0]['lr'] is lr_tensor
+    assert float(lr_tensor) == pytest.approx(lr_of(optimizer))
+
+
+# -- build_param_schedulers --------------------------------------------------------------
+def test_build_accepts_a_dict_a_list_schedulers_and_torch_schedulers():
+    optimizer = make_optimizer()
+    wrapper = OptimWrapper(optimizer)
+    ours = build('StepLR', optimizer)
+    theirs = lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+    built = build_param_schedulers(
+        [dict(type='LinearLR', by_epoch=False, end=10), ours, theirs], wrapper)
+    assert [type(s.scheduler).__name__ for s in built] == ['LinearLR', 'StepLR',
+                                                          'ExponentialLR']
+    assert built[1] is ours and built[2].scheduler is theirs and built[2].by_epoch
+    assert len(build_param_schedulers(dict(type='StepLR', step_size=1), wrapper)) == 1
+    assert build_param_schedulers(None, wrapper) == []
+
+
+def test_a_wrapped_torch_scheduler_keeps_stepping_it():
+    optimizer = make_optimizer()
+    wrapped = build_param_schedulers(lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
+                                     optimizer)[0]
+    wrapped.step()
+    wrapped.step()
+    assert lr_of(optimizer) == pytest.approx(LR / 4)
+
+
+def test_end_defaults_to_max_epochs_or_max_iters_by_unit():
+    by_epoch, by_iter = build_param_schedulers(
+        [dict(type='MultiStepLR', milestones=[1]), dict(type='LinearLR', by_epoch=False)],
+        make_optimizer(), max_epochs=12, max_iters=300)
+    assert (by_epoch.end, by_iter.end) == (12, 300)
+
+
+# -- bad inputs --------------------------------------------------------------------------
+def test_an_unknown_type_names_the_close_match():
+    with pytest.raises(KeyError, match="'CosineAnnealingLR'"):
+        build_param_schedulers(dict(type='CosineAnnealingLr', T_max=2), make_optimizer())
+
+
+def test_an_unknown_argument_names_it_and_the_accepted_ones():
+    with pytest.raises(TypeError, match=r"'step'\. Did you mean 'step_size'.*'gamma'"):
+        build_param_schedulers(dict(type='StepLR', step=2), make_optimizer())
+
+
+def test_a_missing_argument_is_named():
+    with pytest.raises(TypeError, match="missing.*'step_size'"):
+        build_param_schedulers(dict(type='StepLR'), make_optimizer())
+
+
+def test_last_epoch_is_refused_in_favour_of_load_state_dict():
+    with pytest.raises(TypeError, match='load_state_dict'):
+        build_param_schedulers(dict(type='StepLR', step_size=1, last_epoch=3),
+                               make_optimizer())
+
+
+def test_cosine_without_t_max_or_an_end_says_how_to_give_one():
+    with pytest.raises(ValueError, match='T_max.*max_epochs'):
+        build_param_schedulers(dict(type='CosineAnnealingLR'), make_optimizer())
+
+
+def test_conversion_without_epoch_length_is_a_clear_error():
+    with pytest.raises(ValueError, match='epoch_length'):
+        build_param_schedulers(dict(type='StepLR', step_size=1, convert_to_iter_based=True),
+                               make_optimizer())
+
+
+def test_conversion_of_an_iteration_based_config_is_refused():
+    with pytest.raises(ValueError, match='by_epoch=False'):
+        build_param_schedulers(dict(type='StepLR', step_size=1, by_epoch=False,
+                                    convert_to_iter_based=True), make_optimizer(),
+                               epoch_length=3)
+
+
+def test_conversion_of_a_scheduler_without_known_epoch_arguments_is_refused():
+    with pytest.raises(ValueError, match='not supported for LambdaLR'):
+        ParamScheduler(make_optimizer(), lr_scheduler.LambdaLR, lr_lambda=math.exp,
+                       convert_to_iter_based=True, epoch_length=2)
+
+
+@pytest.mark.parametrize('window, message', [
+    (dict(begin=5, end=5), 'end must be larger than begin'),
+    (dict(begin=-1), 'begin must be >= 0'),
+])
+def test_a_window_out_of_order_is_refused(window, message):
+    with pytest.raises(ValueError, match=message):
+        build('StepLR', make_optimizer(), **window)
+
+
+def test_something_that_is_not_an_optimizer_is_refused():
+    with pytest.raises(TypeError, match='torch.optim.Optimizer'):
+        build_param_schedulers(dict(type='StepLR', step_size=1), object())
+
+
+def test_an_entry_of_another_kind_is_refused():
+    with pytest.raises(TypeError, match=r'param_scheduler\[1\]'):
+        build_param_schedulers([dict(type='StepLR', step_size=1), 'StepLR'],
+                               make_optimizer())
+
+
+def test_a_scheduler_of_another_optimizer_is_refused():
+    other = build('StepLR', make_optimizer())
+    with pytest.raises(TypeError, match='another optimizer'):
+        build_param_schedulers([other], make_optimizer())
