@@ -3,10 +3,11 @@
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --device cpu
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --quick
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only step
+    FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only epoch
 
 Ratios are each row's time over its baseline's on the same model (``fengine`` for
-initialization, ``fengine compiled`` for training steps, ``import torch`` for
-imports): above 1 is slower than the baseline. A peer that is not installed is
+initialization, ``fengine compiled`` for training steps and epochs, ``import torch``
+for imports): above 1 is slower than the baseline. A peer that is not installed is
 listed as skipped, never estimated.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
 from .step_bench import STEP_MODELS, WARMUP, bench_step
 
@@ -33,7 +35,9 @@ QUICK_PRESETS = ['debug']
 FULL_STEP_MODELS = ['fashion-mlp', 'resnet18-64', 'gpt-125m']  # gpt-125m: CUDA only
 QUICK_STEP_MODELS = ['fashion-mlp']
 QUICK_STEPS = 20
-BENCHMARKS = ('init', 'first-call', 'import', 'step')
+STEP_ROUNDS = 10  # short blocks, many rounds: see bench/step_bench.py
+QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
+BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -113,15 +117,25 @@ STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('compile+warm-up', lambda r: '' if r.get('warmup_seconds') is None
                  else _seconds(r['warmup_seconds'])),
                 ('peak mem', lambda r: _mebibytes(r.get('peak_mem_bytes'))))
+# Columns only epoch rows fill: that epoch's training and validation, accuracy, peak RSS.
+EPOCH_COLUMNS = (('train epoch', lambda r: '' if r.get('train_seconds') is None
+                  else _seconds(r['train_seconds'])),
+                 ('val', lambda r: '' if r.get('val_seconds') is None
+                  else _seconds(r['val_seconds'])),
+                 ('accuracy', lambda r: '' if r.get('accuracy') is None
+                  else f"{r['accuracy']:.1%}"),
+                 ('peak RSS', lambda r: _mebibytes(r.get('peak_rss_bytes'))))
 
 
 def format_table(rows: list[dict]) -> str:
     """One plain-text table: benchmark, model, contender, time, range, ratio, note.
 
     With training-step rows it also has their steps/s, samples/s, compile and warm-up
-    time and peak memory; their time is the time per step.
+    time and peak memory; their time is the time per step. With epoch rows, the
+    epoch's training and validation time, the accuracy and the peak RSS.
     """
-    extra = STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ()
+    extra = ((STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ())
+             + (EPOCH_COLUMNS if any(row['benchmark'] == 'epoch' for row in rows) else ()))
     header = ('benchmark', 'model', 'contender', 'time (median)', 'range (min-max)', 'ratio',
               *(name for name, _ in extra), 'note')
     lines = []
@@ -174,12 +188,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "the model's, e.g. for the MLP "
                         f"{STEP_MODELS['fashion-mlp'].cpu_steps} on the CPU, "
                         f"{STEP_MODELS['fashion-mlp'].cuda_steps} on CUDA; quick: {QUICK_STEPS})")
-    parser.add_argument('--repeats', type=int, help='timed runs per contender, or blocks of '
-                        'steps per training-step contender (default 3; quick: 1); the table '
-                        'shows their median')
+    parser.add_argument('--repeats', type=int, help='timed runs per contender (default 3), '
+                        f'or rounds of one block of steps each for training steps (default '
+                        f'{STEP_ROUNDS}); quick: 1; the table shows their median')
     parser.add_argument('--fresh-repeats', type=int,
                         help='fresh interpreters per import and first-call measure '
                         '(default 3; quick: 1)')
+    parser.add_argument('--epoch-size', type=int, nargs=2, metavar=('TRAIN', 'VAL'),
+                        help='images of the epoch benchmark\'s training and validation '
+                        f'sets (default: {TRAIN_SIZE} {VAL_SIZE}; quick: '
+                        f'{" ".join(map(str, QUICK_EPOCH_SIZES))})')
+    parser.add_argument('--compile-backend', metavar='NAME',
+                        help="torch.compile backend of the epoch benchmark's 'fengine "
+                        "compiled' (default: inductor)")
     parser.add_argument('--out', type=Path, help='JSON file to write (default: '
                         'bench/results/<hostname>-<YYYY-MM-DD>.json)')
     args = parser.parse_args(argv)
@@ -189,7 +210,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     step_models = args.step_models or (QUICK_STEP_MODELS if args.quick else FULL_STEP_MODELS)
     steps = args.steps or (QUICK_STEPS if args.quick else None)
     repeats = args.repeats or (1 if args.quick else 3)
+    step_rounds = args.repeats or (1 if args.quick else STEP_ROUNDS)
     fresh_repeats = args.fresh_repeats or (1 if args.quick else 3)
+    epoch_size = args.epoch_size or (QUICK_EPOCH_SIZES if args.quick else (TRAIN_SIZE, VAL_SIZE))
     run = set(args.only or BENCHMARKS)
     env = environment(device)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  progress only
@@ -202,7 +225,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if 'import' in run:
         rows += bench_import(fresh_repeats, log=log)
     if 'step' in run:
-        rows += bench_step(step_models, device, steps=steps, repeats=repeats, log=log)
+        rows += bench_step(step_models, device, steps=steps, repeats=step_rounds, log=log)
+    if 'epoch' in run:
+        rows += bench_epoch(device.type, train_size=epoch_size[0], val_size=epoch_size[1],
+                            compile_backend=args.compile_backend, log=log)
 
     print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
           f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
@@ -217,10 +243,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           for m in step_models)
         memory = 'allocated' if device.type == 'cuda' else 'RSS'
         print(f'step: time per training step (forward, backward, SGD update) on {device}, '
-              f'median of {repeats} blocks of {block} steps after {WARMUP} warm-up steps '
-              '(compile+warm-up: their sum); each contender in a fresh process; peak mem: '
-              'high-water mark during the timed steps over the memory before the model was '
-              f'built ({memory}).')
+              f'median of {step_rounds} blocks of {block} steps after {WARMUP} warm-up '
+              'steps (compile+warm-up: their sum); each contender in a fresh process, '
+              'contenders taking turns block by block; peak mem: high-water mark during the '
+              f'timed steps over the memory before the model was built ({memory}).')
+    if 'epoch' in run:
+        print(f"epoch: the seed's FashionMNIST example on {device}, {epoch_size[0]} training "
+              f'and {epoch_size[1]} validation synthetic images at batch 64, default hooks; '
+              "each run a fresh process. 'fashion-mnist 1 epoch': runner.train() with "
+              "max_epochs=1 (compilation included); 'fashion-mnist epoch 2': the second "
+              'epoch (training + validation) of max_epochs=2. train epoch, val: that '
+              "epoch's parts; accuracy: its validation; peak RSS: the process's high-water "
+              'mark.')
     print()
     print(format_table(rows))
 

@@ -104,11 +104,12 @@ class StepModel:
         return self.cuda_steps if device.type == 'cuda' else self.cpu_steps
 
 
-# Step counts: a block lasts a few seconds (the CPU figures are from 2 cores).
+# Step counts: a block lasts about a second (on 2 CPU cores), so that many short rounds
+# sample a shared machine's slow and fast spells for every contender alike.
 STEP_MODELS: dict[str, StepModel] = {
-    'fashion-mlp': StepModel('fashion-mlp', batch_size=64, num_classes=10, cpu_steps=300,
+    'fashion-mlp': StepModel('fashion-mlp', batch_size=64, num_classes=10, cpu_steps=200,
                              cuda_steps=1000),
-    'resnet18-64': StepModel('resnet18-64', batch_size=32, num_classes=10, cpu_steps=10,
+    'resnet18-64': StepModel('resnet18-64', batch_size=32, num_classes=10, cpu_steps=3,
                              cuda_steps=300),
     'gpt-125m': StepModel('gpt-125m', batch_size=8, num_classes=50304, bf16=True,
                           cuda_only=True, cuda_steps=50),
@@ -583,7 +584,7 @@ def _failed(exc: Exception) -> str:
 
 
 def bench_step(models: list[str], device: torch.device | str, *, steps: int | None = None,
-               repeats: int = 3, warmup: int = WARMUP, contenders: list[str] | None = None,
+               repeats: int = 10, warmup: int = WARMUP, contenders: list[str] | None = None,
                compile: dict | bool | None = None, isolate: bool = True,
                log: Callable[[str], None] = print) -> list[dict]:
     """Time every contender's training step on every model; one result row each.
@@ -598,8 +599,8 @@ def bench_step(models: list[str], device: torch.device | str, *, steps: int | No
             skipped on other devices.
         device: ``'cpu'`` or ``'cuda'``.
         steps: Timed steps per block (default: the model's ``steps(device)``).
-        repeats: Timed blocks per contender; a row's ``seconds`` is their median
-            time per step.
+        repeats: Timed blocks (rounds) per contender; a row's ``seconds`` is their
+            median time per step.
         warmup: Steps before timing, each timed alone; their sum is the row's
             compile and warm-up time.
         contenders: Names in :data:`CONTENDERS` (default: all).

@@ -22,20 +22,11 @@ DEVICE = torch.device(os.environ.get('FENGINE_BENCH_DEVICE',
                                      'cuda' if torch.cuda.is_available() else 'cpu'))
 PRESETS = os.environ.get('FENGINE_BENCH_PRESETS', 'resnet50 vit_b_16 gpt-350m').split()
 
-# Known to fail: torchvision's ViT has parameters outside any weight/bias leaf
-# (class_token, pos_embedding, MultiheadAttention.in_proj_*) that fengine cannot yet
-# materialize from meta. strict=True: the day it works, this marker must go.
-_VIT_ON_META = pytest.mark.xfail(raises=ValueError, strict=True,
-                                 reason='fengine cannot materialize ViT parameters from meta')
-
-
 def _cases() -> list:
     cases = []
     for preset in PRESETS:
         for contender in CONTENDERS:
-            marks = [_VIT_ON_META] if (preset, contender) == ('vit_b_16', 'fengine') else []
-            cases.append(pytest.param(preset, contender, marks=marks,
-                                      id=f'{preset}-{contender}'))
+            cases.append(pytest.param(preset, contender, id=f'{preset}-{contender}'))
     return cases
 
 

@@ -31,8 +31,9 @@ from ._errors import check_choice
 
 __all__ = [
     'init_dist', 'is_distributed', 'get_rank', 'get_world_size', 'get_local_rank',
-    'is_main_process', 'barrier', 'all_reduce', 'broadcast', 'all_gather_object', 'broadcast_object_list',
-    'collect_results', 'master_only'
+    'is_main_process', 'barrier', 'all_reduce', 'broadcast', 'broadcast_coalesced',
+    'all_gather_object', 'broadcast_object_list', 'collect_results', 'master_only',
+    'sync_random_seed', 'explain_collective_error', 'default_timeout', 'TIMEOUT_ENV'
 ]
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -49,6 +50,32 @@ COLLECT_DEVICES = ('cpu', 'gpu')
 LAUNCHERS = ('pytorch',)
 # What torchrun sets and init_process_group's env:// method reads.
 _TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+# Seconds a collective may wait for the other ranks; the environment overrides the default.
+TIMEOUT_ENV = 'FENGINE_DIST_TIMEOUT'
+# Long enough for one rank to compile a step or write a large checkpoint while the others
+# wait in their next collective; short enough that a rank that died on another machine, or
+# hangs, stops the run within minutes instead of torch's 30 (gloo) or 10 (NCCL).
+_DEFAULT_TIMEOUT_S = 600.0
+_group_timeout: datetime.timedelta | None = None  # what init_dist passed, for error messages
+
+
+def default_timeout() -> datetime.timedelta:
+    """The collective timeout :func:`init_dist` uses: ``$FENGINE_DIST_TIMEOUT`` seconds, else 600.
+
+    Raises:
+        ValueError: the variable is set but is not a positive number of seconds.
+    """
+    value = os.environ.get(TIMEOUT_ENV)
+    if value is None or value.strip() == '':
+        return datetime.timedelta(seconds=_DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float('nan')
+    if not seconds > 0 or seconds == float('inf'):
+        raise ValueError(f'the environment variable {TIMEOUT_ENV} must be a positive number of '
+                         f'seconds, e.g. {TIMEOUT_ENV}=120, but got {value!r}')
+    return datetime.timedelta(seconds=seconds)
 
 
 def init_dist(launcher: str = 'pytorch', backend: str | None = None,
@@ -63,11 +90,15 @@ def init_dist(launcher: str = 'pytorch', backend: str | None = None,
         launcher: ``'pytorch'`` (``torchrun`` / ``torch.distributed.run``).
         backend: ``'nccl'``, ``'gloo'``, ...; defaults to ``'nccl'`` when CUDA is
             available, else ``'gloo'``.
-        timeout: Seconds (or a timedelta) a collective may wait; torch's default if ``None``.
+        timeout: Seconds (or a timedelta) a collective may wait for the other ranks
+            before it raises; ``None``: :func:`default_timeout` (``$FENGINE_DIST_TIMEOUT``,
+            else 600 s). A rank that died or hangs thus stops the others with an error
+            instead of leaving them blocked (gloo raises in the waiting call; NCCL's
+            watchdog aborts the process).
         **kwargs: Passed on to ``torch.distributed.init_process_group``.
 
     Raises:
-        ValueError: ``launcher`` is not one of the choices.
+        ValueError: ``launcher`` is not one of the choices, or ``timeout`` is not positive.
         RuntimeError: ``torch.distributed`` is unavailable, or a variable torchrun sets
             is missing (the message names them).
     """
@@ -86,11 +117,87 @@ def init_dist(launcher: str = 'pytorch', backend: str | None = None,
         backend = 'nccl' if torch.cuda.is_available() else 'gloo'
     if torch.cuda.is_available() and backend == 'nccl':
         torch.cuda.set_device(get_local_rank())
-    if timeout is not None and not isinstance(timeout, datetime.timedelta):
+    if timeout is None:
+        timeout = default_timeout()
+    elif not isinstance(timeout, datetime.timedelta):
         timeout = datetime.timedelta(seconds=timeout)
-    if timeout is not None:
-        kwargs['timeout'] = timeout
-    torch_dist.init_process_group(backend=backend, **kwargs)
+    if not timeout.total_seconds() > 0:
+        raise ValueError(f'init_dist timeout must be positive, but got {timeout}')
+    torch_dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+    global _group_timeout
+    _group_timeout = timeout
+
+
+# How gloo and NCCL errors read: a failure to talk to the other ranks, not a bug of the
+# rank that raises it.
+_COMM_ERROR_MARKS = ('gloo/', 'NCCL', 'Connection closed by peer', 'Connection reset by peer',
+                     'Broken pipe')
+
+
+def explain_collective_error(exc: BaseException) -> RuntimeError | None:
+    """A clearer error for ``exc`` when it is a failed collective; ``None`` otherwise.
+
+    The rank that raises it is usually not the culprit: another rank died, hangs or was
+    killed, and this one waited for it until the process group's timeout or found the
+    connection closed. The message says so, this rank and the timeout. Raise it ``from``
+    ``exc`` so the original stays in the traceback.
+    """
+    if not is_distributed():
+        return None
+    text = f'{type(exc).__name__}: {exc}'
+    dist_error = getattr(torch_dist, 'DistError', None)
+    if not ((dist_error is not None and isinstance(exc, dist_error))
+            or (isinstance(exc, RuntimeError) and any(m in text for m in _COMM_ERROR_MARKS))):
+        return None
+    timeout = _group_timeout
+    shown = f' (timeout {timeout}; set it with init_dist(timeout=...) or {TIMEOUT_ENV})' \
+        if timeout else ''
+    first = text.splitlines()[0] if text else ''
+    return RuntimeError(f'rank {get_rank()} of {get_world_size()}: a collective with the other '
+                        f'ranks failed{shown}. Another rank most likely died, hangs or was '
+                        'killed; its log shows the first error. Original error: '
+                        f'{first}')
+
+
+def sync_random_seed(seed: int | None = None, group: Any = None) -> int:
+    """Rank 0's ``seed`` on every rank; a fresh one drawn on rank 0 when ``None``.
+
+    MMEngine: ``sync_random_seed``. A seed each process draws for itself would give the
+    ranks different initial weights and shuffle orders (so they would no longer see
+    disjoint parts of the data). Not distributed: ``seed``, or a fresh one.
+    """
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), 'little') >> 1
+    if not is_distributed():
+        return seed
+    return int(broadcast_object_list([seed], src=0, group=group)[0])
+
+
+def _mean_coalesced(tensors: list[torch.Tensor], group: Any,
+                    world_size: int) -> list[torch.Tensor]:
+    """The mean of each tensor over the ranks of ``group``, as new tensors: one
+    all-reduce per dtype over a flat copy.
+
+    Built on functional collectives, so it traces into a ``torch.compile`` graph (no
+    host synchronization, no graph break) and also runs eagerly. ``group``: ``None``
+    for the default group; ``world_size``: its size, read by the caller outside any
+    compiled code.
+    """
+    from torch.distributed import _functional_collectives as funcol
+
+    if group is None:
+        group = torch_dist.group.WORLD
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        by_dtype.setdefault(tensor.dtype, []).append(index)
+    out: list[torch.Tensor] = [None] * len(tensors)  # type: ignore[list-item]
+    for indices in by_dtype.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in indices])
+        # 'sum' then divide: gloo has no 'avg'.
+        flat = funcol.all_reduce(flat, 'sum', group) / world_size
+        for i, part in zip(indices, flat.split([tensors[i].numel() for i in indices])):
+            out[i] = part.view_as(tensors[i])
+    return out
 
 
 def is_distributed() -> bool:
@@ -177,6 +284,22 @@ def broadcast(tensor: torch.Tensor, src: int = 0, group: Any = None) -> torch.Te
     if is_distributed():
         torch_dist.broadcast(tensor, src=src, group=group)
     return tensor
+
+
+def broadcast_coalesced(tensors: list[torch.Tensor], src: int = 0, group: Any = None,
+                        bucket_bytes: int = 256 * 2**20) -> list[torch.Tensor]:
+    """Copy rank ``src``'s ``tensors`` into every rank's, in place, a few buckets at a time.
+
+    What ``DistributedDataParallel`` does with the parameters at construction and with
+    the buffers before each forward: far fewer collectives than one per tensor. Returns
+    ``tensors``; unchanged when not distributed.
+    """
+    if is_distributed() and tensors:
+        if group is None:
+            group = torch_dist.distributed_c10d._get_default_group()
+        with torch.no_grad():
+            torch_dist._broadcast_coalesced(group, list(tensors), bucket_bytes, src)
+    return tensors
 
 
 def all_gather_object(obj: Any, group: Any = None) -> list[Any]:

@@ -14,7 +14,7 @@ from ._errors import suggest
 __all__ = [
     'Registry', 'build_from_cfg', 'WEIGHT_INITIALIZERS', 'MODELS', 'OPTIMIZERS',
     'OPTIM_WRAPPERS', 'METRICS', 'HOOKS', 'PARAM_SCHEDULERS', 'LOOPS', 'DATASETS',
-    'DATA_SAMPLERS', 'VISBACKENDS'
+    'DATA_SAMPLERS', 'VISBACKENDS', 'MODEL_WRAPPERS'
 ]
 
 
@@ -174,3 +174,4 @@ LOOPS = Registry('loop')
 DATASETS = Registry('dataset')
 DATA_SAMPLERS = Registry('data sampler')
 VISBACKENDS = Registry('visualization backend')
+MODEL_WRAPPERS = Registry('model wrapper')

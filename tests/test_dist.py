@@ -87,6 +87,39 @@ def test_init_dist_outside_torchrun_names_the_missing_variables(monkeypatch):
     assert not dist.is_distributed()
 
 
+def test_init_dist_waits_600_seconds_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv('FENGINE_DIST_TIMEOUT', raising=False)
+    assert dist.default_timeout().total_seconds() == 600
+    monkeypatch.setenv('FENGINE_DIST_TIMEOUT', '42.5')
+    assert dist.default_timeout().total_seconds() == 42.5
+
+
+@pytest.mark.parametrize('bad', ['0', '-1', 'soon', 'inf', 'nan'])
+def test_a_bad_timeout_in_the_environment_is_named(monkeypatch, bad):
+    monkeypatch.setenv('FENGINE_DIST_TIMEOUT', bad)
+    with pytest.raises(ValueError, match=f"FENGINE_DIST_TIMEOUT must be a positive number of "
+                                         f"seconds.*'{bad}'"):
+        dist.default_timeout()
+
+
+def test_init_dist_rejects_a_timeout_that_is_not_positive(monkeypatch):
+    for name, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                            MASTER_PORT='1').items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match='timeout must be positive'):
+        dist.init_dist(backend='gloo', timeout=0)
+    assert not dist.is_distributed()
+
+
+def test_single_process_helpers_for_seeds_and_errors():
+    assert dist.sync_random_seed(7) == 7
+    assert isinstance(dist.sync_random_seed(), int)
+    tensors = [torch.ones(2)]
+    assert dist.broadcast_coalesced(tensors) is tensors
+    # Not distributed: no error is a collective's.
+    assert dist.explain_collective_error(RuntimeError('gloo/ Timed out')) is None
+
+
 def test_init_dist_names_a_bad_launcher():
     with pytest.raises(ValueError, match="launcher must be one of 'pytorch', but got 'slurm'"):
         dist.init_dist('slurm')
@@ -164,6 +197,19 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         seen['collected_tensors'] = None if tensors is None else [t.item() for t in tensors]
 
         seen['master_only'] = dist.master_only(lambda: 'ran')()
+        seen['seed'] = dist.sync_random_seed()
+        seen['given_seed'] = dist.sync_random_seed(rank + 5)
+        coalesced = [torch.full((2,), float(rank)), torch.tensor([rank], dtype=torch.int64)]
+        dist.broadcast_coalesced(coalesced, src=1)
+        seen['broadcast_coalesced'] = [t.tolist() for t in coalesced]
+        mean = dist._mean_coalesced([torch.full((2, 2), rank + 1.0),
+                                     torch.tensor(10.0 * rank, dtype=torch.float64),
+                                     torch.tensor([rank * 4.0])], None, WORLD_SIZE)
+        seen['mean_coalesced'] = [(t.tolist(), str(t.dtype)) for t in mean]
+        explained = dist.explain_collective_error(RuntimeError(
+            '[gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting 60000ms'))
+        seen['explained'] = str(explained)
+        seen['not_explained'] = dist.explain_collective_error(ValueError('a user bug')) is None
 
         metric = _SampleCorrect(prefix='val')
         metric.process(None, [f's{i}' for i in indices])
@@ -249,6 +295,31 @@ def test_collect_results_restores_dataset_order_and_drops_the_sampler_padding(ra
 
 def test_collect_results_returns_none_on_other_ranks(ranks):
     assert ranks[1]['collected'] is None and ranks[1]['collected_tensors'] is None
+
+
+def test_every_rank_gets_rank_0s_seed(ranks):
+    assert ranks[0]['seed'] == ranks[1]['seed']
+    assert [seen['given_seed'] for seen in ranks] == [5, 5]
+
+
+def test_broadcast_coalesced_copies_every_tensor_of_the_source_rank(ranks):
+    assert [seen['broadcast_coalesced'] for seen in ranks] == [[[1.0, 1.0], [1]]] * 2
+
+
+def test_mean_coalesced_averages_tensors_of_several_dtypes_and_keeps_their_shapes(ranks):
+    expected = [([[1.5, 1.5], [1.5, 1.5]], 'torch.float32'), (5.0, 'torch.float64'),
+                ([2.0], 'torch.float32')]
+    for seen in ranks:
+        assert [tuple(pair) for pair in seen['mean_coalesced']] == expected
+
+
+def test_a_failed_collective_is_explained_with_the_rank_and_the_timeout(ranks):
+    for rank, seen in enumerate(ranks):
+        assert seen['explained'].startswith(f'rank {rank} of 2: a collective with the other '
+                                            'ranks failed (timeout 0:01:00')
+        assert 'Another rank most likely died' in seen['explained']
+        assert 'Timed out waiting 60000ms' in seen['explained']
+        assert seen['not_explained']
 
 
 def test_master_only_runs_on_rank_0_only(ranks):

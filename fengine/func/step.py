@@ -38,6 +38,21 @@ parameter's; inductor frees each after its update). A hand-written loop with
 
 The state is *donated*: its tensors are updated in place and the same state is
 returned, as with buffer donation in JAX; keep using the returned one.
+
+Data parallel (``DistributedDataParallel``, or ``group=`` a process group of more than
+one rank): DDP's reducer hooks never fire under ``torch.func.grad``, so the step
+synchronizes itself. On an update step, after this micro-step's gradients are added to
+``.grad`` and before clipping, loss scaling's inf check and the update, the gradients and
+the log values are averaged over the ranks with one functional all-reduce per dtype
+(``torch.distributed._functional_collectives``, traced into the same graph). On the
+other micro-steps of an accumulation window nothing is communicated, as DDP's
+``no_sync``. Every rank therefore clips the same gradients, takes the same update and logs
+the global mean loss. The log values also carry a flag that a loss of an earlier
+micro-step of the window was not finite on some rank, so that a NaN anywhere shows in
+rank 0's log (and stops the run before a checkpoint, see ``MessageHub.sync``). Buffers
+are broadcast from rank 0 before each step when DDP's ``forward_sync_buffers`` (formerly
+``broadcast_buffers``) is set, as DDP's forward does. The all-reduce waits for the whole
+backward: unlike DDP's buckets it does not overlap with it.
 """
 from __future__ import annotations
 
@@ -49,7 +64,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
+from torch.nn.parallel import DistributedDataParallel
 
+from .. import dist as _dist
 from ..logging import print_log
 from ._loss_scale import (needs_lazy_state, ready_scaler_, restorable, skippable_update_,
                           unscale_, update_scale_)
@@ -106,13 +123,23 @@ class TrainStep:
     """A training step compiled as one graph (see the module docstring).
 
     Args:
-        model: A :class:`~fengine.model.BaseModel`.
+        model: A :class:`~fengine.model.BaseModel`, or a ``DistributedDataParallel``
+            around one (its ``module`` is stepped and its process group synchronizes the
+            gradients, see the module docstring).
         optim_wrapper: Its :class:`~fengine.optim.OptimWrapper` (clipping, accumulation
             and AMP settings are read from it).
         compile: ``True``, ``False`` (run the same function eagerly) or a dict of
             ``torch.compile`` options (``backend``, ``mode``...; ``mode='reduce-overhead'``
             replays the step as a CUDA graph on CUDA when shapes are static).
         strict: Raise when compilation fails instead of warning and running eagerly.
+        group: A ``torch.distributed`` process group to average the gradients over, for
+            a model that is not wrapped in DDP (``None``: the DDP wrapper's group, or no
+            synchronization). With more than one rank, the parameters and buffers are
+            broadcast from rank 0 once, here, as DDP's constructor does.
+
+    Raises:
+        NotImplementedError: ``group`` with fp16 loss scaling and an optimizer whose state
+            appears in its first step (that step runs eagerly, which only DDP can sync).
 
     A compiled step changes the optimizer's param groups in place on its first call:
     float ``lr`` (and Adam's ``betas[0]``) become 0-d float32 tensors on the parameters'
@@ -122,8 +149,24 @@ class TrainStep:
     """
 
     def __init__(self, model: nn.Module, optim_wrapper, *, compile: bool | dict = True,
-                 strict: bool = False) -> None:
+                 strict: bool = False, group: Any = None) -> None:
+        self.ddp = model if isinstance(model, DistributedDataParallel) else None
+        if self.ddp is not None:
+            model = self.ddp.module
+            group = self.ddp.process_group if group is None else group
         self.model = model
+        world_size = _dist.get_world_size(group) if group is not None else 1
+        # Data parallel: the gradients are averaged over this group inside the step.
+        self.group = group if world_size > 1 else None
+        self.world_size = world_size
+        self._window: torch.Tensor | None = None  # NaN once a loss of the window was not finite
+        # The buffers DDP's forward would broadcast from rank 0 (empty ones carry nothing);
+        # `forward_sync_buffers` is the newer name of `broadcast_buffers`.
+        forward_sync = self.ddp is not None and getattr(
+            self.ddp, 'forward_sync_buffers', getattr(self.ddp, 'broadcast_buffers', True))
+        self._broadcast_buffers = self.group is not None and forward_sync
+        if self.group is not None and self.ddp is None:
+            _broadcast_states(model, self.group)  # what DDP's constructor does
         self.optim_wrapper = optim_wrapper
         self.strict = strict
         optimizer = optim_wrapper.optimizer
@@ -150,6 +193,10 @@ class TrainStep:
                        'dampening=0, or bf16 autocast, which needs no scaler.')
             if strict:
                 raise NotImplementedError(message)
+            if self.group is not None and self.ddp is None:
+                raise NotImplementedError(message.replace('it runs eagerly', 'it would run '
+                                          'eagerly') + ' Without a DDP wrapper that eager step '
+                                          'could not synchronize the gradients over `group`.')
             print_log(message, logger='current', level=logging.WARNING)
 
     @property
@@ -163,7 +210,8 @@ class TrainStep:
 
     # -- the function that is compiled -----------------------------------------------
     def _step(self, state: TrainState, data: Any, scale: torch.Tensor, update: bool,
-              restore: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+              restore: list[torch.Tensor] | None = None,
+              window: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         model, wrapper, scaler = self.model, self.optim_wrapper, self._scaler
         with wrapper.optim_context(model):
             data = model.data_preprocessor(data, True)
@@ -184,6 +232,11 @@ class TrainStep:
         with torch.no_grad():
             for name, param in state.params.items():
                 param.grad.add_(grads[name])
+            if window is not None:  # data parallel
+                # 0 while every loss of the window is finite, NaN for good after one is not.
+                window.add_(log_vars['loss'].float() * 0)
+                if update:
+                    log_vars = self._average(list(state.params.values()), log_vars, window)
             if update:
                 params = list(state.params.values())
                 if scaler is None:
@@ -199,10 +252,27 @@ class TrainStep:
                     param.grad.zero_()
         return log_vars
 
+    def _average(self, params: list[torch.Tensor], log_vars: dict[str, torch.Tensor],
+                 window: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Average ``.grad`` and the log values over the ranks (DDP's all-reduce)."""
+        keys = list(log_vars)
+        local = [param.grad for param in params] + [log_vars[k] for k in keys] + [window]
+        mean = _dist._mean_coalesced(local, self.group, self.world_size)
+        for param, grad in zip(params, mean):
+            param.grad.copy_(grad)
+        nonfinite = mean[-1]  # NaN if any rank saw a non-finite loss in this window
+        window.zero_()
+        values = mean[len(params):-1]
+        return {k: v + nonfinite if 'loss' in k else v for k, v in zip(keys, values)}
+
     # -- calling it ------------------------------------------------------------------
     def __call__(self, state: TrainState, data: Any) -> tuple[TrainState, dict]:
         """Run one step on ``data``; return the (updated) state and the log values."""
         if self._through_wrapper:
+            if self.ddp is not None:
+                from ..model.wrappers import ddp_train_step
+
+                return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
         for param in state.params.values():
             if param.grad is None:  # persistent buffers, created outside the graph
@@ -223,9 +293,25 @@ class TrainStep:
         scale = self._scale(factor, state)
         restore = (restorable(state.optimizer, list(state.params.values()))
                    if self._scaler is not None and update else None)
+        window = None
+        if self.group is not None:
+            window = self._window_on(state)
+            buffers = [b for b in state.buffers.values() if b.numel()]
+            if self._broadcast_buffers and buffers:  # as DDP's forward: BatchNorm statistics
+                try:
+                    _dist.broadcast_coalesced(buffers, src=0, group=self.group)
+                except RuntimeError as exc:
+                    explained = _dist.explain_collective_error(exc)
+                    if explained is None:
+                        raise
+                    raise explained from exc
         try:
-            log_vars = step(state, data, scale, update, restore)
+            log_vars = step(state, data, scale, update, restore, window)
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
+            explained = (_dist.explain_collective_error(exc)
+                         if self.group is not None and not _is_compile_error(exc) else None)
+            if explained is not None:
+                raise explained from exc
             if not compiled or self.strict or not _is_compile_error(exc):
                 raise
             self._fell_back = True
@@ -234,12 +320,18 @@ class TrainStep:
                       f'so it runs eagerly from now on: {type(exc).__name__}: '
                       f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
                       'raise instead).', logger='current', level=logging.WARNING)
-            log_vars = self._step(state, data, scale, update, restore)
+            log_vars = self._step(state, data, scale, update, restore, window)
         if update:
             # torch's LRScheduler wraps optimizer.step to set this flag; the update above
             # bypasses that wrapper, and the scheduler would warn it ran before any update.
             state.optimizer._opt_called = True
         return state, log_vars
+
+    def _window_on(self, state: TrainState) -> torch.Tensor:
+        device = next(iter(state.params.values())).device
+        if self._window is None or self._window.device != device:
+            self._window = torch.zeros((), device=device)
+        return self._window
 
     def _scale(self, factor: int, state: TrainState) -> torch.Tensor:
         """``1 / factor`` as a 0-d tensor, so a new factor is a new value, not a recompile."""
@@ -248,6 +340,12 @@ class TrainStep:
         if key not in self._scales:
             self._scales[key] = torch.tensor(1.0 / factor, device=device)
         return self._scales[key]
+
+
+def _broadcast_states(model: nn.Module, group: Any) -> None:
+    """Rank 0's parameters and buffers on every rank, in place."""
+    with torch.no_grad():
+        _dist.broadcast_coalesced([*model.parameters(), *model.buffers()], src=0, group=group)
 
 
 def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:
@@ -266,8 +364,11 @@ def _is_compile_error(exc: Exception) -> bool:
 
 
 def make_train_step(model: nn.Module, optim_wrapper, *, compile: bool | dict = True,
-                    strict: bool = False) -> TrainStep:
+                    strict: bool = False, group: Any = None) -> TrainStep:
     """A :class:`TrainStep` for ``model``: call it as ``state, logs = step(state, batch)``.
+
+    ``model`` may be a ``DistributedDataParallel`` around a BaseModel: the step then
+    averages the gradients over its process group (see :class:`TrainStep`).
 
     Example:
         >>> import torch
@@ -288,4 +389,4 @@ def make_train_step(model: nn.Module, optim_wrapper, *, compile: bool | dict = T
         >>> sorted(logs)
         ['loss']
     """
-    return TrainStep(model, optim_wrapper, compile=compile, strict=strict)
+    return TrainStep(model, optim_wrapper, compile=compile, strict=strict, group=group)

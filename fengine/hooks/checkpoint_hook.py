@@ -145,4 +145,23 @@ class CheckpointHook(Hook):
                 old = self._kept.pop(0)
                 if old.exists():
                     old.unlink()
+            self._remove_older_by_name(runner)
         return path
+
+    def _remove_older_by_name(self, runner) -> None:
+        """Remove the periodic files of earlier runs in this folder beyond ``max_keep_ckpts``.
+
+        A resumed run (after a crash, say) did not write them, so they are not in its
+        list; as MMEngine, they are found by name, walking back ``interval`` at a time
+        from the oldest file to keep, until a name is missing.
+        """
+        if self.max_keep_ckpts <= 0 or self.interval <= 0:
+            return
+        count = (runner.epoch if self.by_epoch else runner.iter) + 1
+        step = count - self.max_keep_ckpts * self.interval
+        while step > 0:
+            old = self._dir / self.filename_tmpl.format(step)
+            if not old.exists():
+                break
+            old.unlink()
+            step -= self.interval

@@ -20,26 +20,39 @@ __all__ = ['BaseModel', 'parse_losses', 'MODES']
 MODES = ('loss', 'predict', 'tensor')
 
 
-class _DropItemGraphBreaks(logging.Filter):
+class _DropCompileNoise(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return 'Graph break from `Tensor.item()`' not in record.getMessage()
+        return self.fragment not in record.getMessage()
+
+
+# (logger, a fragment of the message): torch's warnings that say nothing actionable
+# to a user of compiled steps.
+_COMPILE_NOISE = (
+    # Predictions often carry Python numbers (the seed's ``loss.item()``); the compiled
+    # evaluation step allows that graph break by design (``fullgraph=False``).
+    ('torch._dynamo.variables.tensor', 'Graph break from `Tensor.item()`'),
+    # A CUDA build of torch on a machine without a GPU, when inductor loads its C++
+    # toolchain; CPU code generation does not need CUDA.
+    ('torch.utils.cpp_extension', 'No CUDA runtime is found'),
+)
 
 
 @contextlib.contextmanager
-def _quiet_item_graph_breaks() -> Iterator[None]:
-    """Hide dynamo's warning about ``.item()`` while compiling an evaluation step.
-
-    Predictions often carry Python numbers (the seed's ``loss.item()``); the compiled
-    evaluation step allows that graph break by design (``fullgraph=False``), so the
-    multi-line advice to capture scalar outputs is noise for the user.
-    """
-    logger = logging.getLogger('torch._dynamo.variables.tensor')
-    quiet = _DropItemGraphBreaks()
-    logger.addFilter(quiet)
+def _quiet_compile_noise() -> Iterator[None]:
+    """Hide :data:`_COMPILE_NOISE` while a compiled step runs (and compiles)."""
+    filters = [(logging.getLogger(name), _DropCompileNoise(fragment))
+               for name, fragment in _COMPILE_NOISE]
+    for logger, quiet in filters:
+        logger.addFilter(quiet)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        for logger, quiet in filters:
+            logger.removeFilter(quiet)
 
 
 def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -189,7 +202,8 @@ class BaseModel(BaseModule):
                 step = make_train_step(self, optim_wrapper, compile=compiled['options'],
                                        strict=compiled['strict'])
                 compiled['train'] = {id(optim_wrapper): step}
-            return step(step.state, data)[1]
+            with _quiet_compile_noise():
+                return step(step.state, data)[1]
         return self._eager_train_step(data, optim_wrapper)
 
     def _eager_train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
@@ -208,7 +222,7 @@ class BaseModel(BaseModule):
         if compiled is None:
             with torch.no_grad():
                 return self._eval_step(data)
-        with torch.no_grad(), _quiet_item_graph_breaks():
+        with torch.no_grad(), _quiet_compile_noise():
             return compiled['eval'](data)
 
     def test_step(self, data: Any) -> Any:

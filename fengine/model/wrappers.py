@@ -1,8 +1,17 @@
 """``MMDistributedDataParallel``: DDP that keeps ``train_step``/``val_step``/``test_step``.
 
-MMEngine: ``mmengine.model.MMDistributedDataParallel``. The forward pass goes through
-DDP's own ``forward`` (so its reducer sees it and all-reduces gradients during
-backward); preprocessing, loss parsing and the update are the wrapped model's.
+MMEngine: ``mmengine.model.MMDistributedDataParallel``. Eagerly, the forward pass goes
+through DDP's own ``forward`` (so its reducer sees it and all-reduces gradients during
+backward); preprocessing, loss parsing and the update are the wrapped model's. After
+``model.module.compile_steps()`` (``Runner(compile=True)``), ``train_step`` is the fused
+compiled step of :mod:`fengine.func.step` built on this wrapper: it averages the
+gradients itself, since DDP's hooks do not fire under ``torch.func.grad``.
+
+On an update step both paths also average the log values over the ranks, so rank 0
+logs the loss of the global batch, and a non-finite loss on any rank (in any micro-step
+of the window) shows as a non-finite loss on every rank: every rank's
+``MessageHub.sync`` raises ``NonFiniteLossError`` at the same log line, and rank 0 never
+saves the state that followed it.
 """
 from __future__ import annotations
 
@@ -12,26 +21,47 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import dist
+from ..registry import MODEL_WRAPPERS
 from .base_model import BaseModel
 
-__all__ = ['MMDistributedDataParallel', 'wrap_model']
+__all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step']
 
 
+@MODEL_WRAPPERS.register_module()
 class MMDistributedDataParallel(DistributedDataParallel):
-    """``DistributedDataParallel`` with the BaseModel steps (MMEngine's name)."""
+    """``DistributedDataParallel`` with the BaseModel steps (MMEngine's name).
+
+    Example (under ``torchrun``, after ``fengine.dist.init_dist()``)::
+
+        model = MMDistributedDataParallel(net.to(device), device_ids=[device.index])
+        net.compile_steps()   # optional: the fused step, synchronized by itself
+        log_vars = model.train_step(batch, optim_wrapper)
+    """
 
     # Unpacks a batch into ``self(...)``: DDP's forward, so its reducer sees the pass.
     _run_forward = BaseModel._run_forward
 
     def train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
-        """Preprocess, forward through DDP in ``loss`` mode, parse, update."""
-        with optim_wrapper.optim_context(self):
-            data = self.module.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        loss, log_vars = self.module.parse_losses(losses)
-        optim_wrapper.update_params(loss)
-        log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
-        return log_vars
+        """Preprocess, forward in ``loss`` mode, parse, update; gradients averaged over ranks.
+
+        Compiled (the wrapped model's :meth:`~BaseModel.compile_steps` was called): one
+        fused step per optimizer wrapper, made by :func:`fengine.func.make_train_step`
+        on this wrapper. Otherwise DDP's eager path.
+        """
+        compiled = getattr(self.module, '_compiled_steps', None)
+        if compiled is None:
+            return ddp_train_step(self, data, optim_wrapper)
+        from ..func.step import make_train_step
+
+        fused = getattr(self, '_fused_step', None)
+        # A new optimizer wrapper, or compile_steps called again, makes a new step.
+        if fused is None or fused[0] is not compiled or fused[1] is not optim_wrapper:
+            step = make_train_step(self, optim_wrapper, compile=compiled['options'],
+                                   strict=compiled['strict'])
+            fused = self._fused_step = (compiled, optim_wrapper, step)
+        step = fused[2]
+        return step(step.state, data)[1]
 
     def val_step(self, data: Any) -> Any:
         """The wrapped model's ``val_step`` (no gradient, nothing to synchronize)."""
@@ -41,7 +71,68 @@ class MMDistributedDataParallel(DistributedDataParallel):
         return self.module.test_step(data)
 
 
+def ddp_train_step(ddp: DistributedDataParallel, data: Any,
+                   optim_wrapper) -> dict[str, torch.Tensor]:
+    """The eager training step of a DDP-wrapped :class:`BaseModel`.
+
+    DDP's reducer averages the gradients during ``backward`` (skipped by
+    ``optim_context``'s ``no_sync`` between updates); on update steps the log values are
+    averaged too (one small all-reduce), with the window's non-finite flag.
+    """
+    try:
+        return _ddp_train_step(ddp, data, optim_wrapper)
+    except RuntimeError as exc:
+        explained = dist.explain_collective_error(exc)
+        if explained is None:
+            raise
+        raise explained from exc
+
+
+def _ddp_train_step(ddp: DistributedDataParallel, data: Any,
+                    optim_wrapper) -> dict[str, torch.Tensor]:
+    module = ddp.module
+    sync = optim_wrapper.should_sync()  # read before update_params counts the micro-step
+    with optim_wrapper.optim_context(ddp):
+        data = module.data_preprocessor(data, True)
+        losses = BaseModel._run_forward(ddp, data, mode='loss')
+    loss, log_vars = module.parse_losses(losses)
+    optim_wrapper.update_params(loss)
+    log_vars = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in log_vars.items()}
+    world_size = dist.get_world_size(ddp.process_group)
+    if world_size > 1:
+        log_vars = _average_log_vars(ddp, log_vars, sync, world_size)
+    log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
+    return log_vars
+
+
+def _average_log_vars(ddp: DistributedDataParallel, log_vars: dict, sync: bool,
+                      world_size: int) -> dict:
+    """Add this micro-step's non-finite flag to the window's; on ``sync``, average over ranks."""
+    loss = log_vars['loss']
+    window = getattr(ddp, '_nonfinite_window', None)
+    if window is None or window.device != loss.device:
+        window = torch.zeros((), device=loss.device)
+        # A plain attribute, not a buffer: not in the state dict, not broadcast.
+        object.__setattr__(ddp, '_nonfinite_window', window)
+    window.add_(loss.float() * 0)  # stays NaN once a loss of the window was not finite
+    if not sync:
+        return log_vars
+    keys = [k for k, v in log_vars.items() if isinstance(v, torch.Tensor) and
+            v.is_floating_point() and v.numel() == 1]
+    mean = dist._mean_coalesced([log_vars[k] for k in keys] + [window], ddp.process_group,
+                                world_size)
+    nonfinite = mean[-1]
+    window.zero_()
+    averaged = {k: v + nonfinite if 'loss' in k else v for k, v in zip(keys, mean)}
+    return {k: averaged.get(k, v) for k, v in log_vars.items()}
+
+
 def wrap_model(model: nn.Module, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
-    """Wrap ``model`` in :class:`MMDistributedDataParallel` on ``device``."""
+    """Wrap ``model`` in :class:`MMDistributedDataParallel` on ``device``.
+
+    DDP's constructor broadcasts rank 0's parameters and buffers to every rank.
+    ``ddp_kwargs`` go to ``DistributedDataParallel`` (``find_unused_parameters``,
+    ``forward_sync_buffers``, ``bucket_cap_mb``, ``gradient_as_bucket_view``...).
+    """
     device_ids = [device.index] if device.type == 'cuda' else None
     return MMDistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..registry import LOOPS
 from .data import set_sampler_epoch
+from .randomness import get_rng_state, rng_state_kept, set_rng_state
 
 __all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop']
 
@@ -51,6 +52,46 @@ class _TrainLoop:
         self._iter = 0
         self._phase: str | None = None  # 'iter' or 'epoch' while their after-hooks run
         self.stop_training = False
+        # The random states when the current pass over the dataloader began (saved in
+        # checkpoints), and those a resumed run must begin its interrupted pass with.
+        self.pass_rng: dict | None = None
+        self.resume_pass_rng: dict | None = None
+
+    def _start_pass(self, skip: int = 0) -> Iterator[Any]:
+        """``iter(dataloader)``, advanced by ``skip`` batches, as the uninterrupted run had it.
+
+        Creating the iterator draws random numbers (the workers' base seed; a
+        ``RandomSampler``'s order), and so may loading the batches (random
+        augmentations). To resume in the middle of a pass, the iterator is created and
+        the seen batches are skipped under the random states the interrupted run had
+        when the pass began; then the checkpoint's own states come back. The skipped
+        batches are loaded (not just their indices skipped), so per-sample randomness
+        matches too.
+        """
+        rng = self.resume_pass_rng if skip else None
+        self.resume_pass_rng = None
+        if rng is None:
+            self.pass_rng = get_rng_state()
+            iterator = _batches(self.dataloader, 'training')
+            for _ in range(skip):  # a checkpoint without the pass's random states
+                next(iterator)
+            return iterator
+        current = get_rng_state()
+        set_rng_state(rng)
+        try:
+            iterator = _batches(self.dataloader, 'training')
+            for _ in range(skip):
+                next(iterator)
+        finally:
+            set_rng_state(current)
+        self.pass_rng = rng
+        return iterator
+
+    def _validate(self) -> None:
+        # Validation must not move the training's random streams: a run resumed from
+        # the checkpoint written just before it would not replay its draws.
+        with rng_state_kept():
+            self.runner.val_loop.run()
 
     @property
     def epoch(self) -> int:
@@ -124,7 +165,7 @@ class EpochBasedTrainLoop(_TrainLoop):
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
             if self._should_validate(self._epoch):
-                runner.val_loop.run()
+                self._validate()
         runner.call_hook('after_train')
         return runner.model
 
@@ -132,12 +173,9 @@ class EpochBasedTrainLoop(_TrainLoop):
         runner = self.runner
         runner.call_hook('before_train_epoch')
         runner.model.train()
-        batches = _batches(self.dataloader, 'training')
         # Resuming mid-epoch (an iteration-based checkpoint): skip the batches seen.
         skip = self._iter - self._epoch * len(self.dataloader)
-        for idx, data_batch in enumerate(batches):
-            if idx < skip:
-                continue
+        for idx, data_batch in enumerate(self._start_pass(skip), start=skip):
             self.run_iter(idx, data_batch)
         runner.message_hub.sync()  # checks the epoch's last losses before any checkpoint
         self._phase = 'epoch'
@@ -149,16 +187,19 @@ class EpochBasedTrainLoop(_TrainLoop):
 
 
 class _InfiniteBatches:
-    """Cycle through a dataloader forever, calling ``set_epoch`` at each pass."""
+    """Cycle through a loop's dataloader forever, calling ``set_epoch`` at each pass.
 
-    def __init__(self, dataloader: DataLoader, skip: int = 0) -> None:
-        self.dataloader = dataloader
-        self.length = len(dataloader)
+    Resuming at iteration ``skip`` starts in pass ``skip // len(dataloader)`` at its
+    batch ``skip % len(dataloader)`` (see :meth:`_TrainLoop._start_pass`).
+    """
+
+    def __init__(self, loop: _TrainLoop, skip: int = 0) -> None:
+        self.loop = loop
+        self.dataloader = loop.dataloader
+        self.length = len(self.dataloader)
         self.epoch = skip // self.length
         self._set_epoch()
-        self._iterator = _batches(dataloader, 'training')
-        for _ in range(skip % self.length):
-            next(self._iterator)
+        self._iterator = loop._start_pass(skip % self.length)
 
     def _set_epoch(self) -> None:
         set_sampler_epoch(self.dataloader, self.epoch)
@@ -169,7 +210,7 @@ class _InfiniteBatches:
         except StopIteration:
             self.epoch += 1
             self._set_epoch()
-            self._iterator = iter(self.dataloader)
+            self._iterator = self.loop._start_pass()
             return next(self._iterator)
 
 
@@ -203,14 +244,15 @@ class IterBasedTrainLoop(_TrainLoop):
         runner.call_hook('before_train')
         runner.call_hook('before_train_epoch')
         runner.model.train()
-        batches = _InfiniteBatches(self.dataloader, skip=self._iter)
+        batches = _InfiniteBatches(self, skip=self._iter)
         while self._iter < self._max_iters and not self.stop_training:
-            self._epoch = batches.epoch
-            self.run_iter(self._iter % batches.length, next(batches))
+            data_batch = next(batches)
+            self._epoch = batches.epoch  # after next(): it may have begun a new pass
+            self.run_iter(self._iter % batches.length, data_batch)
             if self._iter % _SYNC_EVERY == 0:
                 runner.message_hub.sync()
             if self._should_validate(self._iter):
-                runner.val_loop.run()
+                self._validate()
                 runner.model.train()
         runner.message_hub.sync()
         runner.call_hook('after_train_epoch')

@@ -1,13 +1,15 @@
 """Seeding Python, NumPy and torch for a run (MMEngine: ``set_random_seed``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ['set_random_seed', 'get_rng_state', 'set_rng_state']
+__all__ = ['set_random_seed', 'get_rng_state', 'set_rng_state', 'rng_state_kept']
 
 
 def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int:
@@ -61,3 +63,19 @@ def set_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng['torch'])
     if 'cuda' in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng['cuda'])
+
+
+@contextlib.contextmanager
+def rng_state_kept() -> Iterator[None]:
+    """Restore every generator's state on exit (Python, NumPy, torch, CUDA).
+
+    The training loops validate inside it: validation draws random numbers too (each
+    ``iter(dataloader)`` draws a worker seed), and a run resumed from a checkpoint
+    written just before validating would otherwise continue from another point of
+    the random streams than the run that was not interrupted.
+    """
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)

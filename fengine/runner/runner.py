@@ -28,11 +28,12 @@ from ..hooks import Hook, get_priority
 from ..logging import get_logger
 from ..optim import build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
-from ..registry import HOOKS, LOOPS, MODELS
+from ..model import wrappers as _wrappers  # noqa: F401 - registers MMDistributedDataParallel
+from ..registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS
 from ..visualization import build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
 from .data import build_dataloader
-from .message_hub import MessageHub
+from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import get_rng_state, set_random_seed, set_rng_state
 
 __all__ = ['Runner', 'DEFAULT_HOOKS']
@@ -47,10 +48,71 @@ DEFAULT_HOOKS: dict[str, dict] = {
 }
 LAUNCHERS = ('none', 'pytorch')
 _RANDOMNESS_KEYS = ('seed', 'deterministic')
+# Recent values of each logged scalar kept in checkpoints (as MessageHub.trim keeps).
+_LOG_SCALARS_KEPT = 1000
 
 
 class _RunFileHandler(logging.FileHandler):
     """The log file of one run; a newer run's file replaces it on the ``fengine`` logger."""
+
+
+def _plain_hyperparams(optimizer_state: dict) -> dict:
+    """A copy of an optimizer state dict whose 0-d tensor hyper-parameters are floats.
+
+    A compiled step holds ``lr`` (and Adam's ``betas[0]``) as 0-d float32 tensors on
+    the parameters' device (``fengine/func/_optim_state.py``). In a checkpoint they are
+    written as the floats they hold (exactly: float32 fits a float), so the file does
+    not depend on the device nor on compiled steps; a compiled step that resumes turns
+    them into tensors again, with the same bits. Checkpoints written with tensors are
+    read the same way.
+    """
+    def plain(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+            return value.item()
+        if isinstance(value, tuple):
+            return tuple(plain(v) for v in value)
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    groups = optimizer_state.get('param_groups')
+    if not isinstance(groups, list):
+        return optimizer_state
+    state = dict(optimizer_state)
+    state['param_groups'] = [{k: (v if k == 'params' else plain(v)) for k, v in group.items()}
+                             if isinstance(group, dict) else group for group in groups]
+    return state
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, filename: str) -> None:
+    """Raise before loading when ``saved`` cannot be the state of ``optimizer``.
+
+    torch's ``Optimizer.load_state_dict`` checks the group sizes, but not the shapes of
+    the per-parameter state (a wrong momentum buffer fails only at the next step).
+    """
+    groups = saved.get('param_groups') if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(saved.get('state'), dict):
+        raise RuntimeError(f'checkpoint {filename!r}: its optimizer entry is not an optimizer '
+                           "state dict (no 'state' and 'param_groups'). Nothing was loaded.")
+    own = optimizer.param_groups
+    sizes = [len(g.get('params', ())) for g in groups]
+    if sizes != [len(g['params']) for g in own]:
+        raise RuntimeError(f'checkpoint {filename!r}: its optimizer has param groups of sizes '
+                           f'{sizes}, this run\'s {type(optimizer).__name__} has '
+                           f'{[len(g["params"]) for g in own]}; is the optim_wrapper config '
+                           '(paramwise options, frozen parameters) the same? Nothing was loaded.')
+    params = {index: param for saved_group, group in zip(groups, own)
+              for index, param in zip(saved_group['params'], group['params'])}
+    for index, entry in saved['state'].items():
+        param = params.get(index)
+        if param is None or not isinstance(entry, dict):
+            continue
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise RuntimeError(
+                    f'checkpoint {filename!r}: optimizer state {key!r} of parameter {index} has '
+                    f'shape {tuple(value.shape)}, but the parameter has shape '
+                    f'{tuple(param.shape)}. Nothing was loaded.')
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -93,6 +155,10 @@ class Runner:
         visualizer: ``None`` (``vis_data/scalars.json``), a list of backend configs,
             or ``dict(vis_backends=[dict(type='LocalVisBackend'),
             dict(type='TensorboardVisBackend')])``.
+        model_wrapper_cfg: Under ``launcher='pytorch'`` with several processes, the
+            ``MODEL_WRAPPERS`` config of the wrapper (default
+            ``dict(type='MMDistributedDataParallel')``; other keys go to
+            ``DistributedDataParallel``, e.g. ``find_unused_parameters=True``).
         cfg: The config the runner came from (logged and kept in checkpoints' meta).
     """
 
@@ -108,7 +174,8 @@ class Runner:
                  resume: bool | str = False, randomness: dict | None = None,
                  launcher: str = 'none', compile: bool | dict = False,
                  log_level: str | int = 'INFO', experiment_name: str | None = None,
-                 visualizer: Any = None, cfg: dict | None = None) -> None:
+                 visualizer: Any = None, model_wrapper_cfg: dict | None = None,
+                 cfg: dict | None = None) -> None:
         self.cfg = copy.copy(cfg) if cfg is not None else None
         self.work_dir = Path(work_dir).expanduser().resolve()
         self._check_launcher(launcher)
@@ -125,7 +192,12 @@ class Runner:
             raise TypeError(f'randomness has unknown key(s) {unknown}; accepted: '
                             f'{choices_text(_RANDOMNESS_KEYS)}')
         self.deterministic = bool(randomness.get('deterministic', False))
-        self.seed = set_random_seed(randomness.get('seed'), self.deterministic)
+        seed = randomness.get('seed')
+        if seed is None and self.world_size > 1:  # one seed for all ranks: same init, same order
+            from ..dist import sync_random_seed
+
+            seed = sync_random_seed()
+        self.seed = set_random_seed(seed, self.deterministic)
 
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         self.experiment_name = experiment_name or self.timestamp
@@ -136,7 +208,7 @@ class Runner:
             if is_main_process() else build_visualizer([], save_dir=self.log_dir)
 
         self.device = self._pick_device()
-        self.model = self._build_model(model)
+        self.model = self._build_model(model, model_wrapper_cfg)
         self.compile = compile
         if compile:
             if not hasattr(_unwrap(self.model), 'compile_steps'):
@@ -217,17 +289,25 @@ class Runner:
             return torch.device('cuda', index)
         return torch.device('cpu')
 
-    def _build_model(self, model: nn.Module | dict) -> nn.Module:
+    def _build_model(self, model: nn.Module | dict, wrapper_cfg: dict | None) -> nn.Module:
         if isinstance(model, dict):
             model = MODELS.build(model)
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be an nn.Module or a MODELS config dict, but got '
                             f'{type(model).__name__}: {model!r}')
+        if wrapper_cfg is not None and not isinstance(wrapper_cfg, dict):
+            raise TypeError(f'model_wrapper_cfg must be a dict such as dict(type='
+                            f"'MMDistributedDataParallel', find_unused_parameters=True), but "
+                            f'got {type(wrapper_cfg).__name__}')
         model = model.to(self.device)
-        if self.world_size > 1:
-            from ..model.wrappers import wrap_model
-
-            model = wrap_model(model, self.device)
+        # A model the user wrapped in DDP already is kept as it is.
+        if self.world_size > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
+            cfg = dict(wrapper_cfg or {})
+            cfg.setdefault('type', 'MMDistributedDataParallel')
+            # DDP's constructor broadcasts rank 0's parameters and buffers to every rank.
+            cfg.setdefault('device_ids', [self.device.index] if self.device.type == 'cuda'
+                           else None)
+            model = MODEL_WRAPPERS.build(cfg, default_args=dict(module=model))
         return model
 
     def _build_logger(self, log_level: str | int) -> logging.Logger:
@@ -568,27 +648,64 @@ class Runner:
     def resume(self, filename: str | os.PathLike, map_location: Any = 'cpu') -> None:
         """Continue a run from a checkpoint: weights, optimizer, schedulers, counters, RNG.
 
-        Everything is read and checked before anything changes, so a bad file leaves
-        the runner as it was.
+        MMEngine: ``Runner.resume``. Everything is read and checked before anything
+        changes, so a bad file leaves the runner (model, optimizer, schedulers) as it
+        was. The order is the schedulers' contract (:mod:`fengine.optim.scheduler`):
+        they are built first (``train()`` does), then the optimizer's state is loaded,
+        then theirs. The random states, the loop counters and the random states of the
+        interrupted pass over the dataloader come back too, so the run continues
+        exactly as if it had not stopped.
+
+        Raises:
+            FileNotFoundError, RuntimeError: the file is missing, unreadable, corrupt or
+                truncated (named), has no training progress, or its model, optimizer or
+                scheduler state does not fit this run (what differs is named).
         """
         filename = os.fspath(filename)
         checkpoint = self._read_checkpoint(filename, map_location)
         state = self._checked_state(checkpoint, filename)
         meta = checkpoint.get('meta', {})
-        if 'epoch' not in meta or 'iter' not in meta:
+        if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
             raise RuntimeError(f'checkpoint {filename!r} has no training progress (meta.epoch, '
                                'meta.iter): it holds weights only; use load_from= for it')
-        self._load_state(state, filename, strict=False)
+        optimizer_state = None
         if 'optimizer' in checkpoint and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
-            self.optim_wrapper.load_state_dict(checkpoint['optimizer'])
-        if 'param_schedulers' in checkpoint and self.param_schedulers:
-            for scheduler, saved in zip(self.param_schedulers, checkpoint['param_schedulers']):
-                scheduler.load_state_dict(saved)
-        self.message_hub.load_state_dict(checkpoint.get('message_hub', {}))
+            optimizer_state = _plain_hyperparams(checkpoint['optimizer'])
+            optimizer = getattr(self.optim_wrapper, 'optimizer', None)
+            if isinstance(optimizer, torch.optim.Optimizer):
+                _check_optimizer_state(optimizer, optimizer_state, filename)
+        scheduler_states = checkpoint.get('param_schedulers') if self.param_schedulers else None
+        if scheduler_states is not None:
+            saved_types = [s.get('type') if isinstance(s, dict) else None
+                           for s in scheduler_states]
+            own_types = [getattr(getattr(s, 'scheduler_cls', None), '__name__', None)
+                         for s in self.param_schedulers]
+            if len(saved_types) != len(own_types) or any(
+                    a is not None and b is not None and a != b
+                    for a, b in zip(saved_types, own_types)):
+                raise RuntimeError(f'checkpoint {filename!r} has the schedulers {saved_types}, '
+                                   f'this run has {own_types}: the param_scheduler config '
+                                   'differs from the checkpoint\'s. Nothing was loaded.')
+        for what, have, key, flag in (
+                ('optimizer', self.optim_wrapper, 'optimizer', 'save_optimizer'),
+                ('param schedulers', self.param_schedulers, 'param_schedulers',
+                 'save_param_scheduler')):
+            if have and not isinstance(have, dict) and key not in checkpoint:
+                self.logger.warning(f'checkpoint {filename} has no {what} state (written with '
+                                    f'{flag}=False?): the {what} start afresh, so the run '
+                                    'does not continue exactly')
+        self._load_state(state, filename, strict=False)
+        if optimizer_state is not None:
+            self.optim_wrapper.load_state_dict(optimizer_state)
+        for scheduler, saved in zip(self.param_schedulers or (), scheduler_states or ()):
+            scheduler.load_state_dict(saved)
+        self._load_message_hub_state(checkpoint.get('message_hub', {}))
         if self._train_loop is not None:
             self._train_loop._epoch = int(meta['epoch'])
             self._train_loop._iter = int(meta['iter'])
+            # The interrupted pass over the dataloader is replayed from its start.
+            self._train_loop.resume_pass_rng = meta.get('pass_rng')
         if 'rng' in meta:
             set_rng_state(meta['rng'])
         if meta.get('seed') is not None and meta['seed'] != self.seed:
@@ -597,40 +714,98 @@ class Runner:
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         self.logger.info(f'resumed from {filename}: epoch {meta["epoch"]}, iter {meta["iter"]}')
 
+    def _message_hub_state(self) -> dict:
+        """The hub's facts and its recent scalars (MMEngine: ``log_scalars``).
+
+        A log line averages the last ``interval`` values; a run resumed between two log
+        lines needs those written before the checkpoint to log the same numbers.
+        """
+        hub = self.message_hub
+        state = dict(hub.state_dict())
+        state['log_scalars'] = {
+            key: torch.tensor(hub.history(key)[-_LOG_SCALARS_KEPT:], dtype=torch.float64)
+            for key in hub.keys()}
+        return state
+
+    def _load_message_hub_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            return
+        state = dict(state)
+        scalars = state.pop('log_scalars', None) or {}
+        self.message_hub.load_state_dict(state)
+        for key, values in scalars.items():
+            for value in (values.tolist() if isinstance(values, torch.Tensor) else values):
+                self.message_hub.update_scalar(key, value)
+
+    @staticmethod
+    def _check_finite(state: dict[str, Any], iteration: int, path: Path) -> None:
+        """Refuse to write non-finite weights (one host read for the whole model)."""
+        floats = [v for v in state.values()
+                  if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
+        if not floats:
+            return
+        finite = torch.stack([torch.isfinite(v).all().to(floats[0].device) for v in floats])
+        if bool(finite.all()):
+            return
+        bad = [k for k, v in state.items() if isinstance(v, torch.Tensor)
+               and v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+        raise NonFiniteLossError(
+            f'the model has NaN or infinite values after iteration {iteration} in '
+            f'{", ".join(bad[:10])}{" ..." if len(bad) > 10 else ""}; checkpoint {path.name} '
+            'was not written, so the last checkpoint is still the last good state. Lower the '
+            'learning rate or clip gradients (optim_wrapper=dict(..., clip_grad='
+            'dict(max_norm=...))).')
+
     def save_checkpoint(self, out_dir: str | os.PathLike, filename: str,
                         save_optimizer: bool = True, save_param_scheduler: bool = True,
                         meta: dict | None = None) -> Path:
         """Write ``out_dir/filename`` atomically and point ``work_dir/last_checkpoint`` at it.
 
         MMEngine: ``Runner.save_checkpoint``. Pending loss values are read and checked
-        first: a run whose loss is not finite raises instead of saving. Only the main
-        process writes.
+        first, and the weights too: a run whose loss or weights are not finite raises
+        instead of saving, so ``last_checkpoint`` keeps pointing at the last good state.
+        The optimizer's tensor hyper-parameters (compiled steps) are written as floats.
+        The meta holds the epoch, iteration, seed, random states and, in the middle of
+        a pass over the training data, the position in it and the random states when
+        it began (``pass_rng``), for an exact :meth:`resume`. Only the main process
+        writes.
 
         Returns:
             The checkpoint's path.
+
+        Raises:
+            NonFiniteLossError: a pending loss, or a weight, is NaN or infinite.
         """
         from .. import __version__
 
-        self.message_hub.sync()
+        self.message_hub.sync()  # raises NonFiniteLossError on a NaN/inf loss: no file
         path = Path(out_dir) / filename
         loop = self._train_loop
         epoch, iteration = (loop.progress() if loop is not None else (0, 0))
+        model_state = _unwrap(self.model).state_dict()
+        self._check_finite(model_state, iteration, path)
         checkpoint_meta = dict(meta or {})
+        # Batches of the current pass over the dataloader already trained on.
+        position = 0
+        if loop is not None:
+            length = len(self.train_dataloader)
+            position = iteration - epoch * length if loop.by_epoch else iteration % length
         checkpoint_meta.update(
             epoch=epoch, iter=iteration, seed=self.seed, deterministic=self.deterministic,
             experiment_name=self.experiment_name, time=time.strftime('%Y%m%d_%H%M%S'),
             fengine_version=__version__, torch_version=str(torch.__version__),
-            dataloader_position=iteration - epoch * len(self.train_dataloader)
-            if loop is not None and loop.by_epoch else iteration,
-            rng=get_rng_state())
+            dataloader_position=position, rng=get_rng_state())
+        if position and loop is not None and loop.pass_rng is not None:
+            # Resuming in the middle of a pass recreates its iterator under these.
+            checkpoint_meta['pass_rng'] = loop.pass_rng
         checkpoint: dict[str, Any] = {
             'meta': checkpoint_meta,
-            'state_dict': _unwrap(self.model).state_dict(),
-            'message_hub': self.message_hub.state_dict(),
+            'state_dict': model_state,
+            'message_hub': self._message_hub_state(),
         }
         if save_optimizer and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
-            checkpoint['optimizer'] = self.optim_wrapper.state_dict()
+            checkpoint['optimizer'] = _plain_hyperparams(self.optim_wrapper.state_dict())
         if save_param_scheduler and self.param_schedulers:
             checkpoint['param_schedulers'] = [s.state_dict() for s in self.param_schedulers]
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
