@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .init_bench import set_ratios
-from .step_bench import _cpu_times, _peak_rss, _proc_status, _steal, mmengine_available
+from .step_bench import WorkerError as _StepWorkerError
+from .step_bench import (_cpu_times, _failed, _peak_rss, _proc_status, _short, _steal,
+                         mmengine_available)
 
 __all__ = ['CONTENDERS', 'BASELINE', 'TRAIN_SIZE', 'VAL_SIZE', 'BATCH_SIZE', 'bench_epoch',
            'run_contender']
@@ -285,7 +287,7 @@ def _worker(argv: list[str]) -> None:
     out.write_text(json.dumps(result))
 
 
-class WorkerError(RuntimeError):
+class WorkerError(_StepWorkerError):
     """A run failed in its own interpreter; ``phase`` says whether it was validating."""
 
     def __init__(self, message: str, phase: str = 'train') -> None:
@@ -367,17 +369,6 @@ def _row(contender: str, epochs: int, device: str, train_size: int, val_size: in
                 build_seconds=None, accuracy=None, val_loss=None,
                 base_rss_bytes=None, peak_rss_bytes=None, steal=None, others_cpu=None, warnings=[],
                 train_call_seconds=None, epoch_seconds=[], compile_fell_back=None)
-
-
-def _short(text: str, limit: int = 160) -> str:
-    text = ' '.join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + '...'
-
-
-def _failed(exc: Exception) -> str:
-    if isinstance(exc, WorkerError):
-        return f'failed: {_short(str(exc))}'
-    return f'failed: {type(exc).__name__}: {_short(str(exc))}'
 
 
 def _fill(row: dict, result: dict, notes: list[str]) -> None:

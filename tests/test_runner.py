@@ -471,3 +471,18 @@ def test_validation_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, ca
     monkeypatch.setattr(tqdm.tqdm, '__init__', spy)
     runner.val()
     assert bars == ['val']
+
+
+def test_an_epoch_schedule_converted_to_iterations_changes_the_lr_every_iteration(tmp_path):
+    lrs = []
+
+    class Lr(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            lrs.append(runner.optim_wrapper.get_lr()['lr'][0])
+
+    runner = seed_runner(tmp_path, epochs=2, custom_hooks=[Lr()], param_scheduler=dict(
+        type='CosineAnnealingLR', T_max=2, by_epoch=True, convert_to_iter_based=True))
+    runner.train()
+    # 6 iterations an epoch: a cosine over 12 iterations, from 0.1 down.
+    expected = [0.05 * (1 + math.cos(math.pi * i / 12)) for i in range(12)]
+    assert lrs == pytest.approx(expected, rel=1e-6)
