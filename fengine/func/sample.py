@@ -5,20 +5,54 @@ listed as a table and, later, handed to one fused kernel.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 
-from .rng import generator
+from .rng import generator as torch_generator
 
-__all__ = ['Distribution', 'sample', 'KINDS']
+__all__ = ['Distribution', 'sample', 'KINDS', 'GENERATORS', 'use_generator']
 
 KINDS = ('constant', 'normal', 'uniform', 'trunc_normal')
 
+# ----------------------------------------------------------------- generator choice
+# 'philox': counter-based Philox4x32-10 (fengine.kernels), element i a function of (key, i),
+#   the same integers as the fused Triton kernel, prefix- and shard-stable.
+# 'torch': a torch.Generator seeded with the key (values differ between CPU and CUDA).
+GENERATORS = ('philox', 'torch')
+_GENERATOR: contextvars.ContextVar[str] = contextvars.ContextVar('fengine_generator',
+                                                                 default='torch')
+
+
+@contextlib.contextmanager
+def use_generator(name: str) -> Iterator[None]:
+    """Draw with ``name`` (one of :data:`GENERATORS`) inside the block.
+
+    Example:
+        >>> from fengine.func import normal
+        >>> with use_generator('philox'):
+        ...     w = normal()((4,), seed=0, path='w')
+    """
+    token = _GENERATOR.set(_check_generator(name))
+    try:
+        yield
+    finally:
+        _GENERATOR.reset(token)
+
+
+def _check_generator(name: str) -> str:
+    if name not in GENERATORS:
+        raise ValueError(f'unknown generator {name!r}; known: {", ".join(GENERATORS)}')
+    return name
+
 
 class Distribution(NamedTuple):
-    """A resolved distribution; ``args`` by kind:
+    """A resolved distribution: a ``kind`` and its arguments.
+
+    ``args`` by kind:
 
     - ``constant``: ``(value,)``
     - ``normal``: ``(mean, std)``
@@ -48,7 +82,7 @@ def _inside(bound: float, dtype: torch.dtype, upward: bool) -> float:
 
 def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
            dtype: torch.dtype = torch.float32, device: torch.device | str = 'cpu',
-           out: torch.Tensor | None = None) -> torch.Tensor:
+           out: torch.Tensor | None = None, generator: str | None = None) -> torch.Tensor:
     """A tensor of ``shape`` drawn from ``dist`` with the stream ``key``.
 
     Low-precision floats are drawn in float32 and rounded once, so bf16/fp16
@@ -58,16 +92,21 @@ def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
     Args:
         out: Write the values into this tensor (its shape, dtype and device win) and
             return it; the values are the same as without ``out``.
+        generator: ``'philox'`` or ``'torch'`` (see :data:`GENERATORS`); default: the
+            one set by :func:`use_generator`.
     """
+    gen = _GENERATOR.get() if generator is None else _check_generator(generator)
     if out is not None:
         drawn = _sample(dist, out.shape, key=key, dtype=out.dtype, device=out.device,
-                        into=out if out.is_contiguous() else None)
+                        into=out if out.is_contiguous() else None, generator=gen)
         return drawn if drawn is out else out.copy_(drawn)
-    return _sample(dist, shape, key=key, dtype=dtype, device=torch.device(device))
+    return _sample(dist, shape, key=key, dtype=dtype, device=torch.device(device),
+                   generator=gen)
 
 
 def _sample(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
-            device: torch.device, into: torch.Tensor | None = None) -> torch.Tensor:
+            device: torch.device, into: torch.Tensor | None = None,
+            generator: str = 'torch') -> torch.Tensor:
     if dist.kind == 'constant':
         if into is not None:
             return into.fill_(dist.args[0])
@@ -80,7 +119,9 @@ def _sample(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
         tuple(shape), dtype=work_dtype, device=device)
     if device.type == 'meta' or out.numel() == 0:
         return out.to(dtype)
-    gen = generator(key, device)
+    if generator == 'philox':
+        return _sample_philox(dist, out, key=key, dtype=dtype)
+    gen = torch_generator(key, device)
     if dist.kind == 'normal':
         mean, std = dist.args
         out.normal_(mean, std, generator=gen)
@@ -98,4 +139,20 @@ def _sample(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
                                     max=_inside(b, dtype, upward=False))
     else:
         raise ValueError(f'unknown distribution kind {dist.kind!r}; known: {", ".join(KINDS)}')
+    return out.to(dtype)
+
+
+# ----------------------------------------------------------------------- philox path
+def _sample_philox(dist: Distribution, out: torch.Tensor, *, key: int,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Fill ``out`` (float32/float64, contiguous) from the Philox stream ``key``.
+
+    The clamps of ``uniform``/``trunc_normal`` are taken inside ``dtype``, so rounding
+    float32 draws to a low-precision dtype keeps them in range.
+    """
+    from ..kernels import philox  # fengine.kernels: the top-level kernels/ folder, installed
+
+    if dist.kind not in KINDS:
+        raise ValueError(f'unknown distribution kind {dist.kind!r}; known: {", ".join(KINDS)}')
+    philox.fill(out, philox.dist_args(dist.kind, dist.args, dtype), key)
     return out.to(dtype)

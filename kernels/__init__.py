@@ -1,0 +1,28 @@
+"""Fused whole-model initialization with a counter-based RNG (Philox4x32-10).
+
+Installed as ``fengine.kernels``. ``philox`` is the torch path (any device, CPU
+included); ``triton_init`` holds the Triton kernel that fills many parameters in one
+launch and produces the same integers. Triton is imported only when the kernel is used,
+so fengine imports on machines without Triton or without a GPU.
+"""
+from __future__ import annotations
+
+from .philox import KIND_IDS, DistArgs, dist_args, fill, philox4x32
+
+__all__ = ['philox4x32', 'DistArgs', 'dist_args', 'fill', 'KIND_IDS', 'fill_segments',
+           'triton_available']
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported here (a GPU is a separate question)."""
+    import importlib.util
+    return importlib.util.find_spec('triton') is not None
+
+
+def fill_segments(out, segments):
+    """Fill many segments of a flat buffer in one Triton launch (imports Triton).
+
+    See :func:`kernels.triton_init.fill_segments`.
+    """
+    from .triton_init import fill_segments as run
+    return run(out, segments)

@@ -1,0 +1,251 @@
+"""Philox4x32-10 and the distribution transforms, in torch operations (the reference path).
+
+The generator is counter-based: element ``i`` of a parameter is a pure function of
+(key, i), where ``key`` is the parameter's 64-bit ``fold_in(seed, path)``. Nothing
+depends on how parameters are grouped into launches or how a tensor is sharded: the
+elements ``[s, s + n)`` of a tensor drawn alone are the same as those of the whole.
+
+Conventions follow Triton's ``tl.randint4x(seed, offset)`` exactly, so the Triton
+kernel (``triton_init.py``) produces the same integers:
+
+- Philox key ``(k0, k1) = (key & 0xffffffff, key >> 32)``;
+- counter ``(c0, c1, c2, c3) = (ctr & 0xffffffff, ctr >> 32, 0, 0)``;
+- 10 rounds of Random123's Philox4x32 (multipliers ``0xD2511F53``, ``0xCD9E8D57``,
+  Weyl increments ``0x9E3779B9``, ``0xBB67AE85``).
+
+Counter layout (one Philox call gives four 32-bit words ``x0..x3``):
+
+- float32 (and bf16/fp16, drawn in float32 and rounded once): counter ``c`` gives
+  elements ``4c .. 4c+3``. Uniform and truncated normal use one word each (``x_j`` for
+  ``4c+j``); the normal uses Box-Muller on ``(x0, x1)`` for ``4c`` (cos) and ``4c+1``
+  (sin), and on ``(x2, x3)`` for ``4c+2`` and ``4c+3``.
+- float64: counter ``c`` gives elements ``2c, 2c+1``. A 53-bit uniform takes two words
+  (``(x0, x1)`` for ``2c``, ``(x2, x3)`` for ``2c+1``); the normal is Box-Muller on the
+  two 53-bit uniforms, ``2c`` cos and ``2c+1`` sin.
+
+uint32 arithmetic is emulated in int64: a product of two words is < 2**64 and int64
+multiplication wraps modulo 2**64, so the low 32 bits of ``p >> 32`` (an arithmetic
+shift) are the high word of the unsigned product and ``p & 0xffffffff`` its low word.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = ['philox4x32', 'random_words', 'DistArgs', 'dist_args', 'fill', 'erfinv_f32',
+           'KIND_IDS']
+
+M32 = 0xFFFFFFFF
+ROUND_A, ROUND_B = 0xD2511F53, 0xCD9E8D57
+KEY_A, KEY_B = 0x9E3779B9, 0xBB67AE85
+ROUNDS = 10
+
+# The distribution ids the Triton kernel switches on.
+KIND_IDS = {'constant': 0, 'uniform': 1, 'normal': 2, 'trunc_normal': 3}
+
+TWO_PI_F32 = 6.2831855  # float32(2 pi): both paths use the same rounded constant
+_CHUNK = 1 << 16        # counters per step: the int64 temporaries stay in the L2 cache
+
+
+def philox4x32(key: int, counter: torch.Tensor, rounds: int = ROUNDS):
+    """Philox4x32 of ``counter`` (int64, the 64-bit offset ``(c0, c1)``; c2 = c3 = 0).
+
+    Returns four int64 tensors holding uint32 words, as ``tl.randint4x(key, counter)``.
+    """
+    if not 0 <= key < 1 << 64:
+        raise ValueError(f'key must be a 64-bit unsigned int, but got {key}')
+    k0, k1 = key & M32, key >> 32
+    c0 = counter & M32
+    c1 = (counter >> 32) & M32
+    # Round 1 with c2 = c3 = 0: the B-products vanish.
+    pa = c0 * ROUND_A
+    c0, c1, c2, c3 = c1 ^ k0, None, ((pa >> 32) ^ k1) & M32, pa
+    for _ in range(rounds - 1):
+        k0, k1 = (k0 + KEY_A) & M32, (k1 + KEY_B) & M32
+        pa = c0 * ROUND_A
+        pb = c2 * ROUND_B
+        # c1 and c3 hold whole 64-bit products: only their low words matter, and the
+        # mask after the xor keeps exactly those.
+        hi_b = pb >> 32
+        hi_b ^= k0
+        if c1 is not None:
+            hi_b ^= c1
+        hi_a = pa >> 32
+        hi_a ^= c3
+        hi_a ^= k1
+        c0, c1, c2, c3 = hi_b.bitwise_and_(M32), pb, hi_a.bitwise_and_(M32), pa
+    if c1 is None:  # rounds == 1
+        c1 = torch.zeros_like(c0)
+    return c0, c1 & M32, c2, c3 & M32
+
+
+def random_words(key: int, start: int, count: int, device='cpu') -> torch.Tensor:
+    """The ``(count, 4)`` int64 words of counters ``start .. start + count - 1``."""
+    ctr = torch.arange(start, start + count, dtype=torch.int64, device=device)
+    return torch.stack(philox4x32(key, ctr), dim=1)
+
+
+class DistArgs(NamedTuple):
+    """A distribution as the kernel sees it: a kind id and eight numbers.
+
+    ``args`` by kind (``lo``/``hi`` are clamps inside the output dtype):
+
+    - constant: ``(value, ...)``
+    - uniform: ``(low, high - low, hi, ...)`` with ``hi`` the largest value < high
+    - normal: ``(mean, std, ...)``
+    - trunc_normal: ``(mean, std * sqrt(2), e_a, e_b - e_a, 1 + e_a, 1 - e_b, lo, hi)``
+      with ``e_x = erf((x - mean) / (std sqrt 2))``; ``1 + e_a`` and ``1 - e_b`` are
+      computed as ``erfc`` so they keep their precision in the tails.
+    """
+    kind: int
+    args: tuple[float, ...]
+
+
+def _below(x: float, dtype: torch.dtype) -> float:
+    """The largest value of ``dtype`` strictly below ``x``."""
+    v = torch.tensor(x, dtype=dtype)
+    if float(v) >= x:
+        v = torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype))
+    return float(v)
+
+
+def _inside(bound: float, dtype: torch.dtype, upward: bool) -> float:
+    """The value of ``dtype`` nearest to ``bound`` on the inner side of it."""
+    v = torch.tensor(bound, dtype=dtype)
+    if (upward and float(v) < bound) or (not upward and float(v) > bound):
+        v = torch.nextafter(v, torch.tensor(math.inf if upward else -math.inf, dtype=dtype))
+    return float(v)
+
+
+def dist_args(kind: str, args: tuple[float, ...], dtype: torch.dtype = torch.float32) -> DistArgs:
+    """The kernel's view of ``Distribution(kind, args)`` for an output of ``dtype``.
+
+    Computed in float64 on the host; both paths read the same numbers.
+    """
+    pad = (0.0,) * 8
+    if kind == 'constant':
+        return DistArgs(0, (float(args[0]),) + pad[1:])
+    if kind == 'uniform':
+        low, high = map(float, args)
+        hi = _below(high, dtype) if high > low else high
+        return DistArgs(1, (low, high - low, hi) + pad[3:])
+    if kind == 'normal':
+        mean, std = map(float, args)
+        return DistArgs(2, (mean, std) + pad[2:])
+    if kind == 'trunc_normal':
+        mean, std, a, b = map(float, args)
+        za, zb = (a - mean) / (std * math.sqrt(2.0)), (b - mean) / (std * math.sqrt(2.0))
+        e_a, e_b = math.erf(za), math.erf(zb)
+        return DistArgs(3, (mean, std * math.sqrt(2.0), e_a, e_b - e_a, math.erfc(-za),
+                            math.erfc(zb), _inside(a, dtype, True), _inside(b, dtype, False)))
+    raise ValueError(f'unknown distribution kind {kind!r}; known: {", ".join(KIND_IDS)}')
+
+
+def erfinv_f32(x: torch.Tensor, one_minus_x2: torch.Tensor | None = None) -> torch.Tensor:
+    """Giles' single-precision erfinv ("Approximating the erfinv function", GPU Gems 2010).
+
+    ``one_minus_x2`` (``(1 - x)(1 + x)``), when given, is used instead of recomputing it
+    from ``x``: computed from complements it keeps its precision where ``|x| -> 1``.
+    The Triton kernel evaluates the same polynomials in the same order.
+    """
+    if one_minus_x2 is None:
+        one_minus_x2 = (1.0 - x) * (1.0 + x)
+    w = -torch.log(one_minus_x2)
+    c = w - 2.5
+    p = torch.full_like(c, 2.81022636e-08)
+    for coef in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+                 -0.00125372503, -0.00417768164, 0.246640727, 1.50140941):
+        p = coef + p * c
+    t = torch.sqrt(w) - 3.0
+    q = torch.full_like(t, -0.000200214257)
+    for coef in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+                 -0.0076224613, 0.00943887047, 1.00167406, 2.83297682):
+        q = coef + q * t
+    return torch.where(w < 5.0, p, q) * x
+
+
+def _uniform24(x: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """A float32 on the grid ``k 2**-24`` in [0, 1) (``half``: ``(k + 1/2) 2**-24``)."""
+    k = (x >> 8).to(torch.float32)
+    return (k + 0.5 if half else k) * (2.0 ** -24)
+
+
+def _uniform53(hi: torch.Tensor, lo: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    k = ((hi >> 5) << 26) | (lo >> 6)
+    return (k.to(torch.float64) + offset) * (2.0 ** -53)
+
+
+def _transform32(d: DistArgs, x) -> torch.Tensor:
+    """The ``(n, 4)`` float32 values of counters with words ``x = (x0, x1, x2, x3)``."""
+    a = torch.tensor(d.args, dtype=torch.float32).tolist()  # the float32 numbers the kernel reads
+    if d.kind == 1:
+        low, span, hi = a[:3]
+        u = torch.stack([_uniform24(w) for w in x], dim=1)
+        return torch.clamp_max_(u.mul_(span).add_(low), hi)
+    if d.kind == 2:
+        mean, std = a[:2]
+        cols = []
+        for w1, w2 in ((x[0], x[1]), (x[2], x[3])):
+            u1 = _uniform24(w1) + 2.0 ** -24  # (0, 1]: log stays finite
+            r = torch.sqrt(-2.0 * torch.log(u1))
+            theta = _uniform24(w2) * TWO_PI_F32
+            cols += [r * torch.cos(theta), r * torch.sin(theta)]
+        return torch.stack(cols, dim=1).mul_(std).add_(mean)
+    if d.kind == 3:
+        mean, s2, e_a, span, c_a, c_b, lo, hi = a
+        u = torch.stack([_uniform24(w, half=True) for w in x], dim=1)
+        t = span * u + e_a
+        one_minus = span * (1.0 - u) + c_b   # 1 - t from 1 - e_b: exact in the upper tail
+        one_plus = span * u + c_a            # 1 + t from 1 + e_a: exact in the lower tail
+        z = erfinv_f32(t, one_minus * one_plus)
+        return z.mul_(s2).add_(mean).clamp_(lo, hi)
+    raise ValueError(f'kind id {d.kind} has no random transform')
+
+
+def _transform64(d: DistArgs, x) -> torch.Tensor:
+    """The ``(n, 2)`` float64 values of counters with words ``x``."""
+    a = d.args
+    if d.kind == 1:
+        low, span, hi = a[:3]
+        u = torch.stack([_uniform53(x[0], x[1]), _uniform53(x[2], x[3])], dim=1)
+        return torch.clamp_max_(u.mul_(span).add_(low), hi)
+    if d.kind == 2:
+        mean, std = a[:2]
+        u1 = _uniform53(x[0], x[1], 1.0)
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        theta = _uniform53(x[2], x[3]) * (2 * math.pi)
+        return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1).mul_(std).add_(mean)
+    if d.kind == 3:
+        mean, s2, e_a, span, _, _, lo, hi = a
+        u = torch.stack([_uniform53(x[0], x[1], 0.5), _uniform53(x[2], x[3], 0.5)], dim=1)
+        return u.mul_(span).add_(e_a).erfinv_().mul_(s2).add_(mean).clamp_(lo, hi)
+    raise ValueError(f'kind id {d.kind} has no random transform')
+
+
+def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0) -> torch.Tensor:
+    """Write elements ``start .. start + out.numel() - 1`` of the stream ``key`` into ``out``.
+
+    ``out`` is a contiguous float tensor; float16/bfloat16 are drawn in float32 and
+    rounded once. Returns ``out``.
+    """
+    if not out.is_contiguous():
+        raise ValueError('fill needs a contiguous output tensor')
+    flat = out.view(-1)
+    n = flat.numel()
+    if d.kind == 0:
+        return out.fill_(d.args[0])
+    if n == 0 or out.device.type == 'meta':
+        return out
+    per = 2 if out.dtype == torch.float64 else 4
+    transform = _transform64 if per == 2 else _transform32
+    first, last = start // per, (start + n - 1) // per   # counters covering the range
+    for c in range(first, last + 1, _CHUNK):
+        count = min(_CHUNK, last + 1 - c)
+        ctr = torch.arange(c, c + count, dtype=torch.int64, device=out.device)
+        vals = transform(d, philox4x32(key, ctr)).view(-1)
+        lo = max(start, c * per)                         # element range of this chunk
+        hi = min(start + n, (c + count) * per)
+        flat[lo - start:hi - start].copy_(vals[lo - c * per:hi - c * per])
+    return out

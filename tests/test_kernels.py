@@ -1,0 +1,269 @@
+"""Spec for fengine.kernels: Philox4x32-10 in torch, its transforms, and the Triton kernel.
+
+Statistics use 1e6 draws, six standard errors and a Kolmogorov-Smirnov bound at
+alpha = 1e-6; the keys are fixed, so every run sees the same draws. The Triton tests
+run the kernel under ``TRITON_INTERPRET=1`` in a subprocess (CPU, small tensors) and
+are skipped when Triton is not installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fengine.func import Distribution, fold_in, kaiming, normal, sample, trunc_normal
+from fengine.func.sample import use_generator
+from fengine.kernels import dist_args, fill, philox4x32
+
+N = 1_000_000
+KS_ALPHA_1E6 = math.sqrt(-math.log(1e-6 / 2) / 2)  # D * sqrt(n) critical value, ~2.69
+M32 = 0xFFFFFFFF
+
+
+def philox_by_hand(ctr: list[int], key: list[int]) -> list[int]:
+    """Random123's Philox4x32-10, one counter, in Python integers."""
+    c, k = list(ctr), list(key)
+    for r in range(10):
+        if r:
+            k = [(k[0] + 0x9E3779B9) & M32, (k[1] + 0xBB67AE85) & M32]
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k[0], p1 & M32, (p0 >> 32) ^ c[3] ^ k[1], p0 & M32]
+    return c
+
+
+def draw(kind, args, n=N, key=fold_in(0, 'w'), dtype=torch.float32, start=0):
+    return fill(torch.empty(n, dtype=dtype), dist_args(kind, args, dtype), key, start)
+
+
+def cdf_normal(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+
+
+def ks_statistic(x: torch.Tensor, cdf) -> float:
+    x = torch.sort(x.double().flatten()).values
+    n = x.numel()
+    f = cdf(x)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return max((i / n - f).max().item(), (f - (i - 1) / n).max().item())
+
+
+# ------------------------------------------------------------------- the generator
+def test_philox_matches_random123s_known_answers():
+    assert philox_by_hand([0] * 4, [0, 0]) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert philox_by_hand([M32] * 4, [M32, M32]) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6,
+                                                     0x6D5451FD]
+    assert philox_by_hand([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+                          [0xA4093822, 0x299F31D0]) == [0xD16CFE09, 0x94FDCCEB, 0x5001E420,
+                                                        0x24126EA1]
+
+
+@pytest.mark.parametrize('key', [0, 1, fold_in(3, 'a.weight'), 2**63 - 1, 2**64 - 1])
+def test_torch_philox_gives_the_words_of_the_reference_for_every_counter(key):
+    ctr = [0, 1, 2**31, 2**32 - 1, 2**32, 2**40 + 12345, 2**63 - 1]
+    words = philox4x32(key, torch.tensor(ctr))
+    for i, c in enumerate(ctr):
+        want = philox_by_hand([c & M32, c >> 32, 0, 0], [key & M32, key >> 32])
+        assert [int(w[i]) for w in words] == want, (key, c)
+
+
+@pytest.mark.parametrize('kind, args', [('uniform', (-1.0, 2.0)), ('normal', (0.5, 2.0)),
+                                        ('trunc_normal', (0.0, 1.0, -2.0, 2.0))])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+def test_a_slice_drawn_alone_equals_that_slice_of_the_whole_tensor(kind, args, dtype):
+    whole = draw(kind, args, n=10_001, dtype=dtype)
+    assert torch.equal(draw(kind, args, n=5000, dtype=dtype), whole[:5000])
+    for start, n in [(5000, 5001), (1237, 3333), (3, 1), (9999, 2)]:
+        assert torch.equal(draw(kind, args, n=n, dtype=dtype, start=start),
+                           whole[start:start + n]), (start, n)
+
+
+def test_chunks_longer_than_the_internal_step_are_seamless():
+    whole = draw('normal', (0.0, 1.0), n=300_001)
+    assert torch.equal(draw('normal', (0.0, 1.0), n=100_000, start=200_001), whole[200_001:])
+
+
+# ------------------------------------------------------------------- distributions
+def test_uniform_is_in_a_to_b_with_uniform_moments_and_cdf():
+    a, b = -1.0, 3.0
+    x = draw('uniform', (a, b)).double()
+    assert x.min() >= a and x.max() < b
+    assert abs(x.mean().item() - 1.0) < 6 * (b - a) / math.sqrt(12 * N)
+    assert abs(x.std().item() - (b - a) / math.sqrt(12)) < 6 * (b - a) / math.sqrt(12 * 2 * N)
+    assert ks_statistic(x, lambda t: (t - a) / (b - a)) < KS_ALPHA_1E6 / math.sqrt(N)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_normal_has_its_moments_and_cdf(dtype):
+    mean, std = 0.5, 2.0
+    x = draw('normal', (mean, std), dtype=dtype).double()
+    assert abs(x.mean().item() - mean) < 6 * std / math.sqrt(N)
+    assert abs(x.std().item() - std) < 6 * std / math.sqrt(2 * N)
+    assert ks_statistic(x, lambda t: cdf_normal((t - mean) / std)) < KS_ALPHA_1E6 / math.sqrt(N)
+
+
+@pytest.mark.parametrize('mean, std, a, b', [(0.0, 1.0, -2.0, 2.0), (0.5, 1.0, -1.0, 3.0),
+                                             (0.0, 1.0, 0.0, 5.0), (0.0, 1.0, 2.5, 4.0),
+                                             (0.0, 0.02, -0.04, 0.04)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_trunc_normal_respects_its_bounds_exactly_and_has_the_truncated_cdf(mean, std, a, b,
+                                                                           dtype):
+    x = draw('trunc_normal', (mean, std, a, b), dtype=dtype)
+    assert x.min().item() >= a and x.max().item() <= b
+    lo, hi = cdf_normal(torch.tensor((a - mean) / std, dtype=torch.float64)), cdf_normal(
+        torch.tensor((b - mean) / std, dtype=torch.float64))
+
+    def cdf(t):
+        return ((cdf_normal((t - mean) / std) - lo) / (hi - lo)).clamp(0, 1)
+
+    assert ks_statistic(x, cdf) < KS_ALPHA_1E6 / math.sqrt(N)
+    # Moments from the textbook formulas.
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    z = float(hi - lo)
+    want_mean = mean + std * (phi(alpha) - phi(beta)) / z
+    want_std = std * math.sqrt(1 + (alpha * phi(alpha) - beta * phi(beta)) / z
+                               - ((phi(alpha) - phi(beta)) / z) ** 2)
+    x = x.double()
+    assert abs(x.mean().item() - want_mean) < 6 * want_std / math.sqrt(N)
+    assert abs(x.std().item() - want_std) < 6 * want_std / math.sqrt(2 * N) * 1.5
+
+
+def test_trunc_normal_in_bfloat16_stays_inside_the_bounds_after_rounding():
+    x = draw('trunc_normal', (0.0, 1.0, -0.3, 0.3), n=100_000, dtype=torch.bfloat16)
+    assert x.min().item() >= -0.3 and x.max().item() <= 0.3
+
+
+def test_constant_is_the_value_everywhere():
+    assert torch.equal(draw('constant', (0.25,), n=10), torch.full((10,), 0.25))
+
+
+@pytest.mark.parametrize('kind, args', [('uniform', (-1.0, 1.0)), ('normal', (0.0, 1.0)),
+                                        ('trunc_normal', (0.0, 1.0, -2.0, 2.0))])
+def test_streams_with_different_keys_are_uncorrelated(kind, args):
+    one = draw(kind, args, key=fold_in(0, 'a.weight')).double()
+    two = draw(kind, args, key=fold_in(0, 'b.weight')).double()
+    assert abs(torch.corrcoef(torch.stack([one, two]))[0, 1].item()) < 6 / math.sqrt(N)
+    # Neighbouring elements of one stream (the 4 words of a counter) too.
+    assert abs(torch.corrcoef(torch.stack([one[:-1], one[1:]]))[0, 1].item()) < 6 / math.sqrt(N)
+
+
+def test_the_giles_erfinv_is_within_a_few_ulps_of_torch_erfinv():
+    from fengine.kernels.philox import erfinv_f32
+    x = torch.linspace(-0.999999, 0.999999, 200_001, dtype=torch.float32)
+    want = torch.erfinv(x.double())
+    rel = ((erfinv_f32(x).double() - want).abs() / want.abs().clamp_min(1e-30))
+    assert rel.max().item() < 2e-6
+
+
+# ------------------------------------------------------------------- integration
+def test_sample_with_philox_draws_what_kernels_fill_draws():
+    dist = Distribution('trunc_normal', (0.0, 1.0, -2.0, 2.0))
+    got = sample(dist, (64, 32), key=fold_in(1, 'fc.weight'), generator='philox')
+    want = fill(torch.empty(64, 32), dist_args(*dist), fold_in(1, 'fc.weight'))
+    assert torch.equal(got, want)
+
+
+def test_use_generator_selects_philox_for_every_initializer_in_the_block():
+    with use_generator('philox'):
+        w = kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight')
+    std = math.sqrt(2.0 / 32)
+    assert torch.equal(w, draw('normal', (0.0, std), n=64 * 32,
+                               key=fold_in(0, 'fc.weight')).view(64, 32))
+
+
+def test_philox_initializers_are_prefix_stable_across_shapes():
+    with use_generator('philox'):
+        small = normal()((4,), seed=0, path='x')
+        big = normal()((400,), seed=0, path='x')
+        other = normal()((400,), seed=0, path='y')
+    assert torch.equal(small, big[:4]) and not torch.equal(small, other[:4])
+
+
+def test_philox_float64_initializers_use_the_full_mantissa():
+    with use_generator('philox'):
+        w = trunc_normal()((256, 256), seed=0, path='w', dtype=torch.float64)
+    assert not torch.equal(w, w.float().double())
+
+
+def test_an_unknown_generator_is_named_with_the_choices():
+    with pytest.raises(ValueError, match="unknown generator 'mt'; known: philox, torch"):
+        sample(Distribution('normal', (0.0, 1.0)), (2,), key=0, generator='mt')
+
+
+def test_importing_fengine_does_not_import_triton():
+    code = 'import sys, fengine, fengine.func, fengine.kernels; print("triton" in sys.modules)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == 'False'
+
+
+# ------------------------------------------------------------------- triton kernel
+needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
+                                  reason='triton is not installed')
+
+_INTERPRETED = textwrap.dedent('''
+    import json, os, sys
+    os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported
+    import torch
+    from fengine.kernels import dist_args, fill
+    from fengine.kernels import philox, triton_init
+    result = {}
+    keys = [(0, 0), (2**63 - 1, 2**40 - 7), (123456789012345, 5)]
+    result['words'] = all(torch.equal(philox.random_words(k, s, 300),
+                                      triton_init.random_words(k, s, 300)) for k, s in keys)
+    specs = [('constant', (0.5,)), ('uniform', (-1.0, 2.0)), ('normal', (0.1, 2.0)),
+             ('trunc_normal', (0.0, 1.0, -2.0, 2.0)), ('trunc_normal', (0.5, 1.0, 0.0, 5.0)),
+             ('uniform', (0.0, 1.0))]
+    sizes = [7, 1000, 1027, 4096, 3, 2500]
+    for dtype in (torch.float32, torch.bfloat16):
+        segs, off = [], 0
+        for i, ((kind, args), n) in enumerate(zip(specs, sizes)):
+            segs.append((off, n, dist_args(kind, args, dtype), 12345 + i * 99991))
+            off += n + 5
+        together = torch.full((off,), float('nan'), dtype=dtype)
+        triton_init.fill_segments(together, segs)
+        rows = []
+        for j, (o, n, d, key) in enumerate(segs):
+            alone = torch.full((n,), float('nan'), dtype=dtype)
+            triton_init.fill_segments(alone, [(0, n, d, key)])
+            ref = fill(torch.empty(n, dtype=dtype), d, key)
+            got = together[o:o + n]
+            ulps = ((got.float() - ref.float()).abs()
+                    / torch.finfo(dtype).eps / ref.float().abs().clamp_min(1.0)).max().item()
+            rows.append(dict(kind=d.kind, grouping=torch.equal(alone, got), ulps=ulps,
+                             gaps=bool(together[o + n:o + n + 5].isnan().all())))
+        result[str(dtype)] = rows
+    print(json.dumps(result))
+''')
+
+
+@pytest.fixture(scope='module')
+def interpreted():
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    out = subprocess.run([sys.executable, '-c', _INTERPRETED], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_triton
+def test_triton_randint4x_gives_the_same_integers_as_the_torch_philox(interpreted):
+    assert interpreted['words'] is True
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', ['torch.float32', 'torch.bfloat16'])
+def test_one_launch_fills_every_segment_as_the_torch_path_does(interpreted, dtype):
+    for row in interpreted[dtype]:
+        # constant bit for bit; uniform within one rounding (a fused multiply-add on a
+        # GPU, or a bf16 tie); transcendental transforms within a few ulps.
+        assert row['ulps'] <= {0: 0, 1: 1}.get(row['kind'], 4), row
+        assert row['grouping'], row   # the same values alone as in a shared launch
+        assert row['gaps'], row       # nothing written between segments
