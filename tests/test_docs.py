@@ -106,6 +106,7 @@ def aot_eager_compile(monkeypatch):
 def fresh_registries():
     """A page may register its own classes (``@MODELS.register_module()``); the other
     tests, and the next page, must not see them."""
+    import fengine.datasets  # noqa: F401 - fengine's own registrations are not the page's
     from fengine import registry
     tables = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
     saved = [dict(r._module_dict) for r in tables]
