@@ -28,6 +28,7 @@ import torch
 
 from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
+from .kernels_bench import FULL_NUMEL, QUICK_NUMEL, bench_kernels
 from .step_bench import STEP_MODELS, WARMUP, bench_step
 
 FULL_PRESETS = ['debug', 'resnet50', 'vit_b_16', 'gpt-125m', 'gpt-350m']
@@ -37,7 +38,7 @@ QUICK_STEP_MODELS = ['fashion-mlp']
 QUICK_STEPS = 20
 STEP_ROUNDS = 10  # short blocks, many rounds: see bench/step_bench.py
 QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
-BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch')
+BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch', 'kernels')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -110,7 +111,7 @@ def _mebibytes(value: int | None) -> str:
     return '' if value is None else f'{value / 2**20:.0f} MiB'
 
 
-BASELINES = ('fengine', 'fengine compiled', 'import torch')
+BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox')
 # Columns only training-step rows fill; shown when the table has such a row.
 STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
@@ -229,6 +230,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if 'epoch' in run:
         rows += bench_epoch(device.type, train_size=epoch_size[0], val_size=epoch_size[1],
                             compile_backend=args.compile_backend, log=log)
+    kernels_numel = QUICK_NUMEL if args.quick else FULL_NUMEL
+    if 'kernels' in run:  # CPU only: the fill on CUDA is the Triton kernel's job
+        rows += bench_kernels(kernels_numel, repeats=repeats, log=log)
 
     print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
           f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
@@ -255,6 +259,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
               'epoch (training + validation) of max_epochs=2. train epoch, val: that '
               "epoch's parts; accuracy: its validation; peak RSS: the process's high-water "
               'mark.')
+    if 'kernels' in run:
+        print(f'kernels: one float32 tensor of {kernels_numel:,} elements filled in place on '
+              f'the CPU, median of {repeats} after 1 warm-up; fengine philox runs compiled from '
+              '2**20 elements, its compile paid before and shown in the note.')
     print()
     print(format_table(rows))
 

@@ -7,10 +7,10 @@ so fengine imports on machines without Triton or without a GPU.
 """
 from __future__ import annotations
 
-from .philox import KIND_IDS, DistArgs, dist_args, fill, philox4x32
+from .philox import COMPILE_MIN_NUMEL, KIND_IDS, DistArgs, compile_fill, dist_args, fill, philox4x32
 
 __all__ = ['philox4x32', 'DistArgs', 'dist_args', 'fill', 'KIND_IDS', 'fill_segments',
-           'triton_available']
+           'triton_available', 'compile_fill', 'COMPILE_MIN_NUMEL']
 
 
 def triton_available() -> bool:

@@ -26,16 +26,28 @@ Counter layout (one Philox call gives four 32-bit words ``x0..x3``):
 uint32 arithmetic is emulated in int64: a product of two words is < 2**64 and int64
 multiplication wraps modulo 2**64, so the low 32 bits of ``p >> 32`` (an arithmetic
 shift) are the high word of the unsigned product and ``p & 0xffffffff`` its low word.
+
+float32 logarithms, sines and cosines are polynomials written in torch operations
+(:func:`log_f32`, :func:`sincos_f32`), not ``torch.log``/``torch.sin``, and square roots
+go through float64 (:func:`sqrt_f32`): PyTorch's eager kernels and inductor's generated
+C++ use different math libraries and differ in the last bit, whereas plain multiplies
+and adds and a float64 square root round the same in both. So the compiled CPU path
+(:func:`fill` on >= :data:`COMPILE_MIN_NUMEL` float32 elements: ``torch.compile`` fuses the
+whole chain into one loop) gives the same bits as the eager one.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple
+import os
+import time
+import warnings
+from typing import Callable, NamedTuple
 
 import torch
 
 __all__ = ['philox4x32', 'random_words', 'DistArgs', 'dist_args', 'fill', 'erfinv_f32',
-           'KIND_IDS']
+           'log_f32', 'sqrt_f32', 'sincos_f32', 'KIND_IDS', 'COMPILE_MIN_NUMEL', 'compile_fill']
 
 M32 = 0xFFFFFFFF
 ROUND_A, ROUND_B = 0xD2511F53, 0xCD9E8D57
@@ -47,6 +59,10 @@ KIND_IDS = {'constant': 0, 'uniform': 1, 'normal': 2, 'trunc_normal': 3}
 
 TWO_PI_F32 = 6.2831855  # float32(2 pi): both paths use the same rounded constant
 _CHUNK = 1 << 16        # counters per step: the int64 temporaries stay in the L2 cache
+# float32 CPU fills of at least this many elements run compiled (one compile per kind,
+# ~5-30 s once per process); smaller ones run eagerly, with the same values. The env
+# variable FENGINE_PHILOX_COMPILE=0 turns the compiled path off.
+COMPILE_MIN_NUMEL = 1 << 20
 
 
 def philox4x32(key: int, counter: torch.Tensor, rounds: int = ROUNDS):
@@ -56,7 +72,12 @@ def philox4x32(key: int, counter: torch.Tensor, rounds: int = ROUNDS):
     """
     if not 0 <= key < 1 << 64:
         raise ValueError(f'key must be a 64-bit unsigned int, but got {key}')
-    k0, k1 = key & M32, key >> 32
+    return _rounds(key & M32, key >> 32, counter, rounds)
+
+
+def _rounds(k0, k1, counter: torch.Tensor, rounds: int = ROUNDS):
+    """The Philox rounds; the key words are ints (eager) or 0-d int64 tensors (compiled,
+    so that one graph serves every key)."""
     c0 = counter & M32
     c1 = (counter >> 32) & M32
     # Round 1 with c2 = c3 = 0: the B-products vanish.
@@ -143,6 +164,61 @@ def dist_args(kind: str, args: tuple[float, ...], dtype: torch.dtype = torch.flo
     raise ValueError(f'unknown distribution kind {kind!r}; known: {", ".join(KIND_IDS)}')
 
 
+# Cephes' logf and sinf/cosf (S. Moshier), evaluated in the order written here.
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4   # ln 2 = hi + lo, hi exact in 9 bits
+_LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+          3.3333331174e-1)
+_PIO2 = (1.5703125, 4.837512969970703125e-4, 7.549789948768648e-8)  # pi / 2 in three parts
+
+
+def log_f32(x: torch.Tensor) -> torch.Tensor:
+    """The natural log of positive normal float32 values, within one ulp.
+
+    Built from bit operations, multiplies and adds only, so eager PyTorch and
+    inductor's C++ give the same bits (their ``log`` kernels differ in the last bit).
+    """
+    bits = x.view(torch.int32)
+    e = (bits >> 23) - 127
+    m = ((bits & 0x7FFFFF) | 0x3F000000).view(torch.float32)  # x = m 2**(e+1), m in [0.5, 1)
+    low = m < 0.70710677
+    f = torch.where(low, m + m, m) - 1.0                       # exact: in [sqrt(.5)-1, sqrt(2)-1)
+    e = torch.where(low, e, e + 1).to(torch.float32)
+    z = f * f
+    p = torch.full_like(f, _LOG_P[0])
+    for coef in _LOG_P[1:]:
+        p = p * f + coef
+    y = f * z * p + e * _LN2_LO - 0.5 * z
+    return (f + y) + e * _LN2_HI
+
+
+def sqrt_f32(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded float32 square root (through float64: exact for float32).
+
+    Eager ``torch.sqrt`` on float32 is not correctly rounded on every CPU build (one
+    value in seven off by an ulp here); inductor's is. Through float64 both agree.
+    """
+    return x.double().sqrt().float()
+
+
+def sincos_f32(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sin t, cos t)`` of float32 ``t`` in ``[-100, 100]``, within one float32 eps.
+
+    One Cody-Waite reduction by pi/2 serves both; bit-identical eager and compiled.
+    """
+    q = torch.round(t * 0.63661975)   # the nearest multiple of pi / 2
+    r = t - q * _PIO2[0] - q * _PIO2[1] - q * _PIO2[2]   # q _PIO2[0] and the first
+    z = r * r                                            # difference are exact
+    s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
+    c = (((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2)
+         * z * z - 0.5 * z + 1.0)
+    j = q.to(torch.int32)
+    odd = (j & 1) == 1
+    sin, cos = torch.where(odd, c, s), torch.where(odd, s, c)
+    return (torch.where((j & 2) == 2, -sin, sin),
+            torch.where(((j + 1) & 2) == 2, -cos, cos))
+
+
 def erfinv_f32(x: torch.Tensor, one_minus_x2: torch.Tensor | None = None) -> torch.Tensor:
     """Giles' single-precision erfinv ("Approximating the erfinv function", GPU Gems 2010).
 
@@ -152,13 +228,13 @@ def erfinv_f32(x: torch.Tensor, one_minus_x2: torch.Tensor | None = None) -> tor
     """
     if one_minus_x2 is None:
         one_minus_x2 = (1.0 - x) * (1.0 + x)
-    w = -torch.log(one_minus_x2)
+    w = -log_f32(one_minus_x2)
     c = w - 2.5
     p = torch.full_like(c, 2.81022636e-08)
     for coef in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
                  -0.00125372503, -0.00417768164, 0.246640727, 1.50140941):
         p = coef + p * c
-    t = torch.sqrt(w) - 3.0
+    t = sqrt_f32(w) - 3.0
     q = torch.full_like(t, -0.000200214257)
     for coef in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
                  -0.0076224613, 0.00943887047, 1.00167406, 2.83297682):
@@ -177,30 +253,35 @@ def _uniform53(hi: torch.Tensor, lo: torch.Tensor, offset: float = 0.0) -> torch
     return (k.to(torch.float64) + offset) * (2.0 ** -53)
 
 
-def _transform32(d: DistArgs, x) -> torch.Tensor:
-    """The ``(n, 4)`` float32 values of counters with words ``x = (x0, x1, x2, x3)``."""
-    a = torch.tensor(d.args, dtype=torch.float32).tolist()  # the float32 numbers the kernel reads
+def _transform32(d: DistArgs, x, a=None) -> torch.Tensor:
+    """The ``(n, 4)`` float32 values of counters with words ``x = (x0, x1, x2, x3)``.
+
+    ``a``: the eight float32 arguments, as floats (eager) or a float32 tensor (compiled,
+    so that one graph serves every std and bound); default: from ``d``.
+    """
+    if a is None:
+        a = torch.tensor(d.args, dtype=torch.float32).tolist()  # the float32 numbers the kernel reads
     if d.kind == 1:
-        low, span, hi = a[:3]
+        low, span, hi = a[0], a[1], a[2]
         u = torch.stack([_uniform24(w) for w in x], dim=1)
-        return torch.clamp_max_(u.mul_(span).add_(low), hi)
+        return torch.clamp_max(u * span + low, hi)
     if d.kind == 2:
-        mean, std = a[:2]
+        mean, std = a[0], a[1]
         cols = []
         for w1, w2 in ((x[0], x[1]), (x[2], x[3])):
             u1 = _uniform24(w1) + 2.0 ** -24  # (0, 1]: log stays finite
-            r = torch.sqrt(-2.0 * torch.log(u1))
-            theta = _uniform24(w2) * TWO_PI_F32
-            cols += [r * torch.cos(theta), r * torch.sin(theta)]
-        return torch.stack(cols, dim=1).mul_(std).add_(mean)
+            r = sqrt_f32(-2.0 * log_f32(u1))
+            sin, cos = sincos_f32(_uniform24(w2) * TWO_PI_F32)
+            cols += [r * cos, r * sin]
+        return torch.stack(cols, dim=1) * std + mean
     if d.kind == 3:
-        mean, s2, e_a, span, c_a, c_b, lo, hi = a
+        mean, s2, e_a, span, c_a, c_b, lo, hi = (a[i] for i in range(8))
         u = torch.stack([_uniform24(w, half=True) for w in x], dim=1)
         t = span * u + e_a
         one_minus = span * (1.0 - u) + c_b   # 1 - t from 1 - e_b: exact in the upper tail
         one_plus = span * u + c_a            # 1 + t from 1 + e_a: exact in the lower tail
         z = erfinv_f32(t, one_minus * one_plus)
-        return z.mul_(s2).add_(mean).clamp_(lo, hi)
+        return torch.clamp(z * s2 + mean, lo, hi)
     raise ValueError(f'kind id {d.kind} has no random transform')
 
 
@@ -224,11 +305,18 @@ def _transform64(d: DistArgs, x) -> torch.Tensor:
     raise ValueError(f'kind id {d.kind} has no random transform')
 
 
-def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0) -> torch.Tensor:
+def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
+         compile: bool | None = None) -> torch.Tensor:
     """Write elements ``start .. start + out.numel() - 1`` of the stream ``key`` into ``out``.
 
     ``out`` is a contiguous float tensor; float16/bfloat16 are drawn in float32 and
     rounded once. Returns ``out``.
+
+    Args:
+        compile: Run the transform compiled (``torch.compile``, one fused loop): ``None``
+            (default) for float32 on the CPU with at least :data:`COMPILE_MIN_NUMEL`
+            elements. The values are the same either way; a compile that fails falls
+            back to the eager path with a warning.
     """
     if not out.is_contiguous():
         raise ValueError('fill needs a contiguous output tensor')
@@ -237,6 +325,13 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0) -> torch.Tens
     if d.kind == 0:
         return out.fill_(d.args[0])
     if n == 0 or out.device.type == 'meta':
+        return out
+    if not 0 <= key < 1 << 64:
+        raise ValueError(f'key must be a 64-bit unsigned int, but got {key}')
+    if compile is None:
+        compile = (n >= COMPILE_MIN_NUMEL and out.dtype == torch.float32
+                   and out.device.type == 'cpu' and _compile_allowed())
+    if compile and d.kind in (1, 2, 3) and _fill_compiled(flat, d, key, start):
         return out
     per = 2 if out.dtype == torch.float64 else 4
     transform = _transform64 if per == 2 else _transform32
@@ -249,3 +344,74 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0) -> torch.Tens
         hi = min(start + n, (c + count) * per)
         flat[lo - start:hi - start].copy_(vals[lo - c * per:hi - c * per])
     return out
+
+
+# ------------------------------------------------------------------ the compiled path
+def _compile_allowed() -> bool:
+    if os.environ.get('FENGINE_PHILOX_COMPILE', '1') == '0':
+        return False
+    # Inside a graph being traced, the eager ops are traced into it instead.
+    return not torch.compiler.is_compiling()
+
+
+def _fill32_body(kind: int, out2d: torch.Tensor, first: torch.Tensor, k0: torch.Tensor,
+                 k1: torch.Tensor, args: torch.Tensor) -> None:
+    """Counters ``first .. first + len(out2d) - 1`` into the float32 ``(n, 4)`` ``out2d``.
+
+    Every per-call number is a tensor, so one graph (dynamic in ``n``) serves every
+    parameter: Python ints and floats would be specialized and recompile per key.
+    """
+    ctr = torch.arange(out2d.shape[0], dtype=torch.int64, device=out2d.device) + first
+    vals = _transform32(DistArgs(kind, ()), _rounds(k0, k1, ctr), args)
+    out2d.copy_(vals)
+
+
+_COMPILED: dict[int, Callable] = {}
+_FAILED: set[int] = set()
+
+
+def _compiled(kind: int) -> Callable:
+    if kind not in _COMPILED:
+        # dynamic=True: one graph for every size; fullgraph=True: a graph break is a bug.
+        _COMPILED[kind] = torch.compile(functools.partial(_fill32_body, kind), dynamic=True,
+                                        fullgraph=True)
+    return _COMPILED[kind]
+
+
+def _fill_compiled(flat: torch.Tensor, d: DistArgs, key: int, start: int) -> bool:
+    """Fill ``flat`` (float32, CPU) with the compiled transform; False if it cannot."""
+    if d.kind in _FAILED:
+        return False
+    n = flat.numel()
+    first, last = start // 4, (start + n - 1) // 4
+    count = last + 1 - first
+    aligned = start % 4 == 0 and n % 4 == 0
+    target = flat.view(-1, 4) if aligned else torch.empty(count, 4, dtype=torch.float32)
+    args = torch.tensor(d.args, dtype=torch.float32)
+    try:
+        _compiled(d.kind)(target, torch.tensor(first), torch.tensor(key & M32),
+                          torch.tensor(key >> 32), args)
+    except Exception as exc:  # noqa: BLE001  any compiler failure: the eager path instead
+        _FAILED.add(d.kind)
+        warnings.warn(f'fengine.kernels.philox: compiling the kind {d.kind} fill failed '
+                      f'({type(exc).__name__}: {exc}); using the eager path, same values',
+                      RuntimeWarning, stacklevel=3)
+        return False
+    if not aligned:
+        flat.copy_(target.view(-1)[start - first * 4:start - first * 4 + n])
+    return True
+
+
+def compile_fill(kind: str) -> float:
+    """Compile the float32 fill of ``kind`` now (if not yet); the seconds it took.
+
+    Lets a benchmark or a training script pay the compile up front instead of on its
+    first large parameter. Returns 0.0 when already compiled.
+    """
+    d = dist_args(kind, {'uniform': (0.0, 1.0), 'normal': (0.0, 1.0),
+                         'trunc_normal': (0.0, 1.0, -2.0, 2.0)}[kind])
+    if d.kind in _COMPILED:
+        return 0.0
+    begin = time.perf_counter()
+    _fill_compiled(torch.empty(COMPILE_MIN_NUMEL), d, 0, 0)
+    return time.perf_counter() - begin

@@ -162,6 +162,73 @@ def test_the_giles_erfinv_is_within_a_few_ulps_of_torch_erfinv():
     assert rel.max().item() < 2e-6
 
 
+def test_the_polynomial_log_is_within_an_ulp_of_the_float64_log():
+    from fengine.kernels.philox import log_f32
+    x = torch.cat([torch.arange(1, 1 << 20, dtype=torch.float32) * 2.0 ** -20,
+                   torch.logspace(-30, 30, 100_001, dtype=torch.float32)])
+    want = torch.log(x.double())
+    err = (log_f32(x).double() - want).abs() / want.abs().clamp_min(1e-30)
+    assert (err / torch.finfo(torch.float32).eps).max().item() < 1.0
+
+
+def test_sincos_is_within_an_eps_of_the_float64_sine_and_cosine_over_a_turn():
+    from fengine.kernels.philox import TWO_PI_F32, sincos_f32
+    t = torch.arange(0, 1 << 20, dtype=torch.float32) * 2.0 ** -20 * TWO_PI_F32
+    sin, cos = sincos_f32(t)
+    eps = torch.finfo(torch.float32).eps
+    assert (sin.double() - torch.sin(t.double())).abs().max().item() < eps
+    assert (cos.double() - torch.cos(t.double())).abs().max().item() < eps
+
+
+def test_sqrt_f32_is_correctly_rounded():
+    from fengine.kernels.philox import sqrt_f32
+    x = torch.rand(100_000) * 30
+    assert torch.equal(sqrt_f32(x), x.double().sqrt().float())
+
+
+@pytest.mark.parametrize('kind, args', [('uniform', (-1.0, 2.0)), ('normal', (0.5, 2.0)),
+                                        ('trunc_normal', (0.0, 1.0, -2.0, 2.0))])
+def test_the_compiled_fill_gives_the_bits_of_the_eager_fill(kind, args):
+    # One inductor compile per kind (~5-30 s on 2 cores); the point of the test.
+    d, key = dist_args(kind, args), fold_in(5, 'big.weight')
+    for n, start in [(40_000, 0), (10_001, 3), (5, 2)]:
+        want = fill(torch.empty(n), d, key, start, compile=False)
+        assert torch.equal(fill(torch.empty(n), d, key, start, compile=True), want), (n, start)
+
+
+def test_float32_fills_from_the_threshold_up_run_compiled(monkeypatch):
+    from fengine.kernels import philox
+    calls = []
+    monkeypatch.setattr(philox, '_fill_compiled', lambda *a: calls.append(a) or False)
+    monkeypatch.setattr(philox, 'COMPILE_MIN_NUMEL', 1000)
+    monkeypatch.delenv('FENGINE_PHILOX_COMPILE', raising=False)
+    draw('normal', (0.0, 1.0), n=999)
+    draw('normal', (0.0, 1.0), n=999, dtype=torch.float64)
+    draw('normal', (0.0, 1.0), n=1000, dtype=torch.float64)
+    assert calls == []
+    draw('normal', (0.0, 1.0), n=1000)
+    assert len(calls) == 1
+    monkeypatch.setenv('FENGINE_PHILOX_COMPILE', '0')
+    draw('normal', (0.0, 1.0), n=1000)
+    assert len(calls) == 1
+
+
+def test_a_failed_compile_falls_back_to_the_eager_values_with_a_warning(monkeypatch):
+    from fengine.kernels import philox
+
+    def broken(kind):
+        def run(*args):
+            raise RuntimeError('no C++ compiler')
+        return run
+
+    monkeypatch.setattr(philox, '_compiled', broken)
+    monkeypatch.setattr(philox, '_FAILED', set())
+    d = dist_args('uniform', (0.0, 1.0))
+    with pytest.warns(RuntimeWarning, match='no C[+][+] compiler'):
+        got = fill(torch.empty(100), d, 7, compile=True)
+    assert torch.equal(got, fill(torch.empty(100), d, 7, compile=False))
+
+
 # ------------------------------------------------------------------- integration
 def test_sample_with_philox_draws_what_kernels_fill_draws():
     dist = Distribution('trunc_normal', (0.0, 1.0, -2.0, 2.0))

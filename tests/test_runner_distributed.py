@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,13 @@ def ranks(tmp_path_factory):
                                    compile=COMPILE, trace_only=TRACE_ONLY, n_train=N_TRAIN,
                                    epochs=EPOCHS))
     code, output, _ = _torchrun(script, timeout=240, FENGINE_DIST_TIMEOUT='60')
+    if code != 0:
+        # One launch in a few dozen failed on this 2-core machine without a reproducible
+        # cause (a rendezvous port race is the suspect): launch once more on a fresh port,
+        # and keep the first failure's output visible.
+        warnings.warn(f'torchrun failed once (exit {code}); retrying. Its output ends:\n'
+                      f'{output[-3000:]}')
+        code, output, _ = _torchrun(script, timeout=240, FENGINE_DIST_TIMEOUT='60')
     assert code == 0, output[-6000:]
     seen = [json.loads((out / f'rank{r}.json').read_text()) for r in (0, 1)]
     return dict(ranks=seen, out=out)

@@ -22,6 +22,10 @@ KINDS = ('constant', 'normal', 'uniform', 'trunc_normal')
 # 'philox': counter-based Philox4x32-10 (fengine.kernels), element i a function of (key, i),
 #   the same integers as the fused Triton kernel, prefix- and shard-stable.
 # 'torch': a torch.Generator seeded with the key (values differ between CPU and CUDA).
+# The default stays 'torch' for now: Philox is faster only compiled, and its compile
+# (10-30 s once per process) costs more than a whole model's initialization saves on CPU
+# (GPT-125M from meta: torch 2.2 s, compiled Philox 10.7 s in a fresh process, eager
+# Philox 4.7-6 s). See docs/benchmarks.md, "Kernels".
 GENERATORS = ('philox', 'torch')
 _GENERATOR: contextvars.ContextVar[str] = contextvars.ContextVar('fengine_generator',
                                                                  default='torch')
