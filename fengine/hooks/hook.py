@@ -44,7 +44,8 @@ def get_priority(priority: int | str) -> int:
         return priority
     if isinstance(priority, str):
         if priority.upper() not in PRIORITIES:
-            raise ValueError(f'unknown priority {priority!r}{suggest(priority.upper(), PRIORITIES)}; '
+            raise ValueError(f'unknown priority {priority!r}'
+                             f'{suggest(priority.upper(), PRIORITIES)}; '
                              f'choose one of {choices_text(PRIORITIES)} or an int in [0, 100]')
         return PRIORITIES[priority.upper()]
     raise TypeError(f'priority must be an int in [0, 100] or one of '

@@ -87,7 +87,8 @@ class LoggerHook(Hook):
                     f'[{batch_idx + 1:>{len(str(len(runner.train_dataloader)))}}'
                     f'/{len(runner.train_dataloader)}]')
         else:
-            head = f'Iter(train) [{runner.iter + 1:>{len(str(runner.max_iters))}}/{runner.max_iters}]'
+            width = len(str(runner.max_iters))
+            head = f'Iter(train) [{runner.iter + 1:>{width}}/{runner.max_iters}]'
         remaining = runner.max_iters - runner.iter - 1
         # The median of recent iterations: the first ones include compilation, and
         # one 30 s compile would otherwise dominate the estimate for a long time.

@@ -391,7 +391,7 @@ class Runner:
 
     def register_hooks(self, default_hooks: dict | None = None,
                        custom_hooks: Iterable[Hook | dict] | None = None) -> None:
-        """Register :data:`DEFAULT_HOOKS` (with ``default_hooks``' overrides) and ``custom_hooks``."""
+        """Register :data:`DEFAULT_HOOKS` (as ``default_hooks`` overrides) and ``custom_hooks``."""
         if default_hooks is not None and not isinstance(default_hooks, dict):
             raise TypeError(f'default_hooks must be a dict of name -> hook (or None to remove '
                             f'it), but got {type(default_hooks).__name__}')

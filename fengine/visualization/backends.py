@@ -86,7 +86,8 @@ class BaseVisBackend:
 
     def add_scalars(self, scalar_dict: dict, step: int = 0, **kwargs: Any) -> None:
         """Record several scalars at ``step``."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__} must implement add_scalars(scalar_dict, '
+                                  'step) (BaseVisBackend is the interface)')
 
     def close(self) -> None:
         """Flush and release what the backend holds."""
