@@ -157,26 +157,15 @@ def _sgd(params) -> torch.optim.SGD:
 
 
 # -- the engines' models: the plain network under each BaseModel -------------------------
-def _fengine_model(net: nn.Module) -> nn.Module:
-    from fengine.model import BaseModel
-
-    class FengineNet(BaseModel):
-        def __init__(self, net: nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, inputs, labels, mode='tensor'):
-            logits = self.net(inputs)
-            return dict(loss=classification_loss(logits, labels)) if mode == 'loss' else logits
-
-    return FengineNet(net)
-
-
 @functools.cache
-def _mmengine_model_class() -> type[nn.Module]:
-    from mmengine.model import BaseModel as MMBaseModel
+def _model_class(engine: str) -> type[nn.Module]:
+    """The plain network under ``engine``'s ``BaseModel`` (``'fengine'`` or ``'mmengine'``)."""
+    if engine == 'mmengine':
+        from mmengine.model import BaseModel
+    else:
+        from fengine.model import BaseModel
 
-    class MMEngineNet(MMBaseModel):
+    class Net(BaseModel):
         def __init__(self, net: nn.Module) -> None:
             super().__init__()
             self.net = net
@@ -185,7 +174,8 @@ def _mmengine_model_class() -> type[nn.Module]:
             logits = self.net(inputs)
             return dict(loss=classification_loss(logits, labels)) if mode == 'loss' else logits
 
-    return MMEngineNet
+    Net.__name__ = Net.__qualname__ = f'{engine.capitalize()}Net'
+    return Net
 
 
 # -- the contenders: each returns `step(batch) -> loss tensor` (not read) -----------------
@@ -195,7 +185,7 @@ Step = Callable[[Any], torch.Tensor]
 def _mmengine_eager(spec: StepModel, device: torch.device, compile: dict | bool) -> Step:
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-    model = _mmengine_model_class()(initial_net(spec, device)).to(device)
+    model = _model_class('mmengine')(initial_net(spec, device)).to(device)
     optimizer = _sgd(model.parameters())
     wrapper = (AmpOptimWrapper(optimizer=optimizer, dtype=torch.bfloat16) if spec.bf16
                else OptimWrapper(optimizer))
@@ -211,7 +201,7 @@ def _fengine_wrapper(model: nn.Module, spec: StepModel):
 
 
 def _fengine_eager(spec: StepModel, device: torch.device, compile: dict | bool) -> Step:
-    model = _fengine_model(initial_net(spec, device))
+    model = _model_class('fengine')(initial_net(spec, device))
     wrapper = _fengine_wrapper(model, spec)
     return lambda batch: model.train_step(batch, wrapper)['loss'].detach()
 
@@ -219,7 +209,7 @@ def _fengine_eager(spec: StepModel, device: torch.device, compile: dict | bool) 
 def _fengine_compiled(spec: StepModel, device: torch.device, compile: dict | bool) -> Step:
     from fengine.func import make_train_step
 
-    model = _fengine_model(initial_net(spec, device))
+    model = _model_class('fengine')(initial_net(spec, device))
     # compile={} is torch.compile's defaults (inductor); False (tests) runs the same
     # function uncompiled. strict: a failed compile must fail the row, not be timed
     # eagerly under this name.

@@ -7,7 +7,6 @@ are skipped when Triton is not installed.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -20,7 +19,7 @@ import torch
 
 from fengine.func import Distribution, fold_in, kaiming, normal, sample, trunc_normal
 from fengine.func.sample import use_generator
-from fengine.kernels import dist_args, fill, philox4x32
+from fengine.kernels import dist_args, fill, philox4x32, triton_available
 
 N = 1_000_000
 KS_ALPHA_1E6 = math.sqrt(-math.log(1e-6 / 2) / 2)  # D * sqrt(n) critical value, ~2.69
@@ -272,7 +271,7 @@ def test_importing_fengine_does_not_import_triton():
 
 
 # ------------------------------------------------------------------- triton kernel
-needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
+needs_triton = pytest.mark.skipif(not triton_available(),
                                   reason='triton is not installed')
 
 _INTERPRETED = textwrap.dedent('''

@@ -89,7 +89,17 @@ def make_runner(work_dir: Path, *, compile=False, optimizer='SGD', by_epoch=True
                                            by_epoch=by_epoch)),
         **val)
     args.update(kwargs)
-    return Runner(**args)
+    runner = Runner(**args)
+    runner.register_hook(StartAt())
+    return runner
+
+
+class StartAt(Hook):
+    """Records the iteration training starts at (``runner.started_at``): a resume that
+    ignored its checkpoint would replay the same deterministic run from 0."""
+
+    def before_train(self, runner) -> None:
+        runner.started_at = runner.iter
 
 
 def logged_losses(work_dir: Path) -> dict[int, float]:
@@ -136,6 +146,7 @@ def test_a_run_stopped_after_epoch_2_and_resumed_equals_the_run_of_4_epochs(
     resumed = make_runner(tmp_path / 'part', compile=compile, optimizer=optimizer,
                           resume=True)
     resumed.train()
+    assert resumed.started_at == 10  # after the 2 epochs of 5 iterations of `part`
     assert resumed.epoch == 4 and resumed.iter == 20
     assert_same_run(full, resumed, tmp_path / 'full', tmp_path / 'part', 20)
     if compiled:
@@ -167,6 +178,7 @@ def test_an_iteration_based_run_resumes_mid_epoch_at_the_right_batch(
     resumed = make_runner(tmp_path / 'part', compile=compile, optimizer=optimizer,
                           by_epoch=False, length=17, interval=7, log_interval=3, resume=True)
     resumed.train()
+    assert resumed.started_at == 7
     assert resumed.iter == 17
     assert_same_run(full, resumed, tmp_path / 'full', tmp_path / 'part', 17, log_interval=3)
 
@@ -196,6 +208,7 @@ def test_an_epoch_based_run_resumes_from_an_iteration_checkpoint_mid_epoch(tmp_p
         part.train()
     resumed = runner('part', resume=True)
     resumed.train()
+    assert resumed.started_at == 7
     assert_same_run(full, resumed, tmp_path / 'full', tmp_path / 'part', 15)
 
 
@@ -222,7 +235,7 @@ def test_a_compiled_run_writes_float_lrs_and_a_tensor_lr_checkpoint_resumes_eage
         runner = make_runner(tmp_path / name, compile=compile, length=2, validate=False,
                              resume=str(source))
         runner.train()
-        assert runner.iter == 10
+        assert runner.started_at == 5 and runner.iter == 10
         lr = runner.optim_wrapper.optimizer.param_groups[0]['lr']
         # Eager steps keep floats; compiled ones hold a float32 tensor again.
         assert isinstance(lr, torch.Tensor) == bool(compile), (name, lr)
@@ -311,6 +324,7 @@ def test_resume_true_with_a_dangling_pointer_falls_back_to_the_newest_checkpoint
     assert find_last_checkpoint(tmp_path).name == 'epoch_2.pth'
     resumed = make_runner(tmp_path, length=3, validate=False, resume=True)
     resumed.train()
+    assert resumed.started_at == 10  # from epoch_2.pth
     assert resumed.epoch == 3 and resumed.iter == 15
 
 
@@ -351,9 +365,10 @@ def test_a_nan_state_is_never_written_and_last_checkpoint_stays_good(tmp_path, b
                          custom_hooks=hooks, default_hooks=dict(
                              logger=dict(type='LoggerHook', interval=5),
                              checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False)))
-    with pytest.raises(NonFiniteLossError,
-                       match=r'loss is not finite at iteration 4|after iteration 4 in '
-                             r'linear_relu_stack.4.bias; checkpoint iter_4.pth was not written'):
+    expected = (r'loss is not finite at iteration 4: loss=nan' if broken == 'loss' else
+                r'after iteration 4 in linear_relu_stack.4.bias; checkpoint iter_4.pth was '
+                r'not written')
+    with pytest.raises(NonFiniteLossError, match=expected):
         runner.train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == [
         'iter_1.pth', 'iter_2.pth', 'iter_3.pth']

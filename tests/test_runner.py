@@ -305,9 +305,6 @@ def test_a_val_interval_without_a_val_dataloader_is_an_error(tmp_path):
 
 
 def test_an_evaluator_returning_a_non_dict_is_an_error(tmp_path):
-    class Bad(FashionMnistMetric):
-        pass
-
     runner = seed_runner(tmp_path, epochs=1)
     runner.val_loop.evaluator.evaluate = lambda size: [1, 2]
     with pytest.raises(TypeError, match='evaluator must return a dict'):
@@ -320,9 +317,9 @@ def test_a_metric_that_raises_is_named(tmp_path):
             raise ZeroDivisionError('oops')
 
     runner = seed_runner(tmp_path, val_evaluator=Broken())
-    with pytest.raises(Exception, match='Broken') as info:
+    with pytest.raises(ZeroDivisionError,
+                       match=r'^Broken\.evaluate raised ZeroDivisionError: oops'):
         runner.val()
-    assert 'oops' in str(info.value)
 
 
 def test_a_loss_that_becomes_nan_stops_with_the_iteration_and_saves_nothing(tmp_path):
@@ -347,12 +344,12 @@ def test_a_loss_that_becomes_nan_stops_with_the_iteration_and_saves_nothing(tmp_
 def test_a_batch_of_an_unexpected_type_is_a_clear_error(tmp_path):
     runner = seed_runner(tmp_path, epochs=1, train_dataloader=DataLoader(
         ['a', 'b', 'c'], batch_size=None))
-    with pytest.raises(TypeError, match='batch must be a dict.*tuple'):
+    with pytest.raises(TypeError, match='batch must be a dict.*tuple.*returned str'):
         runner.train()
 
 
 def test_from_cfg_names_an_unknown_key(tmp_path):
-    with pytest.raises(TypeError, match="max_epoch.*train_cfg|trian_cfg.*train_cfg"):
+    with pytest.raises(TypeError, match="trian_cfg.*train_cfg"):
         Runner.from_cfg(dict(model=fresh_model(), work_dir=str(tmp_path), trian_cfg={}))
 
 

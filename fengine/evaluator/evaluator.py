@@ -148,9 +148,11 @@ class Evaluator:
                 raise ValueError(f'offline_evaluate needs one data item per data sample, but '
                                  f'got {len(data)} data items and {len(data_samples)} samples')
         size = 0
+        from ..runner.data import pseudo_collate  # not at import: the runner imports us
+
         for start in range(0, len(data_samples), chunk_size):
             chunk = data_samples[start:start + chunk_size]
-            data_chunk = None if data is None else _pseudo_collate(
+            data_chunk = None if data is None else pseudo_collate(
                 data[start:start + chunk_size])
             size += len(chunk)
             self.process(chunk, data_chunk)
@@ -168,17 +170,6 @@ def _to_plain(data_samples: Any) -> Any:
 def _is_data_element(obj: Any) -> bool:
     return (not isinstance(obj, dict) and callable(getattr(obj, 'to_dict', None))
             and hasattr(obj, 'metainfo_keys'))
-
-
-def _pseudo_collate(items: list) -> Any:
-    """Collate a list without stacking (MMEngine: ``pseudo_collate``)."""
-    first = items[0]
-    if isinstance(first, dict):
-        return {key: _pseudo_collate([item[key] for item in items]) for key in first}
-    if isinstance(first, (list, tuple)) and not isinstance(first, str):
-        columns = [_pseudo_collate(list(column)) for column in zip(*items)]
-        return type(first)(columns) if isinstance(first, list) else tuple(columns)
-    return list(items)
 
 
 def build_evaluator(cfg: Evaluator | BaseMetric | dict | Sequence) -> Evaluator:

@@ -78,7 +78,9 @@ def hold_hyperparams_(optimizer: Optimizer, held: Held) -> None:
         device = _device(group)
         lr = group.get('lr')
         betas = group.get('betas')
-        tensor_betas = (isinstance(optimizer, torch.optim.Adam) and not group.get('fused')
+        # AdamW subclasses Adam only in recent torch: name both.
+        tensor_betas = (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+                        and not group.get('fused')
                         and isinstance(betas, (tuple, list)) and _is_float(betas[0]))
         if device is None or not (_is_float(lr) or tensor_betas):
             continue

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._errors import choices_text
+from .._errors import check_choice, choices_text
 from ..registry import HOOKS
 from .hook import Hook
 
@@ -64,9 +64,8 @@ class CheckpointHook(Hook):
                 or interval < -1:
             raise ValueError(f'CheckpointHook interval must be a positive int or -1 (never), '
                              f'but got {interval!r}')
-        if rule is not None and rule not in RULES:
-            raise ValueError(f'CheckpointHook rule must be one of {choices_text(RULES)}, '
-                             f'but got {rule!r}')
+        if rule is not None:
+            check_choice('CheckpointHook rule', rule, RULES)
         if save_best is not None and not isinstance(save_best, str):
             raise TypeError(f"save_best must be a metric key or 'auto', but got {save_best!r}")
         self.interval = interval

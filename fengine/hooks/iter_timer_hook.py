@@ -27,6 +27,11 @@ class IterTimerHook(Hook):
     def _before_epoch(self, runner, mode: str = 'train') -> None:
         self._last = time.perf_counter()
 
+    def after_val(self, runner) -> None:
+        # A validation inside an iteration-based run must not count as the next
+        # training iteration's time (no before_train_epoch resets the clock there).
+        self._last = time.perf_counter()
+
     def _before_iter(self, runner, batch_idx: int, data_batch: Any = None,
                      mode: str = 'train') -> None:
         runner.message_hub.update_scalar(f'{mode}/data_time', time.perf_counter() - self._last)

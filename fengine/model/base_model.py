@@ -193,18 +193,28 @@ class BaseModel(BaseModule):
             recorded during the update (``grad_norm`` when clipping by norm). Values
             are tensors: nothing here waits for the device.
         """
-        compiled = getattr(self, '_compiled_steps', None)
-        if compiled is not None:
-            from ..func.step import make_train_step
-
-            step = compiled['train'].get(id(optim_wrapper))
-            if step is None or step.optim_wrapper is not optim_wrapper:
-                step = make_train_step(self, optim_wrapper, compile=compiled['options'],
-                                       strict=compiled['strict'])
-                compiled['train'] = {id(optim_wrapper): step}
-            with _quiet_compile_noise():
-                return step(step.state, data)[1]
+        if getattr(self, '_compiled_steps', None) is not None:
+            return self._fused_train_step(data, optim_wrapper)
         return self._eager_train_step(data, optim_wrapper)
+
+    def _fused_train_step(self, data: Any, optim_wrapper,
+                          stepped: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Run the compiled step of ``stepped`` (this model, or a DDP wrapper around it).
+
+        One step is kept: a new optimizer wrapper or wrapper module makes a new one.
+        """
+        from ..func.step import make_train_step
+
+        compiled = self._compiled_steps
+        stepped = self if stepped is None else stepped
+        step = compiled['train'].get('step')
+        if step is None or step.optim_wrapper is not optim_wrapper or \
+                compiled['train'].get('stepped') is not stepped:
+            step = make_train_step(stepped, optim_wrapper, compile=compiled['options'],
+                                   strict=compiled['strict'])
+            compiled['train'] = {'step': step, 'stepped': stepped}
+        with _quiet_compile_noise():
+            return step(step.state, data)[1]
 
     def _eager_train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
         with optim_wrapper.optim_context(self):

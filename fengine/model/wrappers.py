@@ -49,19 +49,9 @@ class MMDistributedDataParallel(DistributedDataParallel):
         fused step per optimizer wrapper, made by :func:`fengine.func.make_train_step`
         on this wrapper. Otherwise DDP's eager path.
         """
-        compiled = getattr(self.module, '_compiled_steps', None)
-        if compiled is None:
+        if getattr(self.module, '_compiled_steps', None) is None:
             return ddp_train_step(self, data, optim_wrapper)
-        from ..func.step import make_train_step
-
-        fused = getattr(self, '_fused_step', None)
-        # A new optimizer wrapper, or compile_steps called again, makes a new step.
-        if fused is None or fused[0] is not compiled or fused[1] is not optim_wrapper:
-            step = make_train_step(self, optim_wrapper, compile=compiled['options'],
-                                   strict=compiled['strict'])
-            fused = self._fused_step = (compiled, optim_wrapper, step)
-        step = fused[2]
-        return step(step.state, data)[1]
+        return self.module._fused_train_step(data, optim_wrapper, stepped=self)
 
     def val_step(self, data: Any) -> Any:
         """The wrapped model's ``val_step`` (no gradient, nothing to synchronize)."""

@@ -5,6 +5,7 @@ MMEngine: ``Runner.build_dataloader``, ``mmengine.dataset.DefaultSampler``,
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any, Callable, Iterator, Sized
 
@@ -88,9 +89,8 @@ def set_sampler_epoch(dataloader: Any, epoch: int) -> bool:
     return False
 
 
-def default_collate(batch: list) -> Any:
-    """``torch.utils.data.default_collate``: stack samples into batched tensors."""
-    return _torch_default_collate(batch)
+# torch's own: stack samples into batched tensors.
+default_collate = _torch_default_collate
 
 
 def pseudo_collate(batch: list) -> Any:
@@ -115,21 +115,18 @@ _LOADER_KEYS = ('dataset', 'batch_size', 'sampler', 'batch_sampler', 'num_worker
                 'prefetch_factor', 'worker_init_fn', 'shuffle', 'timeout')
 
 
-def _seed_worker(worker_id: int, seed: int, rank: int, num_workers: int) -> None:
-    worker_seed = (seed + rank * num_workers + worker_id) % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
-    torch.manual_seed(worker_seed)
+def seed_worker(worker_id: int, rank: int = 0) -> None:
+    """``worker_init_fn``: distinct streams per rank; ``random`` and NumPy seeded too.
 
-
-class _WorkerSeeder:
-    """A picklable ``worker_init_fn`` (workers may be spawned processes)."""
-
-    def __init__(self, seed: int, rank: int, num_workers: int) -> None:
-        self.seed, self.rank, self.num_workers = seed, rank, num_workers
-
-    def __call__(self, worker_id: int) -> None:
-        _seed_worker(worker_id, self.seed, self.rank, self.num_workers)
+    torch seeds each worker with a base seed drawn from the main process's generator
+    (so from the run's seed, new for every pass over the data) plus the worker's id.
+    Every rank draws the same base seed, so the rank is mixed in here; ``random`` and
+    NumPy are not seeded by torch at all (forked workers would share their state).
+    """
+    seed = (torch.initial_seed() + rank * 1_000_003) % 2**63
+    torch.manual_seed(seed)
+    random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)
 
 
 def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
@@ -140,8 +137,8 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
     config for ``DATASETS``; ``sampler`` a sampler or a config for ``DATA_SAMPLERS``
     (default ``dict(type='DefaultSampler', shuffle=True)``), seeded by ``seed``;
     ``collate_fn`` a callable or ``dict(type='default_collate'|'pseudo_collate')``
-    (default ``default_collate``). Workers are seeded from ``seed``, the rank and
-    their id.
+    (default ``default_collate``). Workers are seeded from the run's generator, their
+    rank and id (:func:`seed_worker`).
 
     Raises:
         TypeError: neither a ``DataLoader`` nor a dict, or an unknown key (named,
@@ -185,6 +182,7 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
                              f'{suggest(str(name), COLLATE_FUNCTIONS)}; choose one of '
                              f'{choices_text(COLLATE_FUNCTIONS)} or pass a callable')
         collate = COLLATE_FUNCTIONS[name]
-    if seed is not None and cfg.get('num_workers', 0) > 0 and 'worker_init_fn' not in cfg:
-        cfg['worker_init_fn'] = _WorkerSeeder(seed, get_rank(), cfg['num_workers'])
+    if cfg.get('num_workers', 0) > 0 and 'worker_init_fn' not in cfg:
+        # A partial of a module-level function: picklable for spawned workers.
+        cfg['worker_init_fn'] = functools.partial(seed_worker, rank=get_rank())
     return DataLoader(dataset, collate_fn=collate, **cfg)

@@ -89,10 +89,6 @@ class MessageHub:
     def history(self, key: str) -> list[float]:
         return self._history.get(key, [])
 
-    def latest(self, key: str, default: float | None = None) -> float | None:
-        values = self._history.get(key)
-        return values[-1] if values else default
-
     def mean(self, key: str, window: int | None = None) -> float | None:
         """The mean of the last ``window`` values of ``key`` (all when ``None``)."""
         values = self._history.get(key)

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._errors import choices_text, suggest
+from .._errors import check_choice, choices_text, suggest
 from ..checkpoint import load_checkpoint_file, state_dict_from
-from ..dist import get_rank, get_world_size, is_main_process
+from ..dist import get_local_rank, get_rank, get_world_size, is_main_process
 from ..evaluator import build_evaluator
 from ..hooks import Hook, get_priority
 from ..logging import get_logger
@@ -178,7 +178,7 @@ class Runner:
                  cfg: dict | None = None) -> None:
         self.cfg = copy.copy(cfg) if cfg is not None else None
         self.work_dir = Path(work_dir).expanduser().resolve()
-        self._check_launcher(launcher)
+        check_choice('launcher', launcher, LAUNCHERS)
         self.launcher = launcher
         if launcher == 'pytorch':
             from ..dist import init_dist
@@ -266,12 +266,6 @@ class Runner:
         return cls(**args)
 
     @staticmethod
-    def _check_launcher(launcher: str) -> None:
-        if launcher not in LAUNCHERS:
-            raise ValueError(f'launcher must be one of {choices_text(LAUNCHERS)}, but got '
-                             f'{launcher!r}{suggest(str(launcher), LAUNCHERS)}')
-
-    @staticmethod
     def _check_related(stage: str, **parts: Any) -> None:
         given = [k for k, v in parts.items() if v is not None]
         missing = [k for k, v in parts.items() if v is None]
@@ -283,7 +277,7 @@ class Runner:
 
     def _pick_device(self) -> torch.device:
         if torch.cuda.is_available():
-            index = int(os.environ.get('LOCAL_RANK', 0)) if self.launcher == 'pytorch' else \
+            index = get_local_rank() if self.launcher == 'pytorch' else \
                 torch.cuda.current_device()
             torch.cuda.set_device(index)
             return torch.device('cuda', index)
@@ -504,16 +498,16 @@ class Runner:
             if needed not in cfg:
                 raise ValueError(f'train_cfg with by_epoch={by_epoch} needs {needed!r}, e.g. '
                                  f'dict(by_epoch={by_epoch}, {needed}=...); got {self._train_cfg}')
-        cfg.setdefault('val_interval', cfg.get('val_interval') or
-                       (1 if loop_type == 'EpochBasedTrainLoop' else 1000))
+        if cfg.get('val_interval') is None:  # the loop's own default
+            cfg.pop('val_interval', None)
         return LOOPS.build(dict(type=loop_type, **cfg),
                            default_args=dict(runner=self, dataloader=self.train_dataloader))
 
     def _build_eval_loop(self, mode: str, cfg: dict | None, dataloader, evaluator):
-        cfg = dict(cfg or {})
-        if not isinstance(cfg, dict):
+        if cfg is not None and not isinstance(cfg, dict):
             raise TypeError(f'{mode}_cfg must be a dict such as dict(fp16=True), but got '
-                            f'{type(cfg).__name__}')
+                            f'{type(cfg).__name__}: {cfg!r}')
+        cfg = dict(cfg or {})
         loop_type = cfg.pop('type', 'ValLoop' if mode == 'val' else 'TestLoop')
         return LOOPS.build(dict(type=loop_type, **cfg), default_args=dict(
             runner=self, dataloader=dataloader, evaluator=build_evaluator(evaluator)))
