@@ -318,6 +318,18 @@ def test_a_corrupt_checkpoint_given_to_the_runner_fails_before_training_starts(t
         assert torch.equal(value, initial[key]), key
 
 
+def test_validating_before_training_does_not_use_up_the_resume(tmp_path):
+    make_runner(tmp_path, length=2).train()
+    resumed = make_runner(tmp_path, length=4, resume=True)
+    metrics = resumed.val()  # with the checkpoint's weights
+    assert metrics == resumed.val_loop.last_metrics
+    before = params_of(resumed)
+    resumed.train()  # then the whole resume: optimizer, schedulers, counters
+    assert resumed.started_at == 10 and resumed.iter == 20
+    stored = torch.load(tmp_path / 'epoch_2.pth', weights_only=True)['state_dict']
+    assert all(torch.equal(before[k], stored[k]) for k in before)
+
+
 def test_resume_true_with_a_dangling_pointer_falls_back_to_the_newest_checkpoint(tmp_path):
     make_runner(tmp_path, length=2, validate=False).train()
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_9.pth'))  # deleted file

@@ -537,7 +537,7 @@ class Runner:
             init = getattr(_unwrap(self.model), 'init_weights', None)
             if callable(init):
                 init()
-        self._load_or_resume()
+        self._load_or_resume(training=True)
         self.optim_wrapper.initialize_count_status(_unwrap(self.model), loop.iter,
                                                    loop.max_iters)
         self.call_hook('before_run')
@@ -564,26 +564,40 @@ class Runner:
         return metrics
 
     # -- checkpoints -------------------------------------------------------------------
-    def _load_or_resume(self) -> None:
+    def _load_or_resume(self, training: bool = False) -> None:
+        """Apply ``resume``/``load_from`` once.
+
+        ``val()``/``test()`` before ``train()`` only load the weights of the checkpoint to
+        resume from: the optimizer and schedulers do not exist yet, so the full resume
+        (optimizer, schedulers, counters, RNG) waits for ``train()``.
+        """
         if self._loaded:
             return
-        self._loaded = True
         if self.resume_from:
-            if self.resume_from is True:
-                path = find_last_checkpoint(self.work_dir)
-                if path is None:
-                    self.logger.warning(f'resume=True but there is no checkpoint in '
-                                        f'{self.work_dir} (no {LAST_CHECKPOINT} file, no '
-                                        '*.pth): training starts from scratch.')
-                    init = getattr(_unwrap(self.model), 'init_weights', None)
-                    if callable(init):
-                        init()
-                    return
-            else:
-                path = Path(self.resume_from)
+            path = self._resume_path()
+            if not training:
+                if path is not None:
+                    self.load_checkpoint(path)
+                return
+            self._loaded = True
+            if path is None:
+                self.logger.warning(f'resume=True but there is no checkpoint in '
+                                    f'{self.work_dir} (no {LAST_CHECKPOINT} file, no '
+                                    '*.pth): training starts from scratch.')
+                init = getattr(_unwrap(self.model), 'init_weights', None)
+                if callable(init):
+                    init()
+                return
             self.resume(path)
         elif self.load_from:
+            self._loaded = True
             self.load_checkpoint(self.load_from)
+
+    def _resume_path(self) -> Path | None:
+        """The checkpoint ``resume`` names: the last one in ``work_dir`` for ``True``."""
+        if self.resume_from is True:
+            return find_last_checkpoint(self.work_dir)
+        return Path(self.resume_from)
 
     def _read_checkpoint(self, filename: str | os.PathLike, map_location: Any) -> dict:
         checkpoint = load_checkpoint_file(os.fspath(filename), map_location=map_location)
