@@ -4,6 +4,7 @@
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --quick
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only step
     FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only epoch
+    FENGINE_EXTRAS=dev,vision,bench bash tools/venv.sh python -m bench --only bandwidth
 
 Ratios are each row's time over its baseline's on the same model (``fengine`` for
 initialization, ``fengine compiled`` for training steps and epochs, ``import torch``
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .bandwidth_bench import bench_bandwidth
 from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
 from .kernels_bench import FULL_NUMEL, QUICK_NUMEL, bench_kernels
@@ -38,7 +40,10 @@ QUICK_STEP_MODELS = ['fashion-mlp']
 QUICK_STEPS = 20
 STEP_ROUNDS = 10  # short blocks, many rounds: see bench/step_bench.py
 QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
-BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch', 'kernels')
+# Whole-model initialization against the copy bandwidth: a 1.3B model on CUDA; run on the
+# CPU only when asked for (--only bandwidth), on a smaller model.
+BANDWIDTH_PRESETS = {'cuda': ['gpt-1.3b'], 'cpu': ['gpt-125m'], 'quick': ['debug']}
+BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'bandwidth')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -111,7 +116,8 @@ def _mebibytes(value: int | None) -> str:
     return '' if value is None else f'{value / 2**20:.0f} MiB'
 
 
-BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox')
+BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox',
+             'fengine init_weights')
 # Columns only training-step rows fill; shown when the table has such a row.
 STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
@@ -181,7 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument('--only', nargs='+', choices=BENCHMARKS, metavar='BENCHMARK',
                         help=f'run only these benchmarks (of {", ".join(BENCHMARKS)})')
     parser.add_argument('--presets', nargs='+', metavar='NAME',
-                        help=f'presets to initialize (default: {" ".join(FULL_PRESETS)})')
+                        help=f'presets to initialize (default: {" ".join(FULL_PRESETS)}; '
+                        'bandwidth: gpt-1.3b on CUDA, gpt-125m on the CPU, debug with --quick)')
     parser.add_argument('--step-models', nargs='+', metavar='NAME', choices=STEP_MODELS,
                         help='models whose training step is timed (default: '
                         f'{" ".join(FULL_STEP_MODELS)}; quick: {" ".join(QUICK_STEP_MODELS)})')
@@ -233,6 +240,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     kernels_numel = QUICK_NUMEL if args.quick else FULL_NUMEL
     if 'kernels' in run:  # CPU only: the fill on CUDA is the Triton kernel's job
         rows += bench_kernels(kernels_numel, repeats=repeats, log=log)
+    bandwidth = 'bandwidth' in run and (device.type == 'cuda' or args.only is not None)
+    if bandwidth:
+        bandwidth_presets = args.presets or BANDWIDTH_PRESETS[
+            'quick' if args.quick else 'cuda' if device.type == 'cuda' else 'cpu']
+        rows += bench_bandwidth(bandwidth_presets, device, repeats=repeats, log=log)
 
     print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
           f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
@@ -263,6 +275,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f'kernels: one float32 tensor of {kernels_numel:,} elements filled in place on '
               f'the CPU, median of {repeats} after 1 warm-up; fengine philox runs compiled from '
               '2**20 elements, its compile paid before and shown in the note.')
+    if bandwidth:
+        print(f'bandwidth: a model built on meta materialized on {device}; bytes written over '
+              f'time against a copy of as many bytes on the device; median of {repeats} after '
+              '1 warm-up (mmengine: built on the CPU, init_weights, .to(device)).')
     print()
     print(format_table(rows))
 

@@ -6,7 +6,10 @@ process:
 
 - ``fengine``: construct under ``torch.device('meta')`` inside a fengine
   ``BaseModule``, then ``init_weights(seed=0, device=device)``: each parameter is
-  created once, on the target device.
+  created once, on the target device, drawn from the default counter-based Philox
+  generator (on CUDA: one Triton launch per dtype for the whole model).
+- ``fengine (torch generator)``: the same with ``use_generator('torch')``: each
+  parameter drawn by a ``torch.Generator`` of its own, one tensor at a time.
 - ``fengine (built on CPU)``: construct on the CPU (PyTorch's default
   initialization runs), ``init_weights(seed=0)``, then ``.to(device)``; it shows how
   much of the difference comes from skipping the default initialization.
@@ -38,11 +41,12 @@ import torch
 from torch import nn
 
 import fengine.logging as flog
+from fengine.func import use_generator
 from fengine.model import BaseModule
 from fengine.presets import Preset, get_preset
 
-__all__ = ['CONTENDERS', 'BASELINE', 'torch_init_loop', 'time_call', 'bench_init',
-           'bench_first_call', 'bench_import', 'mmengine_available']
+__all__ = ['CONTENDERS', 'BASELINE', 'torch_init_loop', 'time_call', 'take_turns',
+           'bench_init', 'bench_first_call', 'bench_import', 'mmengine_available']
 
 BASELINE = 'fengine'
 # Ratios fall back to this contender on a model where the baseline failed.
@@ -131,6 +135,11 @@ def _fengine(preset: Preset, device: torch.device) -> nn.Module:
     return model
 
 
+def _fengine_torch_generator(preset: Preset, device: torch.device) -> nn.Module:
+    with use_generator('torch'):
+        return _fengine(preset, device)
+
+
 def _fengine_cpu(preset: Preset, device: torch.device) -> nn.Module:
     model = FengineModel(preset)
     model.init_weights(seed=0)
@@ -151,6 +160,7 @@ def _torch_loop(preset: Preset, device: torch.device) -> nn.Module:
 
 CONTENDERS: dict[str, Callable[[Preset, torch.device], nn.Module]] = {
     'fengine': _fengine,
+    'fengine (torch generator)': _fengine_torch_generator,
     'fengine (built on CPU)': _fengine_cpu,
     'mmengine': _mmengine,
     'torch.nn.init loop': _torch_loop,
@@ -256,28 +266,42 @@ def bench_init(preset_names: list[str], device: torch.device | str, *, repeats: 
             with torch.device('meta'):
                 params = sum(p.numel() for p in preset.build().parameters())
             model_rows = [_row(preset_name, name, device, params=params) for name in names]
-            for row in model_rows:
-                if row['contender'] == 'mmengine' and not mmengine_available():
-                    row['status'] = SKIPPED
-            for round_ in range(-1, repeats):  # round -1: the warm-up calls
-                log(f'init: {preset_name}: ' + ('warm-up' if round_ < 0 else
-                                                f'timed round {round_ + 1}/{repeats}'))
-                for row in model_rows:
-                    if row['status'] != 'ok':
-                        continue
-                    fn = CONTENDERS[row['contender']]
-                    try:
-                        row['times'] += time_call(lambda: fn(preset, device), device,
-                                                  repeats=0 if round_ < 0 else 1,
-                                                  warmup=warmup if round_ < 0 else 0)
-                    except Exception as exc:  # reported in the table, not hidden
-                        row['status'] = f'failed: {type(exc).__name__}: {_short(exc)}'
-            for row in model_rows:
-                if row['times'] and row['status'] == 'ok':
-                    row['seconds'] = statistics.median(row['times'])
+
+            def time_row(row: dict, timed: bool) -> list[float]:
+                fn = CONTENDERS[row['contender']]
+                return time_call(lambda: fn(preset, device), device, repeats=int(timed),
+                                 warmup=0 if timed else warmup)
+
+            take_turns(model_rows, f'init: {preset_name}', repeats, time_row, log)
             set_ratios(model_rows)
             rows.extend(model_rows)
     return rows
+
+
+def take_turns(rows: list[dict], label: str, repeats: int,
+               time_row: Callable[[dict, bool], list[float]],
+               log: Callable[[str], None]) -> None:
+    """Time the contenders of ``rows`` in turns: a warm-up round, then ``repeats`` timed ones.
+
+    ``time_row(row, timed)`` returns the seconds of its calls (none when warming up).
+    MMEngine's row is marked skipped when it is not installed; a row whose call raises is
+    marked failed with its error, not hidden. Each row's ``seconds`` is its median.
+    """
+    for row in rows:
+        if row['contender'] == 'mmengine' and not mmengine_available():
+            row['status'] = SKIPPED
+    for round_ in range(-1, repeats):  # round -1: the warm-up calls
+        log(f'{label}: ' + ('warm-up' if round_ < 0 else f'timed round {round_ + 1}/{repeats}'))
+        for row in rows:
+            if row['status'] != 'ok':
+                continue
+            try:
+                row['times'] += time_row(row, round_ >= 0)
+            except Exception as exc:  # reported in the table, not hidden
+                row['status'] = f'failed: {type(exc).__name__}: {_short(exc)}'
+    for row in rows:
+        if row['times'] and row['status'] == 'ok':
+            row['seconds'] = statistics.median(row['times'])
 
 
 def set_ratios(rows: list[dict], baselines: tuple[str, ...] = ()) -> None:
@@ -355,7 +379,7 @@ def bench_first_call(preset_name: str, device: torch.device | str, *, repeats: i
     for row in rows:
         if row['times'] and row['status'] == 'ok':
             row['seconds'] = statistics.median(row['times'])
-    _set_ratios(rows)
+    set_ratios(rows)
     return rows
 
 

@@ -30,6 +30,9 @@ CONSTANTS = {
     'fengine.runner.DEFAULT_HOOKS': 'The hooks every Runner registers, by name; '
                                     '`default_hooks=dict(name=None)` removes one.',
     'fengine.logging.LOGGER_NAME': "The name of fengine's `logging` logger.",
+    'fengine.func.GENERATORS': "The random generators initializers draw with: `'philox'` "
+                               "(default; counter-based, the same integers on every device) "
+                               "and `'torch'` (a `torch.Generator` per parameter).",
     'fengine.datasets.FASHION_MNIST_CLASSES': 'The ten FashionMNIST class names, in label '
                                               'order.',
     'fengine.dist.TIMEOUT_ENV': 'The environment variable that sets the collective timeout '

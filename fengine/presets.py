@@ -242,6 +242,7 @@ _VIT_PARAM_INIT = (
 _DEBUG = GPTConfig(vocab_size=128, block_size=64, n_layer=2, n_head=4, n_embd=32)
 _GPT_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768)
 _GPT_MEDIUM = GPTConfig(n_layer=24, n_head=16, n_embd=1024)
+_GPT_XL = GPTConfig(n_layer=24, n_head=16, n_embd=2048)  # GPT-3 XL's shape
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset('debug', 'tiny GPT (2 layers, d=32, vocab 128, 64 tokens) for tests: ~0.03M params',
@@ -254,6 +255,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            _gpt(_GPT_SMALL), _GPT_INIT, _tokens(_GPT_SMALL)),
     Preset('gpt-350m', 'GPT-2 medium shape (24 layers, d=1024, 16 heads, 1024 tokens): 355M '
            'params', _gpt(_GPT_MEDIUM), _GPT_INIT, _tokens(_GPT_MEDIUM)),
+    Preset('gpt-1.3b', 'GPT-3 XL shape (24 layers, d=2048, 16 heads, 1024 tokens): 1.31B '
+           'params', _gpt(_GPT_XL), _GPT_INIT, _tokens(_GPT_XL)),
     Preset('fashion-mlp', "the seed tutorial's FashionMNIST MLP (784-512-512-10, ReLU), 1x28x28 "
            'images: 0.67M params', FashionMLP, _MLP_INIT, _image_input(1, 28, 28)),
     Preset('resnet18-64', 'torchvision ResNet-18, 10 classes, 3x64x64 images: 11.2M params',

@@ -7,10 +7,12 @@ so fengine imports on machines without Triton or without a GPU.
 """
 from __future__ import annotations
 
-from .philox import COMPILE_MIN_NUMEL, KIND_IDS, DistArgs, compile_fill, dist_args, fill, philox4x32
+from .philox import (COMPILE_MIN_NUMEL, COMPILE_WORTH_NUMEL, KIND_IDS, DistArgs, compile_fill,
+                     dist_args, fill, philox4x32, prepare_fills)
 
 __all__ = ['philox4x32', 'DistArgs', 'dist_args', 'fill', 'KIND_IDS', 'fill_segments',
-           'triton_available', 'compile_fill', 'COMPILE_MIN_NUMEL']
+           'fill_tensors', 'triton_available', 'compile_fill', 'prepare_fills',
+           'COMPILE_MIN_NUMEL', 'COMPILE_WORTH_NUMEL']
 
 
 def triton_available() -> bool:
@@ -26,3 +28,12 @@ def fill_segments(out, segments):
     """
     from .triton_init import fill_segments as run
     return run(out, segments)
+
+
+def fill_tensors(jobs):
+    """Fill many tensors of one dtype and device in one Triton launch (imports Triton).
+
+    See :func:`kernels.triton_init.fill_tensors`.
+    """
+    from .triton_init import fill_tensors as run
+    return run(jobs)

@@ -32,8 +32,9 @@ float32 logarithms, sines and cosines are polynomials written in torch operation
 go through float64 (:func:`sqrt_f32`): PyTorch's eager kernels and inductor's generated
 C++ use different math libraries and differ in the last bit, whereas plain multiplies
 and adds and a float64 square root round the same in both. So the compiled CPU path
-(:func:`fill` on >= :data:`COMPILE_MIN_NUMEL` float32 elements: ``torch.compile`` fuses the
-whole chain into one loop) gives the same bits as the eager one.
+(``torch.compile`` fuses the whole chain into one loop) gives the same bits as the eager
+one, and so does the C loop of ``philox_cpu.c`` (``native.py``), which :func:`fill` uses
+for float32 on the CPU.
 """
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from . import native as _native
+
 __all__ = ['philox4x32', 'random_words', 'DistArgs', 'dist_args', 'fill', 'erfinv_f32',
-           'log_f32', 'sqrt_f32', 'sincos_f32', 'KIND_IDS', 'COMPILE_MIN_NUMEL', 'compile_fill']
+           'log_f32', 'sqrt_f32', 'sincos_f32', 'KIND_IDS', 'COMPILE_MIN_NUMEL',
+           'COMPILE_WORTH_NUMEL', 'compile_fill', 'prepare_fills']
 
 M32 = 0xFFFFFFFF
 ROUND_A, ROUND_B = 0xD2511F53, 0xCD9E8D57
@@ -59,10 +63,19 @@ KIND_IDS = {'constant': 0, 'uniform': 1, 'normal': 2, 'trunc_normal': 3}
 
 TWO_PI_F32 = 6.2831855  # float32(2 pi): both paths use the same rounded constant
 _CHUNK = 1 << 16        # counters per step: the int64 temporaries stay in the L2 cache
-# float32 CPU fills of at least this many elements run compiled (one compile per kind,
-# ~5-30 s once per process); smaller ones run eagerly, with the same values. The env
-# variable FENGINE_PHILOX_COMPILE=0 turns the compiled path off.
+# Float32 CPU fills run through the C loop (native.py: ~1-3.5 ns an element on 2 cores,
+# no compile to wait for) when it can be built. Otherwise: the compiled torch-ops path
+# (one compile per kind: ~20-30 s cold on 2 cores, 1-5 s with inductor's on-disk cache
+# warm; ~2.5-3.5 ns an element) or the eager one (~25 ns for normal and truncated normal,
+# ~6 for uniform). All give the same values. FENGINE_PHILOX_COMPILE chooses: 'auto'
+# (default) compiles a kind, when there is no C loop, once a single fill or a whole
+# model's fills of that kind (see prepare_fills) reach COMPILE_WORTH_NUMEL elements, where
+# eager drawing would cost about as much as a warm compile; after that every fill of
+# >= COMPILE_MIN_NUMEL elements of the kind runs compiled. '1' compiles every fill of
+# >= COMPILE_MIN_NUMEL elements, C loop or not; '0' never compiles.
 COMPILE_MIN_NUMEL = 1 << 20
+COMPILE_WORTH_NUMEL = 1 << 28
+COMPILE_MODES = ('auto', '1', '0')
 
 
 def philox4x32(key: int, counter: torch.Tensor, rounds: int = ROUNDS):
@@ -306,17 +319,21 @@ def _transform64(d: DistArgs, x) -> torch.Tensor:
 
 
 def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
-         compile: bool | None = None) -> torch.Tensor:
+         compile: bool | None = None, native: bool | None = None) -> torch.Tensor:
     """Write elements ``start .. start + out.numel() - 1`` of the stream ``key`` into ``out``.
 
     ``out`` is a contiguous float tensor; float16/bfloat16 are drawn in float32 and
     rounded once. Returns ``out``.
 
     Args:
-        compile: Run the transform compiled (``torch.compile``, one fused loop): ``None``
-            (default) for float32 on the CPU with at least :data:`COMPILE_MIN_NUMEL`
-            elements. The values are the same either way; a compile that fails falls
-            back to the eager path with a warning.
+        compile: Run the torch operations compiled (``torch.compile``, one fused loop).
+            ``None`` (default): for float32 on the CPU with at least
+            :data:`COMPILE_MIN_NUMEL` elements, when the compile pays
+            (``FENGINE_PHILOX_COMPILE``, see :func:`prepare_fills`). The values are the same either way; a compile that
+            fails falls back to the eager path with a warning.
+        native: When not compiled, run a float32 CPU fill through the C loop
+            (``native.py``) if it can be built: ``None`` (default) or ``True``; ``False``
+            runs the torch operations (the reference the C loop is tested against).
     """
     if not out.is_contiguous():
         raise ValueError('fill needs a contiguous output tensor')
@@ -328,11 +345,16 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
         return out
     if not 0 <= key < 1 << 64:
         raise ValueError(f'key must be a 64-bit unsigned int, but got {key}')
+    cpu32 = out.dtype == torch.float32 and out.device.type == 'cpu'
     if compile is None:
-        compile = (n >= COMPILE_MIN_NUMEL and out.dtype == torch.float32
-                   and out.device.type == 'cpu' and _compile_allowed())
+        compile = n >= COMPILE_MIN_NUMEL and cpu32 and _compile_wanted(d.kind, n)
     if compile and d.kind in (1, 2, 3) and _fill_compiled(flat, d, key, start):
         return out
+    if cpu32 and native is not False:
+        lib = _native.library()
+        if lib is not None:
+            _native.fill_f32(lib, flat, d.kind, key, start, d.args)
+            return out
     per = 2 if out.dtype == torch.float64 else 4
     transform = _transform64 if per == 2 else _transform32
     first, last = start // per, (start + n - 1) // per   # counters covering the range
@@ -347,11 +369,39 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
 
 
 # ------------------------------------------------------------------ the compiled path
-def _compile_allowed() -> bool:
-    if os.environ.get('FENGINE_PHILOX_COMPILE', '1') == '0':
-        return False
+def _compile_mode() -> str:
+    mode = os.environ.get('FENGINE_PHILOX_COMPILE', 'auto')
+    if mode not in COMPILE_MODES:
+        raise ValueError(f'FENGINE_PHILOX_COMPILE={mode!r} is not a valid choice; '
+                         f'valid: {", ".join(COMPILE_MODES)}')
+    return mode
+
+
+def _compile_wanted(kind: int, numel: int) -> bool:
+    """Whether a float32 CPU fill of ``numel`` (>= COMPILE_MIN_NUMEL) should run compiled."""
+    mode = _compile_mode()
     # Inside a graph being traced, the eager ops are traced into it instead.
-    return not torch.compiler.is_compiling()
+    if mode == '0' or kind in _FAILED or torch.compiler.is_compiling():
+        return False
+    if mode == '1':
+        return True
+    if _native.library() is not None:  # the C loop: as fast, and no compile to pay
+        return False
+    return kind in _COMPILED or numel >= COMPILE_WORTH_NUMEL
+
+
+def prepare_fills(numel_by_kind: dict[str, int]) -> None:
+    """Compile the CPU fill of each kind whose total (elements about to be drawn as
+    float32 on the CPU, e.g. a whole model's) makes the compile worth it.
+
+    With ``FENGINE_PHILOX_COMPILE=auto`` that is a total of :data:`COMPILE_WORTH_NUMEL`
+    where the C loop cannot be built (with it, nothing is compiled); the fills then run
+    compiled one by one (each of >= :data:`COMPILE_MIN_NUMEL`).
+    """
+    for kind, numel in numel_by_kind.items():
+        d_kind = KIND_IDS[kind]
+        if d_kind and numel >= COMPILE_WORTH_NUMEL and _compile_wanted(d_kind, numel):
+            compile_fill(kind)
 
 
 def _fill32_body(kind: int, out2d: torch.Tensor, first: torch.Tensor, k0: torch.Tensor,

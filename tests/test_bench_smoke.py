@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # bench/ is a top-level package of the checkout, not of the installed distribution;
 # plain `pytest` (unlike `python -m pytest`) does not put the checkout on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import init_bench, step_bench  # noqa: E402
+from bench import bandwidth_bench, init_bench, step_bench  # noqa: E402
 from bench.__main__ import format_table  # noqa: E402
+from fengine.func import fold_in  # noqa: E402
+from fengine.presets import get_preset  # noqa: E402
 
 FIELDS = {'benchmark', 'model', 'contender', 'device', 'status', 'seconds', 'times',
           'ratio', 'baseline', 'params', 'note'}
@@ -103,6 +106,55 @@ def test_first_call_script_is_valid_python_for_every_contender():
         code = init_bench._FIRST_CALL.format(preset='debug', device='cpu', contender=name,
                                              imports='import mmengine.model\n')
         compile(code, f'<first call: {name}>', 'exec')
+
+
+def test_first_call_rows_take_the_median_of_the_fresh_runs_with_ratios(monkeypatch):
+    # The fresh interpreters are replaced by canned outputs: this checks the bookkeeping.
+    outputs = iter(['0.5', '0.1', '0.4', '0.2', '0.6', '0.3'] * 4)
+
+    class Done:
+        returncode = 0
+        stderr = ''
+
+        def __init__(self):
+            self.stdout = next(outputs)
+
+    monkeypatch.setattr(init_bench.subprocess, 'run', lambda *a, **k: Done())
+    names = ['fengine', 'torch.nn.init loop']
+    rows = init_bench.bench_first_call('debug', 'cpu', repeats=3, contenders=names,
+                                       log=lambda line: None)
+    assert [r['contender'] for r in rows] == names
+    assert [r['seconds'] for r in rows] == [0.5, 0.2]
+    assert rows[1]['ratio'] == pytest.approx(0.4) and rows[0]['baseline'] == 'fengine'
+
+
+def test_the_bandwidth_rows_hold_bytes_bandwidth_and_the_fraction_of_the_copy():
+    rows = bandwidth_bench.bench_bandwidth(['debug'], 'cpu', repeats=1, log=lambda line: None)
+    assert [r['contender'] for r in rows] == list(bandwidth_bench.CONTENDERS)
+    written = rows[0]['params'] * 4  # float32
+    for row in rows:
+        if row['contender'] == 'mmengine' and not init_bench.mmengine_available():
+            assert row['status'] == init_bench.SKIPPED
+            continue
+        assert row['status'] == 'ok' and row['bytes'] == written, row
+        assert row['bandwidth'] == pytest.approx(written / row['seconds'])
+        assert 'GB/s' in row['note'] and '% of copy' in row['note']
+    assert rows[2]['ratio'] == 1.0 and rows[0]['of_copy'] == 1.0
+    assert 'fengine fill' in format_table(rows)
+
+
+def test_the_whole_model_fill_draws_what_init_weights_draws():
+    with torch.device('meta'):
+        meta = init_bench.FengineModel(get_preset('debug'))
+    jobs = bandwidth_bench.model_fills(meta, torch.device('cpu'), seed=0)
+    bandwidth_bench.sample_into(jobs)
+    model = init_bench.FengineModel(get_preset('debug'))
+    model.init_weights(seed=0)
+    params = dict(model.named_parameters())
+    by_key = {fold_in(0, path): path for path in params}
+    assert len(jobs) == len(params)
+    for _, key, tensor in jobs:
+        assert torch.equal(tensor, params[by_key[key]].detach()), by_key[key]
 
 
 # -- the training-step benchmark ---------------------------------------------------------

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-import fengine.func.init as finit
-from fengine.func import Call, Fill, apply_plan, init_params, init_plan, param_tree
+import fengine.func.apply as fapply
+from fengine.func import Call, Fill, apply_plan, fold_in, init_params, init_plan, param_tree
 from fengine.model import BaseModule
 
 
@@ -112,19 +112,20 @@ def test_apply_plan_maps_an_input_tree_to_a_new_tree():
 
 
 def test_each_parameter_is_generated_once_by_its_last_writer(monkeypatch):
-    calls = []
-    original = finit.TensorInit.__call__
+    keys = []
+    original = fapply.sample_into
 
-    def counting(self, shape, **kwargs):
-        calls.append(kwargs['path'])
-        return original(self, shape, **kwargs)
+    def counting(jobs, **kwargs):
+        keys.extend(key for _, key, _ in jobs)
+        return original(jobs, **kwargs)
 
-    monkeypatch.setattr(finit.TensorInit, '__call__', counting)
+    monkeypatch.setattr(fapply, 'sample_into', counting)
     net = Net(init_cfg=[dict(type='Normal', layer=['Linear', 'Conv2d']),
                         dict(type='Uniform', layer='Linear'),
                         dict(type='Constant', val=1, layer='LayerNorm')])
     net.init_weights(seed=0)
-    assert sorted(calls) == sorted(name for name, _ in net.named_parameters())
+    by_key = {fold_in(0, name): name for name, _ in net.named_parameters()}
+    assert sorted(by_key[k] for k in keys) == sorted(by_key.values())
 
 
 def test_values_on_the_meta_path_match_the_ordinary_path():

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fengine.func import Distribution, fold_in, kaiming, normal, sample, trunc_normal
-from fengine.func.sample import use_generator
+from fengine.func.sample import current_generator, use_generator
 from fengine.kernels import dist_args, fill, philox4x32, triton_available
 
 N = 1_000_000
@@ -191,25 +191,127 @@ def test_the_compiled_fill_gives_the_bits_of_the_eager_fill(kind, args):
     # One inductor compile per kind (~5-30 s on 2 cores); the point of the test.
     d, key = dist_args(kind, args), fold_in(5, 'big.weight')
     for n, start in [(40_000, 0), (10_001, 3), (5, 2)]:
-        want = fill(torch.empty(n), d, key, start, compile=False)
+        want = fill(torch.empty(n), d, key, start, compile=False, native=False)
         assert torch.equal(fill(torch.empty(n), d, key, start, compile=True), want), (n, start)
 
 
-def test_float32_fills_from_the_threshold_up_run_compiled(monkeypatch):
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """The compiled fills requested (none run), from a clean slate of compiled kinds."""
     from fengine.kernels import philox
     calls = []
     monkeypatch.setattr(philox, '_fill_compiled', lambda *a: calls.append(a) or False)
+    monkeypatch.setattr(philox, '_COMPILED', {})
+    monkeypatch.setattr(philox, '_FAILED', set())
     monkeypatch.setattr(philox, 'COMPILE_MIN_NUMEL', 1000)
-    monkeypatch.delenv('FENGINE_PHILOX_COMPILE', raising=False)
+    monkeypatch.setattr(philox, 'COMPILE_WORTH_NUMEL', 5000)
+    return calls
+
+
+def test_with_compile_1_float32_fills_from_the_threshold_up_run_compiled(monkeypatch,
+                                                                        compile_calls):
+    monkeypatch.setenv('FENGINE_PHILOX_COMPILE', '1')
     draw('normal', (0.0, 1.0), n=999)
     draw('normal', (0.0, 1.0), n=999, dtype=torch.float64)
     draw('normal', (0.0, 1.0), n=1000, dtype=torch.float64)
-    assert calls == []
+    assert compile_calls == []
     draw('normal', (0.0, 1.0), n=1000)
-    assert len(calls) == 1
+    assert len(compile_calls) == 1
     monkeypatch.setenv('FENGINE_PHILOX_COMPILE', '0')
-    draw('normal', (0.0, 1.0), n=1000)
-    assert len(calls) == 1
+    draw('normal', (0.0, 1.0), n=100_000)
+    assert len(compile_calls) == 1
+
+
+def test_auto_compiles_a_kind_once_a_fill_or_a_models_total_makes_it_pay(monkeypatch,
+                                                                         compile_calls):
+    from fengine.kernels import native, philox
+    monkeypatch.delenv('FENGINE_PHILOX_COMPILE', raising=False)
+    assert native.library() is not None
+    draw('normal', (0.0, 1.0), n=10_000)        # with the C loop, nothing is compiled
+    philox.prepare_fills({'normal': 10**9})
+    assert compile_calls == []
+    monkeypatch.setattr(native, 'library', lambda: None)  # as without a C compiler
+    compiled = []
+    monkeypatch.setattr(philox, 'compile_fill', compiled.append)
+    draw('normal', (0.0, 1.0), n=4999)          # above the minimum, below the worth
+    assert compile_calls == []
+    draw('normal', (0.0, 1.0), n=5000)          # one fill worth a compile on its own
+    assert len(compile_calls) == 1
+    # A model of many mid-sized tensors: counted together, compiled once up front.
+    philox.prepare_fills({'trunc_normal': 3000, 'uniform': 6000, 'constant': 10**9})
+    assert compiled == ['uniform']
+    monkeypatch.setenv('FENGINE_PHILOX_COMPILE', '0')
+    philox.prepare_fills({'uniform': 10**9})
+    assert compiled == ['uniform']
+
+
+def test_a_model_s_fills_are_counted_together_for_the_compile(monkeypatch, compile_calls):
+    from fengine.kernels import philox
+    from fengine.func.sample import sample_into
+    monkeypatch.delenv('FENGINE_PHILOX_COMPILE', raising=False)
+    totals = []
+    monkeypatch.setattr(philox, 'prepare_fills', totals.append)
+    outs = [torch.empty(2000) for _ in range(3)]
+    sample_into([(Distribution('normal', (0.0, 1.0)), i, out) for i, out in enumerate(outs)]
+                + [(Distribution('constant', (1.0,)), 9, torch.empty(10))])
+    assert totals == [{'normal': 6000}]
+    for i, out in enumerate(outs):
+        assert torch.equal(out, draw('normal', (0.0, 1.0), n=2000, key=i))
+
+
+KINDS_AND_ARGS = [('uniform', (-1.0, 2.0)), ('uniform', (0.0, 1.0)), ('normal', (0.1, 2.0)),
+                  ('normal', (0.0, 0.02)), ('trunc_normal', (0.0, 1.0, -2.0, 2.0)),
+                  ('trunc_normal', (0.5, 1.0, 0.0, 5.0)), ('trunc_normal', (0.0, 0.02, -0.04, 0.1))]
+
+
+@pytest.mark.parametrize('kind, args', KINDS_AND_ARGS)
+def test_the_c_loop_gives_the_bits_of_the_torch_operations(kind, args):
+    from fengine.kernels import native
+    assert native.library() is not None, 'this machine has a C compiler: the C loop must build'
+    d, key = dist_args(kind, args), fold_in(7, 'c.weight')
+    # Slices at every alignment, batch edges (64 counters), and one split over threads.
+    for n, start in [(1, 0), (3, 5), (255, 1), (256, 0), (257, 3), (1000, 2), (300_001, 7)]:
+        want = fill(torch.empty(n), d, key, start, compile=False, native=False)
+        got = fill(torch.empty(n), d, key, start, compile=False)
+        assert torch.equal(got, want), (n, start)
+
+
+def test_without_a_c_compiler_the_torch_operations_run_with_a_warning(monkeypatch, tmp_path):
+    from fengine.kernels import native
+    monkeypatch.setattr(native, '_TRIED', False)
+    monkeypatch.setattr(native, '_LIBRARY', None)
+    monkeypatch.setattr(native, '_compiler', lambda: None)
+    with pytest.warns(RuntimeWarning, match='no C compiler'):
+        assert native.library() is None
+    d = dist_args('normal', (0.0, 1.0))
+    assert torch.equal(fill(torch.empty(999), d, 3),
+                       fill(torch.empty(999), d, 3, compile=False, native=False))
+    monkeypatch.setattr(native, '_TRIED', False)
+    monkeypatch.setenv('FENGINE_PHILOX_NATIVE', '0')
+    monkeypatch.setattr(native, '_compiler', lambda: 'cc')
+    assert native.library() is None and native._TRIED is False  # off: not even tried
+
+
+def test_a_failed_c_build_is_a_warning_and_a_new_cache_is_built_atomically(monkeypatch,
+                                                                          tmp_path):
+    from fengine.kernels import native
+    monkeypatch.setenv('FENGINE_KERNEL_CACHE', str(tmp_path))
+    monkeypatch.setattr(native, '_TRIED', False)
+    monkeypatch.setattr(native, '_LIBRARY', None)
+    monkeypatch.setattr(native, 'FLAGS', native.FLAGS + ('-fno-such-flag',))
+    with pytest.warns(RuntimeWarning, match='building the C Philox fill failed'):
+        assert native.library() is None
+    assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+    monkeypatch.setattr(native, 'FLAGS', native.FLAGS[:-1])
+    monkeypatch.setattr(native, '_TRIED', False)
+    assert native.library() is not None
+    assert [p.suffix for p in tmp_path.iterdir()] == ['.so']
+
+
+def test_a_bad_compile_mode_is_named_with_the_choices(monkeypatch):
+    monkeypatch.setenv('FENGINE_PHILOX_COMPILE', 'yes')
+    with pytest.raises(ValueError, match="FENGINE_PHILOX_COMPILE='yes'.*valid: auto, 1, 0"):
+        fill(torch.empty(1 << 21), dist_args('normal', (0.0, 1.0)), 0)
 
 
 def test_a_failed_compile_falls_back_to_the_eager_values_with_a_warning(monkeypatch):
@@ -225,7 +327,7 @@ def test_a_failed_compile_falls_back_to_the_eager_values_with_a_warning(monkeypa
     d = dist_args('uniform', (0.0, 1.0))
     with pytest.warns(RuntimeWarning, match='no C[+][+] compiler'):
         got = fill(torch.empty(100), d, 7, compile=True)
-    assert torch.equal(got, fill(torch.empty(100), d, 7, compile=False))
+    assert torch.equal(got, fill(torch.empty(100), d, 7, compile=False, native=False))
 
 
 # ------------------------------------------------------------------- integration
@@ -236,12 +338,31 @@ def test_sample_with_philox_draws_what_kernels_fill_draws():
     assert torch.equal(got, want)
 
 
-def test_use_generator_selects_philox_for_every_initializer_in_the_block():
-    with use_generator('philox'):
-        w = kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight')
+def test_initializers_draw_from_philox_by_default_and_torch_on_request(monkeypatch):
+    monkeypatch.delenv('FENGINE_INIT_GENERATOR', raising=False)
     std = math.sqrt(2.0 / 32)
-    assert torch.equal(w, draw('normal', (0.0, std), n=64 * 32,
-                               key=fold_in(0, 'fc.weight')).view(64, 32))
+    philox_values = draw('normal', (0.0, std), n=64 * 32,
+                         key=fold_in(0, 'fc.weight')).view(64, 32)
+    assert current_generator() == 'philox'
+    assert torch.equal(kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight'),
+                       philox_values)
+    torch_values = torch.empty(64, 32).normal_(0.0, std, generator=torch.Generator()
+                                               .manual_seed(fold_in(0, 'fc.weight')))
+    with use_generator('torch'):
+        assert torch.equal(kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight'),
+                           torch_values)
+    monkeypatch.setenv('FENGINE_INIT_GENERATOR', 'torch')
+    assert torch.equal(kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight'),
+                       torch_values)
+    with use_generator('philox'):  # the block wins over the environment
+        assert torch.equal(kaiming(mode='fan_in')((64, 32), seed=0, path='fc.weight'),
+                           philox_values)
+
+
+def test_a_bad_generator_in_the_environment_is_named_with_the_choices(monkeypatch):
+    monkeypatch.setenv('FENGINE_INIT_GENERATOR', 'mt19937')
+    with pytest.raises(ValueError, match="FENGINE_INIT_GENERATOR='mt19937'.*philox, torch"):
+        normal()((4,), seed=0, path='w')
 
 
 def test_philox_initializers_are_prefix_stable_across_shapes():
@@ -306,6 +427,44 @@ _INTERPRETED = textwrap.dedent('''
             rows.append(dict(kind=d.kind, grouping=torch.equal(alone, got), ulps=ulps,
                              gaps=bool(together[o + n:o + n + 5].isnan().all())))
         result[str(dtype)] = rows
+        # The same segments as separate tensors (a model's parameters), in one launch.
+        tensors = [torch.full((n,), float('nan'), dtype=dtype) for n in sizes]
+        triton_init.fill_tensors([(t, d, key) for t, (_, _, d, key) in zip(tensors, segs)])
+        result['tensors ' + str(dtype)] = all(
+            torch.equal(t, together[o:o + n]) for t, (o, n, _, _) in zip(tensors, segs))
+
+    # A whole model built on meta, materialized through the one-launch path (on the CPU
+    # here, as on CUDA) against the torch-ops Philox path, one tensor at a time.
+    import importlib
+    from fengine.func import init_params
+    fsample = importlib.import_module('fengine.func.sample')  # the module, not the function
+    from fengine.presets import get_preset
+    from fengine.model import BaseModule
+
+    class Model(BaseModule):
+        def __init__(self):
+            preset = get_preset('debug')
+            super().__init__(preset.init_cfg + [dict(type='TruncNormal', std=0.02,
+                                                     layer='Embedding')])
+            self.net = preset.build()
+
+    with torch.device('meta'):
+        model = Model()
+    one_by_one = init_params(model, seed=3, device='cpu')
+    launches = []
+    fsample._fused_launch = lambda out: out.dtype in (torch.float32, torch.bfloat16)
+    fsample._fill_tensors = lambda group: launches.append(len(group)) or triton_init.fill_tensors(group)
+    fused = init_params(model, seed=3, device='cpu')
+    bf16 = init_params(model, seed=3, device='cpu', dtype=torch.bfloat16)
+    result['model'] = dict(
+        launches=launches, params=len(one_by_one),
+        max_rel=max(((fused[p] - one_by_one[p]).abs() / one_by_one[p].abs().clamp_min(1e-3))
+                    .max().item() for p in one_by_one),
+        bf16_differ=sum(int((bf16[p] != one_by_one[p].bfloat16()).sum()) for p in one_by_one),
+        bf16_max_rel=max(((bf16[p].float() - one_by_one[p]).abs()
+                          / one_by_one[p].abs().clamp_min(1e-3)).max().item()
+                         for p in one_by_one),
+        numel=sum(t.numel() for t in one_by_one.values()))
     print(json.dumps(result))
 ''')
 
@@ -333,3 +492,22 @@ def test_one_launch_fills_every_segment_as_the_torch_path_does(interpreted, dtyp
         assert row['ulps'] <= {0: 0, 1: 1}.get(row['kind'], 4), row
         assert row['grouping'], row   # the same values alone as in a shared launch
         assert row['gaps'], row       # nothing written between segments
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', ['torch.float32', 'torch.bfloat16'])
+def test_separate_tensors_filled_in_one_launch_get_their_segment_values(interpreted, dtype):
+    assert interpreted['tensors ' + dtype] is True
+
+
+@needs_triton
+def test_a_meta_model_is_materialized_in_one_launch_per_dtype_with_the_torch_path_values(
+        interpreted):
+    model = interpreted['model']
+    assert model['launches'] == [model['params'], model['params']]  # float32, then bf16
+    # Within a few float32 ulps of the torch-ops path (relative, values >= 1e-3 in size).
+    assert model['max_rel'] <= 4 * torch.finfo(torch.float32).eps, model
+    # bf16 drawn in float32 and rounded once: the rounded float32 values, except where a
+    # few-ulp difference straddles a bf16 rounding boundary (then one bf16 ulp apart).
+    assert model['bf16_differ'] <= model['numel'] * 1e-3, model
+    assert model['bf16_max_rel'] <= torch.finfo(torch.bfloat16).eps, model

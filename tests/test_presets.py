@@ -93,7 +93,8 @@ def test_unknown_name_names_it_the_valid_names_and_a_close_match():
     assert "Did you mean 'gpt-350m'" in message
 
 
-@pytest.mark.parametrize('name, expected', [('gpt-125m', 124e6), ('gpt-350m', 355e6)])
+@pytest.mark.parametrize('name, expected', [('gpt-125m', 124e6), ('gpt-350m', 355e6),
+                                            ('gpt-1.3b', 1.31e9)])
 def test_gpt_parameter_count_matches_gpt2(name, expected):
     with torch.device('meta'):  # no memory, no initialization: cheap at any size
         model = get_preset(name).build()

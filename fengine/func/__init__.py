@@ -7,14 +7,15 @@ from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_norma
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
 from .rng import fold_in
-from .sample import Distribution, sample
+from .sample import (GENERATORS, Distribution, current_generator, sample, sample_into,
+                     use_generator)
 from .step import TrainState, TrainStep, make_train_step
 from .tree import ParamSpec, ParamTree, fan_in_and_fan_out, param_tree
 
 __all__ = [
     'ParamTree', 'ParamSpec', 'param_tree', 'fan_in_and_fan_out', 'fold_in', 'Distribution',
-    'sample', 'TensorInit', 'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal',
-    'xavier', 'kaiming', 'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan',
+    'sample', 'sample_into', 'GENERATORS', 'use_generator', 'current_generator', 'TensorInit',
+    'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming', 'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan',
     'config_plan', 'InitResult', 'apply_plan', 'apply_plan_', 'init_params', 'TrainState',
     'TrainStep', 'make_train_step'
 ]

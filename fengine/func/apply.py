@@ -22,6 +22,7 @@ from ..logging import print_log
 from .init import TensorInit
 from .plan import Call, Fill, InitPlan, Load, init_plan
 from .rng import fold_in
+from .sample import sample_into
 from .track import WriteTracker, paused, storage_ref
 from .tree import ParamSpec, join_path, param_tree
 
@@ -107,6 +108,18 @@ def _materialize(path: str, value: _Value, spec: ParamSpec, session: _Session) -
     if value.kind == 'input':
         return tensor.detach().to(device=device, dtype=dtype, copy=True)
     return tensor.detach().to(device=device, dtype=dtype)
+
+
+def _draw_fills(fills: Mapping[str, torch.Tensor], values: Mapping[str, _Value],
+                session: _Session) -> None:
+    """Draw every recipe of ``values`` into its tensor in ``fills`` (path -> tensor), all
+    at once: one Triton launch per dtype on CUDA, a compile decided for the whole model
+    on the CPU (:func:`~fengine.func.sample.sample_into`)."""
+    jobs = []
+    for path, out in fills.items():
+        recipe: TensorInit = values[path].data  # type: ignore[assignment]
+        jobs.append((recipe.distribution(out.shape, path), fold_in(session.seed, path), out))
+    sample_into(jobs)
 
 
 def _load(op: Load, plan: InitPlan) -> tuple[dict[str, torch.Tensor], dict[str, tuple]]:
@@ -279,8 +292,15 @@ def apply_plan(plan: InitPlan, params: Mapping[str, torch.Tensor] | None = None,
                        f'{type(plan.root).__name__}.named_parameters()')
     with _activate(session):
         values, buffers = _resolve(plan, inputs, session)
-        out = {path: _materialize(path, value, plan.specs[path], session)
-               for path, value in values.items()}
+        out = {}
+        for path, value in values.items():
+            spec = plan.specs[path]
+            if value.kind == 'fill':
+                device, dtype = _target(spec, session, path)
+                out[path] = torch.empty(spec.shape, dtype=dtype, device=device)
+            else:
+                out[path] = _materialize(path, value, spec, session)
+        _draw_fills({p: t for p, t in out.items() if values[p].kind == 'fill'}, values, session)
     return InitResult(out, {p: v.info for p, v in values.items()},
                       {p: t for p, (_, _, t) in buffers.items()})
 
@@ -329,14 +349,24 @@ def apply_plan_(plan: InitPlan, *, seed: int | None = None,
         infos = {p: v.info for p, v in values.items()}
         slots = _param_slots(plan.root)
         with paused(), torch.no_grad():
+            new_values: dict[str, torch.Tensor] = {}
+            fills: dict[str, torch.Tensor] = {}
             for path, value in values.items():
                 if value.kind == 'input':
                     continue
                 param = plan.params[path]
-                if value.kind == 'fill' and not param.is_meta and session.dtype is None:
-                    value.data(param.shape, seed=session.seed, path=path, out=param)
-                    continue  # drawn straight into the parameter: no second copy
-                tensor = _materialize(path, value, plan.specs[path], session)
+                if value.kind == 'fill':
+                    if not param.is_meta and session.dtype is None:
+                        fills[path] = param  # drawn straight into it: no second copy
+                        continue
+                    device, dtype = _target(plan.specs[path], session, path)
+                    fills[path] = torch.empty(param.shape, dtype=dtype, device=device)
+                    new_values[path] = fills[path]
+                else:
+                    new_values[path] = _materialize(path, value, plan.specs[path], session)
+            _draw_fills(fills, values, session)
+            for path, tensor in new_values.items():
+                param = plan.params[path]
                 if param.is_meta:
                     new = nn.Parameter(tensor, requires_grad=param.requires_grad)
                     for module, name in slots[id(param)]:

@@ -1,34 +1,50 @@
 """Draw a tensor from a distribution with its own key: the numeric core of every initializer.
 
-A :class:`Distribution` is data (kind + arguments), so a whole model's fills can be
-listed as a table and, later, handed to one fused kernel.
+A :class:`Distribution` is data (kind + arguments), so a whole model's fills are a table:
+:func:`sample_into` hands the CUDA ones to one Triton launch per dtype.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import math
-from typing import Iterator, NamedTuple
+import os
+import warnings
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
 from .rng import generator as torch_generator
 
-__all__ = ['Distribution', 'sample', 'KINDS', 'GENERATORS', 'use_generator']
+__all__ = ['Distribution', 'sample', 'sample_into', 'KINDS', 'GENERATORS', 'use_generator',
+           'current_generator']
 
 KINDS = ('constant', 'normal', 'uniform', 'trunc_normal')
 
 # ----------------------------------------------------------------- generator choice
-# 'philox': counter-based Philox4x32-10 (fengine.kernels), element i a function of (key, i),
-#   the same integers as the fused Triton kernel, prefix- and shard-stable.
-# 'torch': a torch.Generator seeded with the key (values differ between CPU and CUDA).
-# The default stays 'torch' for now: Philox is faster only compiled, and its compile
-# (10-30 s once per process) costs more than a whole model's initialization saves on CPU
-# (GPT-125M from meta: torch 2.2 s, compiled Philox 10.7 s in a fresh process, eager
-# Philox 4.7-6 s). See docs/benchmarks.md, "Kernels".
+# 'philox' (default): counter-based Philox4x32-10 (fengine.kernels): element i is a
+#   function of (key, i) alone, the same integers on every device (the Triton kernel on
+#   GPUs), prefix- and shard-stable; on CUDA a whole model is filled in one launch per dtype.
+# 'torch': a torch.Generator seeded with the key, one tensor at a time (values differ
+#   between CPU and CUDA); faster on the CPU for mid-sized models, which Philox draws
+#   eagerly (GPT-125M from meta: 0.5 s against 2.4 s; docs/benchmarks.md, "Initialization").
 GENERATORS = ('philox', 'torch')
-_GENERATOR: contextvars.ContextVar[str] = contextvars.ContextVar('fengine_generator',
-                                                                 default='torch')
+GENERATOR_ENV = 'FENGINE_INIT_GENERATOR'
+_GENERATOR: contextvars.ContextVar[str | None] = contextvars.ContextVar('fengine_generator',
+                                                                        default=None)
+
+
+def current_generator() -> str:
+    """The generator draws use now: :func:`use_generator`'s, else ``$FENGINE_INIT_GENERATOR``,
+    else ``'philox'``."""
+    name = _GENERATOR.get()
+    if name is not None:
+        return name
+    name = os.environ.get(GENERATOR_ENV, 'philox')
+    if name not in GENERATORS:
+        raise ValueError(f'{GENERATOR_ENV}={name!r} is not a generator; known: '
+                         f'{", ".join(GENERATORS)}')
+    return name
 
 
 @contextlib.contextmanager
@@ -37,7 +53,7 @@ def use_generator(name: str) -> Iterator[None]:
 
     Example:
         >>> from fengine.func import normal
-        >>> with use_generator('philox'):
+        >>> with use_generator('torch'):
         ...     w = normal()((4,), seed=0, path='w')
     """
     token = _GENERATOR.set(_check_generator(name))
@@ -96,10 +112,10 @@ def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
     Args:
         out: Write the values into this tensor (its shape, dtype and device win) and
             return it; the values are the same as without ``out``.
-        generator: ``'philox'`` or ``'torch'`` (see :data:`GENERATORS`); default: the
-            one set by :func:`use_generator`.
+        generator: ``'philox'`` or ``'torch'`` (see :data:`GENERATORS`); default:
+            :func:`current_generator`.
     """
-    gen = _GENERATOR.get() if generator is None else _check_generator(generator)
+    gen = current_generator() if generator is None else _check_generator(generator)
     if out is not None:
         drawn = _sample(dist, out.shape, key=key, dtype=out.dtype, device=out.device,
                         into=out if out.is_contiguous() else None, generator=gen)
@@ -160,3 +176,63 @@ def _sample_philox(dist: Distribution, out: torch.Tensor, *, key: int,
         raise ValueError(f'unknown distribution kind {dist.kind!r}; known: {", ".join(KINDS)}')
     philox.fill(out, philox.dist_args(dist.kind, dist.args, dtype), key)
     return out.to(dtype)
+
+
+# ------------------------------------------------------------------ many at once
+def sample_into(jobs: Sequence[tuple[Distribution, int, torch.Tensor]], *,
+                generator: str | None = None) -> None:
+    """Fill every ``out`` of ``jobs`` (``(dist, key, out)`` rows) as
+    ``sample(dist, out.shape, key=key, out=out)`` would, in as few launches as it can.
+
+    With Philox, CUDA tensors of float32/float16/bfloat16 are filled by one Triton launch
+    per (device, dtype), and the CPU fills are counted first, so a model large enough
+    to make the compiled CPU path pay compiles it once up front
+    (:func:`fengine.kernels.philox.prepare_fills`). Other rows are drawn one by one.
+    """
+    gen = current_generator() if generator is None else _check_generator(generator)
+    rest = list(jobs)
+    if gen == 'philox':
+        from ..kernels import philox
+        fused: dict[tuple[torch.device, torch.dtype], list] = {}
+        cpu_numel: dict[str, int] = {}
+        left = []
+        for job in rest:
+            dist, key, out = job
+            if out.numel() and dist.kind in KINDS and _fused_launch(out):
+                fused.setdefault((out.device, out.dtype), []).append(job)
+                continue
+            if (out.device.type == 'cpu' and dist.kind != 'constant'
+                    and out.dtype != torch.float64):  # float64 is never compiled
+                cpu_numel[dist.kind] = cpu_numel.get(dist.kind, 0) + out.numel()
+            left.append((dist, key, out))
+        for (device, dtype), group in fused.items():
+            try:
+                _fill_tensors([(out, philox.dist_args(dist.kind, dist.args, dtype), key)
+                               for dist, key, out in group])
+            except Exception as exc:  # noqa: BLE001  a broken Triton: the torch-ops path
+                warnings.warn(f'the one-launch Triton fill of {len(group)} {dtype} tensors on '
+                              f'{device} failed ({type(exc).__name__}: {exc}); drawing them '
+                              'one by one with the torch-ops Philox path instead (values '
+                              'within a few ulps)', RuntimeWarning, stacklevel=2)
+                left += group
+        philox.prepare_fills(cpu_numel)
+        rest = left
+    for dist, key, out in rest:
+        sample(dist, out.shape, key=key, out=out, generator=gen)
+
+
+def _fused_launch(out: torch.Tensor) -> bool:
+    """Whether ``out`` goes to the one-launch Triton fill (CUDA, Triton installed)."""
+    return (out.device.type == 'cuda' and out.is_contiguous()
+            and out.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and _triton_installed())
+
+
+def _triton_installed() -> bool:
+    from ..kernels import triton_available
+    return triton_available()
+
+
+def _fill_tensors(group: list) -> None:
+    from ..kernels import fill_tensors
+    fill_tensors(group)
