@@ -137,7 +137,22 @@ def fill_f32(lib: ctypes.CDLL, flat: torch.Tensor, kind: int, key: int, start: i
     # Slices of whole counters (4 elements), so no counter is computed twice.
     step = ((n + threads - 1) // threads + 3) // 4 * 4
     bounds = list(range(0, n, step)) + [n]
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda lo_hi: lib.fengine_philox_fill_f32(
-            base + 4 * lo_hi[0], start + lo_hi[0], lo_hi[1] - lo_hi[0], kind, key, a),
-            zip(bounds[:-1], bounds[1:])))
+    list(_pool(threads).map(lambda lo_hi: lib.fengine_philox_fill_f32(
+        base + 4 * lo_hi[0], start + lo_hi[0], lo_hi[1] - lo_hi[0], kind, key, a),
+        zip(bounds[:-1], bounds[1:])))
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool for every fill of the process (a model has hundreds of parameters; starting
+    threads for each would cost more than small fills take), grown when torch's thread
+    count grows."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None or _POOL[0] < threads:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix='fengine-philox'))
+        return _POOL[1]
