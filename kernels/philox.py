@@ -329,8 +329,9 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
         compile: Run the torch operations compiled (``torch.compile``, one fused loop).
             ``None`` (default): for float32 on the CPU with at least
             :data:`COMPILE_MIN_NUMEL` elements, when the compile pays
-            (``FENGINE_PHILOX_COMPILE``, see :func:`prepare_fills`). The values are the same either way; a compile that
-            fails falls back to the eager path with a warning.
+            (``FENGINE_PHILOX_COMPILE``, see :func:`prepare_fills`). The values are the
+            same either way; a compile that fails falls back to the eager path with a
+            warning.
         native: When not compiled, run a float32 CPU fill through the C loop
             (``native.py``) if it can be built: ``None`` (default) or ``True``; ``False``
             runs the torch operations (the reference the C loop is tested against).
@@ -350,10 +351,14 @@ def fill(out: torch.Tensor, d: DistArgs, key: int, start: int = 0, *,
         compile = n >= COMPILE_MIN_NUMEL and cpu32 and _compile_wanted(d.kind, n)
     if compile and d.kind in (1, 2, 3) and _fill_compiled(flat, d, key, start):
         return out
-    if cpu32 and native is not False:
+    # Inside a graph being traced, the torch operations are traced into it instead.
+    if cpu32 and native is not False and not torch.compiler.is_compiling():
         lib = _native.library()
         if lib is not None:
             _native.fill_f32(lib, flat, d.kind, key, start, d.args)
+            # Written through a raw pointer: tell autograd the tensor changed, as an
+            # in-place op would.
+            torch.autograd.graph.increment_version(out)
             return out
     per = 2 if out.dtype == torch.float64 else 4
     transform = _transform64 if per == 2 else _transform32

@@ -68,8 +68,8 @@ static inline void sincos_f32(float t, float *sin_out, float *cos_out) {
     float r = t - q * F(1.5703125) - q * F(4.837512969970703125e-4) - q * F(7.549789948768648e-8);
     float z = r * r;
     float s = ((F(-1.9515295891e-4) * z + F(8.3321608736e-3)) * z - F(1.6666654611e-1)) * z * r + r;
-    float c = ((F(2.443315711809948e-5) * z - F(1.388731625493765e-3)) * z + F(4.166664568298827e-2))
-              * z * z - F(0.5) * z + F(1.0);
+    float c = ((F(2.443315711809948e-5) * z - F(1.388731625493765e-3)) * z
+               + F(4.166664568298827e-2)) * z * z - F(0.5) * z + F(1.0);
     int32_t j = (int32_t)q;
     float sn = (j & 1) ? c : s, cs = (j & 1) ? s : c;
     *sin_out = (j & 2) ? -sn : sn;
@@ -140,7 +140,7 @@ static void batch(int kind, uint32_t k0, uint32_t k1, uint64_t first, const floa
                 out[4 * i + j] = (r * cs) * a[1] + a[0];
                 out[4 * i + j + 1] = (r * sn) * a[1] + a[0];
             }
-    } else { /* truncated normal by the inverse CDF: (mean, std sqrt 2, e_a, span, c_a, c_b, lo, hi) */
+    } else { /* truncated normal, inverse CDF: (mean, std sqrt 2, e_a, span, c_a, c_b, lo, hi) */
         for (int j = 0; j < 4; j++)
             for (int i = 0; i < BATCH; i++) {
                 float u = ((float)(x[j][i] >> 8) + F(0.5)) * F(5.9604644775390625e-08);

@@ -172,8 +172,11 @@ def _launch(base: torch.Tensor, segments: list[tuple[int, int, DistArgs, int]]) 
     if not segments:
         return
     programs, (seg_start, seg_int, seg_arg) = _tables(segments, base.device)
+    # Steps of the binary search, rounded up to a multiple of 8 so that models of up to 255
+    # segments share one compiled kernel, up to 65535 a second (extra steps change nothing).
+    steps = -(-len(segments).bit_length() // 8) * 8
     _fill_kernel[(programs,)](base, seg_start, len(segments), seg_int, seg_arg, BLOCK=BLOCK,
-                              SEARCH_STEPS=max(1, len(segments).bit_length()))
+                              SEARCH_STEPS=steps)
 
 
 def fill_segments(out: torch.Tensor, segments: Sequence[tuple[int, int, DistArgs, int]]

@@ -272,8 +272,11 @@ def test_the_c_loop_gives_the_bits_of_the_torch_operations(kind, args):
     # Slices at every alignment, batch edges (64 counters), and one split over threads.
     for n, start in [(1, 0), (3, 5), (255, 1), (256, 0), (257, 3), (1000, 2), (300_001, 7)]:
         want = fill(torch.empty(n), d, key, start, compile=False, native=False)
-        got = fill(torch.empty(n), d, key, start, compile=False)
+        got = torch.empty(n)
+        version = got._version
+        fill(got, d, key, start, compile=False)
         assert torch.equal(got, want), (n, start)
+        assert got._version > version  # autograd sees the write, as of an in-place op
 
 
 def test_without_a_c_compiler_the_torch_operations_run_with_a_warning(monkeypatch, tmp_path):
@@ -453,7 +456,8 @@ _INTERPRETED = textwrap.dedent('''
     one_by_one = init_params(model, seed=3, device='cpu')
     launches = []
     fsample._fused_launch = lambda out: out.dtype in (torch.float32, torch.bfloat16)
-    fsample._fill_tensors = lambda group: launches.append(len(group)) or triton_init.fill_tensors(group)
+    fsample._fill_tensors = (lambda group: launches.append(len(group))
+                             or triton_init.fill_tensors(group))
     fused = init_params(model, seed=3, device='cpu')
     bf16 = init_params(model, seed=3, device='cpu', dtype=torch.bfloat16)
     result['model'] = dict(

@@ -15,7 +15,7 @@ from .tree import ParamSpec, ParamTree, fan_in_and_fan_out, param_tree
 __all__ = [
     'ParamTree', 'ParamSpec', 'param_tree', 'fan_in_and_fan_out', 'fold_in', 'Distribution',
     'sample', 'sample_into', 'GENERATORS', 'use_generator', 'current_generator', 'TensorInit',
-    'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming', 'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan',
-    'config_plan', 'InitResult', 'apply_plan', 'apply_plan_', 'init_params', 'TrainState',
-    'TrainStep', 'make_train_step'
+    'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
+    'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
+    'apply_plan', 'apply_plan_', 'init_params', 'TrainState', 'TrainStep', 'make_train_step'
 ]
