@@ -461,7 +461,7 @@ _INTERPRETED = textwrap.dedent('''
     fused = init_params(model, seed=3, device='cpu')
     bf16 = init_params(model, seed=3, device='cpu', dtype=torch.bfloat16)
     result['model'] = dict(
-        launches=launches, params=len(one_by_one),
+        launches=list(launches), params=len(one_by_one),
         max_rel=max(((fused[p] - one_by_one[p]).abs() / one_by_one[p].abs().clamp_min(1e-3))
                     .max().item() for p in one_by_one),
         bf16_differ=sum(int((bf16[p] != one_by_one[p].bfloat16()).sum()) for p in one_by_one),
@@ -469,6 +469,13 @@ _INTERPRETED = textwrap.dedent('''
                           / one_by_one[p].abs().clamp_min(1e-3)).max().item()
                          for p in one_by_one),
         numel=sum(t.numel() for t in one_by_one.values()))
+    # One tensor asked for alone (the functional API) takes the same kernel.
+    fsample._fused_target = lambda device, dtype: True
+    from fengine.func import fold_in, normal
+    alone = normal(std=0.02)((300,), seed=3, path='x')
+    kernel = torch.empty(300)
+    triton_init.fill_tensors([(kernel, dist_args('normal', (0.0, 0.02)), fold_in(3, 'x'))])
+    result['alone'] = dict(equal=torch.equal(alone, kernel), launches=len(launches))
     print(json.dumps(result))
 ''')
 
@@ -590,3 +597,23 @@ def test_the_gpu_fill_has_the_moments_and_bounds_of_its_distribution():
     assert ks_statistic(normal, cdf_normal) < 2e-3
     assert uniform.min() >= -1.0 and uniform.max() < 2.0
     assert trunc.min() >= -2.0 and trunc.max() <= 2.0
+
+
+@needs_triton
+def test_one_tensor_drawn_alone_on_the_gpu_path_takes_the_same_kernel(interpreted):
+    assert interpreted['alone'] == dict(equal=True, launches=3)
+
+
+def test_a_failed_triton_fill_falls_back_to_the_torch_path_with_a_warning(monkeypatch):
+    import importlib
+    fsample = importlib.import_module('fengine.func.sample')
+
+    def broken(group):
+        raise RuntimeError('no GPU driver')
+
+    monkeypatch.setattr(fsample, '_fused_target', lambda device, dtype: True)
+    monkeypatch.setattr(fsample, '_fill_tensors', broken)
+    with pytest.warns(RuntimeWarning, match='Triton fill of 1 torch.float32 tensors on cpu '
+                                            'failed.*no GPU driver'):
+        got = normal(std=0.02)((300,), seed=3, path='x')
+    assert torch.equal(got, draw('normal', (0.0, 0.02), n=300, key=fold_in(3, 'x')))

@@ -116,12 +116,28 @@ def sample(dist: Distribution, shape: torch.Size | tuple[int, ...], *, key: int,
             :func:`current_generator`.
     """
     gen = current_generator() if generator is None else _check_generator(generator)
+    if gen == 'philox' and dist.kind in KINDS and dist.kind != 'constant':
+        # On CUDA the Triton kernel draws it, as it does a whole model: one tensor gets the
+        # same values whichever API asked for it.
+        target_device = out.device if out is not None else torch.device(device)
+        target_dtype = out.dtype if out is not None else dtype
+        if _fused_target(target_device, target_dtype) and (out is None or out.is_contiguous()):
+            if out is None:
+                out = torch.empty(tuple(shape), dtype=dtype, device=target_device)
+            sample_into([(dist, key, out)], generator=gen)
+            return out
+    return _sample_one(dist, shape, key=key, dtype=dtype, device=torch.device(device), out=out,
+                       generator=gen)
+
+
+def _sample_one(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
+                device: torch.device, out: torch.Tensor | None, generator: str) -> torch.Tensor:
+    """:func:`sample` one tensor at a time (torch operations or the C loop, no Triton)."""
     if out is not None:
         drawn = _sample(dist, out.shape, key=key, dtype=out.dtype, device=out.device,
-                        into=out if out.is_contiguous() else None, generator=gen)
+                        into=out if out.is_contiguous() else None, generator=generator)
         return drawn if drawn is out else out.copy_(drawn)
-    return _sample(dist, shape, key=key, dtype=dtype, device=torch.device(device),
-                   generator=gen)
+    return _sample(dist, shape, key=key, dtype=dtype, device=device, generator=generator)
 
 
 def _sample(dist: Distribution, shape, *, key: int, dtype: torch.dtype,
@@ -207,8 +223,7 @@ def sample_into(jobs: Sequence[tuple[Distribution, int, torch.Tensor]], *,
             left.append((dist, key, out))
         for (device, dtype), group in fused.items():
             try:
-                _fill_tensors([(out, philox.dist_args(dist.kind, dist.args, dtype), key)
-                               for dist, key, out in group])
+                _fill_tensors([(out, _philox_args(dist, dtype), key) for dist, key, out in group])
             except Exception as exc:  # noqa: BLE001  a broken Triton: the torch-ops path
                 warnings.warn(f'the one-launch Triton fill of {len(group)} {dtype} tensors on '
                               f'{device} failed ({type(exc).__name__}: {exc}); drawing them '
@@ -218,14 +233,23 @@ def sample_into(jobs: Sequence[tuple[Distribution, int, torch.Tensor]], *,
         philox.prepare_fills(cpu_numel)
         rest = left
     for dist, key, out in rest:
-        sample(dist, out.shape, key=key, out=out, generator=gen)
+        _sample_one(dist, out.shape, key=key, dtype=out.dtype, device=out.device, out=out,
+                    generator=gen)
 
 
 def _fused_launch(out: torch.Tensor) -> bool:
     """Whether ``out`` goes to the one-launch Triton fill (CUDA, Triton installed)."""
-    return (out.device.type == 'cuda' and out.is_contiguous()
-            and out.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return out.is_contiguous() and _fused_target(out.device, out.dtype)
+
+
+def _fused_target(device: torch.device, dtype: torch.dtype) -> bool:
+    return (device.type == 'cuda' and dtype in (torch.float32, torch.float16, torch.bfloat16)
             and _triton_installed())
+
+
+def _philox_args(dist: Distribution, dtype: torch.dtype):
+    from ..kernels import philox
+    return philox.dist_args(dist.kind, dist.args, dtype)
 
 
 def _triton_installed() -> bool:
