@@ -142,17 +142,19 @@ def fill_f32(lib: ctypes.CDLL, flat: torch.Tensor, kind: int, key: int, start: i
         zip(bounds[:-1], bounds[1:])))
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """One pool for every fill of the process (a model has hundreds of parameters; starting
     threads for each would cost more than small fills take), grown when torch's thread
-    count grows."""
+    count grows. A forked child (a DataLoader worker) gets a pool of its own: the parent's
+    threads do not exist there, and waiting on them would hang."""
     global _POOL
+    pid = os.getpid()
     with _LOCK:
-        if _POOL is None or _POOL[0] < threads:
-            if _POOL is not None:
-                _POOL[1].shutdown(wait=False)
-            _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix='fengine-philox'))
-        return _POOL[1]
+        if _POOL is None or _POOL[0] != pid or _POOL[1] < threads:
+            if _POOL is not None and _POOL[0] == pid:
+                _POOL[2].shutdown(wait=False)
+            _POOL = (pid, threads, ThreadPoolExecutor(threads, thread_name_prefix='fengine-philox'))
+        return _POOL[2]

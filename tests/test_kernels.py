@@ -279,6 +279,21 @@ def test_the_c_loop_gives_the_bits_of_the_torch_operations(kind, args):
         assert got._version > version  # autograd sees the write, as of an in-place op
 
 
+def test_a_forked_child_gets_a_thread_pool_of_its_own(monkeypatch):
+    # The parent's pool threads do not survive fork(); a child reusing the pool would hang.
+    # (Forking here for real would test libgomp: torch's OpenMP can hang in a forked child.)
+    from fengine.kernels import native
+    first = native._pool(2)
+    monkeypatch.setattr(native, '_POOL', native._POOL)  # the process's pool, back after
+    assert native._pool(2) is first and native._pool(1) is first
+    monkeypatch.setattr(native.os, 'getpid', lambda: -1)  # as seen from a forked child
+    child = native._pool(2)
+    assert child is not first and native._pool(2) is child
+    d = dist_args('normal', (0.0, 1.0))
+    assert torch.equal(fill(torch.empty(1 << 18), d, 5),
+                       fill(torch.empty(1 << 18), d, 5, native=False))
+
+
 def test_without_a_c_compiler_the_torch_operations_run_with_a_warning(monkeypatch, tmp_path):
     from fengine.kernels import native
     monkeypatch.setattr(native, '_TRIED', False)
