@@ -273,8 +273,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
               'mark.')
     if 'kernels' in run:
         print(f'kernels: one float32 tensor of {kernels_numel:,} elements filled in place on '
-              f'the CPU, median of {repeats} after 1 warm-up; fengine philox runs compiled from '
-              '2**20 elements, its compile paid before and shown in the note.')
+              f'the CPU, median of {repeats} after 1 warm-up; fengine philox: the C loop (the '
+              "note says when it is the torch operations instead); 'fengine philox "
+              "(compiled)', from 2**20 elements: torch.compile of the torch operations, its "
+              'compile paid before and shown in the note.')
     if bandwidth:
         print(f'bandwidth: a model built on meta materialized on {device}; bytes written over '
               f'time against a copy of as many bytes on the device; median of {repeats} after '
