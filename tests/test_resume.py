@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from fengine import Runner
 from fengine.hooks import Hook
 from fengine.runner import find_last_checkpoint
 
 from seed_models import FashionMnistMetric, NeuralNetwork
-from test_runner import fresh_model, images
+from test_runner import TinyImages, fresh_model
 
 EAGER = dict(backend='aot_eager')
 OPTIMIZERS = {
@@ -39,14 +38,11 @@ class DropNet(NeuralNetwork):
         self.linear_relu_stack[1] = nn.Sequential(nn.ReLU(), nn.Dropout(0.2))
 
 
-class NoisyImages(Dataset):
+class NoisyImages(TinyImages):
     """``images()`` plus fresh noise at every read: loading a batch draws random numbers."""
 
     def __init__(self, n: int = 80, seed: int = 0):
-        self.data = images(n, seed)
-
-    def __len__(self):
-        return len(self.data)
+        super().__init__(n, seed)
 
     def __getitem__(self, i):
         x, y = self.data[i]
