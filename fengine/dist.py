@@ -113,16 +113,11 @@ def init_dist(launcher: str = 'pytorch', backend: str | None = None,
                            f"from the environment, but {', '.join(missing)} "
                            f"{'is' if len(missing) == 1 else 'are'} not set. Start the script "
                            'with torchrun, e.g. torchrun --nproc-per-node 2 train.py')
+    timeout = _checked_timeout(timeout)
     if backend is None:
         backend = 'nccl' if torch.cuda.is_available() else 'gloo'
     if torch.cuda.is_available() and backend == 'nccl':
         torch.cuda.set_device(get_local_rank())
-    if timeout is None:
-        timeout = default_timeout()
-    elif not isinstance(timeout, datetime.timedelta):
-        timeout = datetime.timedelta(seconds=timeout)
-    if not timeout.total_seconds() > 0:
-        raise ValueError(f'init_dist timeout must be positive, but got {timeout}')
     torch_dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     global _group_timeout
     _group_timeout = timeout
@@ -263,17 +258,34 @@ def all_reduce(tensor: torch.Tensor, op: str = 'sum', group: Any = None) -> torc
     """
     op_name = op.lower() if isinstance(op, str) else op
     check_choice('all_reduce op', op_name, _REDUCE_OPS)
-    if not is_distributed():
-        return tensor
+    # Checked in one process too, so a script fails the same way before it is launched
+    # on several.
     if op_name == 'mean' and not (tensor.is_floating_point() or tensor.is_complex()):
         raise TypeError(f"all_reduce(op='mean') writes the mean into the tensor in place, so it "
                         f'needs a floating-point tensor, but got dtype {tensor.dtype}. Convert '
                         "it first, e.g. tensor.float(), or use op='sum'.")
+    if not is_distributed():
+        return tensor
     torch_dist.all_reduce(tensor, op=getattr(torch_dist.ReduceOp, _REDUCE_OPS[op_name]),
                           group=group)
     if op_name == 'mean':
         tensor.div_(get_world_size(group))
     return tensor
+
+
+def _checked_timeout(timeout: Any) -> datetime.timedelta:
+    """``timeout`` (seconds or a timedelta; None: :func:`default_timeout`), checked."""
+    if timeout is None:
+        return default_timeout()
+    if not isinstance(timeout, datetime.timedelta):
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f'init_dist timeout must be seconds (a number) or a '
+                            f'datetime.timedelta, but got {type(timeout).__name__}: '
+                            f'{timeout!r}')
+        timeout = datetime.timedelta(seconds=timeout)
+    if not timeout.total_seconds() > 0:
+        raise ValueError(f'init_dist timeout must be positive, but got {timeout}')
+    return timeout
 
 
 def broadcast(tensor: torch.Tensor, src: int = 0, group: Any = None) -> torch.Tensor:

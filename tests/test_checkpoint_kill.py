@@ -99,7 +99,8 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_or_mistaken_checkpoint(
             assert not progress or iteration >= progress[-1], progress  # never goes back
             progress.append(iteration)
         leftovers_seen += sum(1 for p in work_dir.iterdir() if is_temporary(p))
-    assert progress and progress[-1] > 10, progress  # the runs went on from each other
+    # The runs went on from each other (not a speed goal: any progress across kills).
+    assert len(progress) > 1 and progress[-1] > progress[0], progress
 
     # Leftovers of killed writes (and one planted, older than any process here) are
     # removed by the next process's first save; other files are left alone.
@@ -122,8 +123,10 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_or_mistaken_checkpoint(
     assert not planted.exists()
     assert not [p.name for p in work_dir.iterdir() if is_temporary(p)]
     assert all(p.exists() for p in unrelated)
-    # max_keep_ckpts=3 holds across the restarts (older files are found by name).
-    assert len(list(work_dir.glob('iter_*.pth'))) <= 3 + KILLS, sorted(work_dir.glob('*.pth'))
+    # max_keep_ckpts=3 holds across the restarts (older files are found by name): a file
+    # a kill left beyond the three is removed by the next save.
+    assert sorted(p.name for p in work_dir.glob('iter_*.pth')) == sorted(
+        f'iter_{last + k}.pth' for k in (1, 2, 3))
     print(f'{KILLS} kills, last iteration {last}, leftover temporaries seen after kills: '
           f'{leftovers_seen}, {time.monotonic() - started:.1f} s, {len(logs)} logs')
 

@@ -63,7 +63,8 @@ def test_collect_results_names_a_bad_device_and_the_choices():
 
 
 def test_collect_results_rejects_a_size_that_is_not_an_int():
-    with pytest.raises(TypeError, match='size'):
+    with pytest.raises(TypeError, match='collect_results expects size as an int, but got '
+                                        'float: 1.5'):
         dist.collect_results([1], size=1.5)
 
 
@@ -106,9 +107,20 @@ def test_init_dist_rejects_a_timeout_that_is_not_positive(monkeypatch):
     for name, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
                             MASTER_PORT='1').items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match='timeout must be positive'):
+    with pytest.raises(ValueError, match='timeout must be positive, but got 0:00:00'):
         dist.init_dist(backend='gloo', timeout=0)
+    with pytest.raises(TypeError, match=r"timeout must be seconds \(a number\) or a "
+                                        r"datetime.timedelta, but got str: '10'"):
+        dist.init_dist(backend='gloo', timeout='10')
     assert not dist.is_distributed()
+
+
+def test_all_reduce_mean_of_an_integer_tensor_fails_in_one_process_too():
+    tensor = torch.tensor([1, 2])
+    with pytest.raises(TypeError, match=r"op='mean'.*floating-point tensor, but got dtype "
+                                        r"torch.int64"):
+        dist.all_reduce(tensor, op='mean')
+    assert tensor.tolist() == [1, 2]
 
 
 def test_single_process_helpers_for_seeds_and_errors():
