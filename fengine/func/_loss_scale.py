@@ -18,8 +18,7 @@ from typing import Callable
 import torch
 from torch.optim import Optimizer
 
-__all__ = ['ready_scaler_', 'needs_lazy_state', 'unscale_', 'skippable_update_',
-           'update_scale_', 'restorable']
+__all__ = ['ready_scaler_', 'unscale_', 'skippable_update_', 'update_scale_', 'restorable']
 
 
 def ready_scaler_(scaler: torch.amp.GradScaler, device: torch.device) -> None:
@@ -28,18 +27,14 @@ def ready_scaler_(scaler: torch.amp.GradScaler, device: torch.device) -> None:
         scaler._lazy_init_scale_growth_tracker(device)
 
 
-def needs_lazy_state(optimizer: Optimizer) -> bool:
-    """Whether the optimizer's state can only appear in its first step (see ``init_state_``).
-
-    A skipped first step must leave no state behind, which an in-graph ``torch.where``
-    cannot express: such a step runs through the wrapper instead.
-    """
-    return isinstance(optimizer, torch.optim.SGD) and any(
-        g['momentum'] != 0 and g['dampening'] != 0 for g in optimizer.param_groups)
-
-
 def restorable(optimizer: Optimizer, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The tensors an update may change: ``params`` and their optimizer state tensors."""
+    """The tensors an update may change: ``params`` and their optimizer state tensors.
+
+    Only state that exists before the update can be put back: state that the update
+    creates would survive a skipped step (holding inf/NaN). The step makes sure there is
+    none (``init_state_`` returns whether it could create it all; where not, the step runs
+    through the wrapper, whose scaler skips ``optimizer.step()`` on inf gradients).
+    """
     tensors = list(params)
     for param in params:
         tensors.extend(v for v in optimizer.state.get(param, {}).values()

@@ -123,7 +123,7 @@ def release_hyperparams_(optimizer: Optimizer, held: Held) -> None:
     held.clear()
 
 
-def init_state_(optimizer: Optimizer) -> None:
+def init_state_(optimizer: Optimizer) -> bool:
     """Create the optimizer's state for every parameter with a ``.grad``, as step 1 would.
 
     Most optimizers create their state in ``_init_group`` (zeros, a zero step counter):
@@ -136,30 +136,47 @@ def init_state_(optimizer: Optimizer) -> None:
     SGD keeps ``momentum_buffer=None`` until its first step, which then sets the buffer
     to a copy of the gradient. With ``dampening == 0`` a zero buffer gives the very same
     numbers (``0 * momentum + 1 * grad``, up to the sign of a zero), so it is created
-    here; with dampening, the
-    first step differs (``grad`` instead of ``(1 - dampening) * grad``) and the state is
-    left to the step: one more compile, the same math.
+    here; with dampening, the first step differs (``grad`` instead of
+    ``(1 - dampening) * grad``) and the state is left to the step.
+
+    An optimizer without ``_init_group`` (a user's or a third-party one) creates its
+    state inside ``step()``, in a way that cannot be known from outside: nothing is
+    created here, and its state counts as complete once it exists (after a step, or
+    loaded from a checkpoint). A stateless one therefore never counts as complete.
+
+    Returns:
+        Whether every parameter with a ``.grad`` now has all the state the optimizer's
+        step reads, so that a step creates none. Where not, the first compiled call
+        compiles once more (the same math), and a fp16 step that is skipped on inf
+        gradients could not undo the state it created (see ``step.py``).
     """
+    complete = True
     with torch.no_grad():
         for group in optimizer.param_groups:
             params = [p for p in group['params'] if p.grad is not None]
             if not params:
                 continue
+            if isinstance(optimizer, torch.optim.SGD):
+                if group['momentum'] != 0:
+                    for p in params:
+                        # `.get`: no empty state entries where nothing is created.
+                        if optimizer.state.get(p, {}).get('momentum_buffer') is not None:
+                            continue
+                        if group['dampening'] == 0:
+                            optimizer.state[p]['momentum_buffer'] = torch.zeros_like(
+                                p, memory_format=torch.preserve_format)
+                        else:
+                            complete = False
+                continue
+            init_group = getattr(optimizer, '_init_group', None)
+            if init_group is None:
+                # `optimizer.state` is a defaultdict: `.get` creates no empty entries.
+                complete = complete and all(optimizer.state.get(p) for p in params)
+                continue
             fresh = all(p not in optimizer.state or not optimizer.state[p] for p in params)
             if ('capturable' in group and not group['capturable'] and not group.get('fused')
                     and fresh and all(_capturable_ok(p.device) for p in params)):
                 group['capturable'] = True
-            if isinstance(optimizer, torch.optim.SGD):
-                if group['momentum'] != 0 and group['dampening'] == 0:
-                    for p in params:
-                        state = optimizer.state[p]
-                        if state.get('momentum_buffer') is None:
-                            state['momentum_buffer'] = torch.zeros_like(
-                                p, memory_format=torch.preserve_format)
-                continue
-            init_group = getattr(optimizer, '_init_group', None)
-            if init_group is None:
-                continue
             # _init_group(group, params, grads, state lists...): it fills the lists we
             # pass and creates missing state.
             lists = len(inspect.signature(init_group).parameters) - 1
@@ -169,3 +186,4 @@ def init_state_(optimizer: Optimizer) -> None:
                     step = optimizer.state[p].get('step')
                     if isinstance(step, torch.Tensor) and step.device != p.device:
                         optimizer.state[p]['step'] = step.to(p.device)
+    return complete

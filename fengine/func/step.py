@@ -29,6 +29,10 @@ fp16 loss scaling (an enabled ``GradScaler``) is part of the graph too
 (``_loss_scale.py``): the loss is scaled by the scaler's scale tensor, the gradients
 unscaled and checked with the scaler's own op, and the update runs unconditionally and
 is selected away with ``torch.where`` where they overflowed, so no host sync decides it.
+That can only undo state that existed before the update: as long as the optimizer's state
+is not complete before its first step (``init_state_`` says so: SGD with dampening, an
+optimizer without ``_init_group`` such as a user's own), steps run eagerly through the
+optimizer wrapper, whose scaler does not call ``optimizer.step()`` on inf gradients.
 
 Memory: the optimizer reads the gradients from the persistent ``.grad`` buffers, and
 ``torch.func.grad`` returns new tensors that are added into them, so a step holds the
@@ -68,8 +72,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as _dist
 from ..logging import print_log
-from ._loss_scale import (needs_lazy_state, ready_scaler_, restorable, skippable_update_,
-                          unscale_, update_scale_)
+from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, release_hyperparams_
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
@@ -138,8 +141,10 @@ class TrainStep:
             broadcast from rank 0 once, here, as DDP's constructor does.
 
     Raises:
-        NotImplementedError: ``group`` with fp16 loss scaling and an optimizer whose state
-            appears in its first step (that step runs eagerly, which only DDP can sync).
+        NotImplementedError: On a call, with fp16 loss scaling, while the optimizer's state
+            can only appear in its first update (see the module docstring) and either
+            ``strict`` is set or ``group`` is given without a DDP wrapper (such steps run
+            eagerly, which only DDP can synchronize).
 
     A compiled step changes the optimizer's param groups in place on its first call:
     float ``lr`` (and Adam's ``betas[0]``) become 0-d float32 tensors on the parameters'
@@ -182,22 +187,7 @@ class TrainStep:
         # own tensors; bf16 autocast needs no scaler.
         self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._static_scale = getattr(optim_wrapper, 'static_loss_scale', None)
-        # ...except for an optimizer whose state appears in its first step, which a
-        # skipped step must not leave behind: those steps run through the wrapper.
-        self._through_wrapper = self._scaler is not None and needs_lazy_state(optimizer)
-        if self._through_wrapper:
-            message = (f'the training step of {type(model).__name__} uses fp16 loss scaling '
-                       f'with {type(optimizer).__name__}(dampening != 0), whose state appears '
-                       'in its first step, which the compiled step cannot skip on inf '
-                       'gradients; it runs eagerly through the optimizer wrapper. Use '
-                       'dampening=0, or bf16 autocast, which needs no scaler.')
-            if strict:
-                raise NotImplementedError(message)
-            if self.group is not None and self.ddp is None:
-                raise NotImplementedError(message.replace('it runs eagerly', 'it would run '
-                                          'eagerly') + ' Without a DDP wrapper that eager step '
-                                          'could not synchronize the gradients over `group`.')
-            print_log(message, logger='current', level=logging.WARNING)
+        self._warned_lazy_state = False
 
     @property
     def state(self) -> TrainState:
@@ -268,7 +258,7 @@ class TrainStep:
     # -- calling it ------------------------------------------------------------------
     def __call__(self, state: TrainState, data: Any) -> tuple[TrainState, dict]:
         """Run one step on ``data``; return the (updated) state and the log values."""
-        if self._through_wrapper:
+        if self._lazy_fp16_state(state):
             if self.ddp is not None:
                 from ..model.wrappers import ddp_train_step
 
@@ -282,9 +272,9 @@ class TrainStep:
         if compiled:
             # A float lr is guarded by value: each scheduled change would recompile.
             hold_hyperparams_(state.optimizer, self._held)
-        if (compiled or self._scaler is not None) and not self._state_ready:
-            # State that the first update creates would recompile the second call, and a
-            # skipped fp16 update must find every tensor it restores (_optim_state.py).
+        if compiled and not self._state_ready:
+            # State that the first update creates would recompile the second call. What
+            # cannot be created here (init_state_ returns False) costs that one recompile.
             init_state_(state.optimizer)
             self._state_ready = True
         if self._scaler is not None:
@@ -326,6 +316,48 @@ class TrainStep:
             # bypasses that wrapper, and the scheduler would warn it ran before any update.
             state.optimizer._opt_called = True
         return state, log_vars
+
+    def _lazy_fp16_state(self, state: TrainState) -> bool:
+        """Whether this fp16 step must run eagerly through the wrapper: incomplete state.
+
+        A skipped fp16 update puts back the tensors that existed before it (``restorable``),
+        so every state tensor the optimizer's step reads must exist before it; state that
+        the step creates would survive the skip, inf/NaN, and poison the next update.
+        ``init_state_`` creates what it can and says whether that is all of it. Until it
+        is, the step runs through the wrapper, whose ``GradScaler`` does not call
+        ``optimizer.step()`` on inf gradients; the first update that runs creates the
+        state, and the following calls take the compiled step. (A stateless optimizer
+        without ``_init_group`` is never seen as complete, and always runs eagerly.)
+        """
+        if self._scaler is None or self._state_ready:
+            return False
+        # init_state_ creates state for the parameters with a .grad; those it lends one
+        # get it back as None if the step runs eagerly (so it sees the .grad it expects).
+        lent = [p for p in state.params.values() if p.grad is None]
+        for param in lent:
+            param.grad = torch.zeros_like(param)
+        self._state_ready = init_state_(state.optimizer)
+        if self._state_ready:
+            return False
+        for param in lent:
+            param.grad = None
+        optimizer = state.optimizer
+        message = (f'the training step of {type(self.model).__name__} uses fp16 loss scaling '
+                   f'with {type(optimizer).__name__}, whose state only its first update '
+                   'creates (SGD with dampening != 0, or an optimizer without torch.optim\'s '
+                   '_init_group), which the compiled step could not undo on inf gradients; '
+                   'it runs eagerly through the optimizer wrapper until an update has created '
+                   'the state. Use dampening=0, or bf16 autocast, which needs no scaler.')
+        if self.strict:
+            raise NotImplementedError(message)
+        if self.group is not None and self.ddp is None:
+            raise NotImplementedError(message.replace('it runs eagerly', 'it would run '
+                                      'eagerly') + ' Without a DDP wrapper that eager step '
+                                      'could not synchronize the gradients over `group`.')
+        if not self._warned_lazy_state:
+            self._warned_lazy_state = True
+            print_log(message, logger='current', level=logging.WARNING)
+        return True
 
     def _window_on(self, state: TrainState) -> torch.Tensor:
         device = next(iter(state.params.values())).device
