@@ -191,16 +191,59 @@ def test_a_key_produced_twice_names_both_metrics():
         evaluator.evaluate(size=1)
 
 
-@pytest.mark.parametrize('where', ['process', 'compute_metrics'])
-def test_an_error_inside_a_metric_names_the_metric_and_keeps_its_type(where):
+def test_an_error_in_process_names_the_metric_and_the_method_and_keeps_its_type():
     original = ZeroDivisionError('division by zero')
-    evaluator = Evaluator([Recorder(), FailsIn(where, original)])
-    with pytest.raises(ZeroDivisionError) as excinfo:
+    evaluator = Evaluator([Recorder(), FailsIn('process', original)])
+    with pytest.raises(ZeroDivisionError,
+                       match=r'^FailsIn\.process raised ZeroDivisionError: division by zero$'
+                       ) as excinfo:
         evaluator.process([1])
+    assert type(excinfo.value) is ZeroDivisionError
+    assert excinfo.value.__cause__ is original
+
+
+def test_an_error_in_compute_metrics_names_the_metric_and_evaluate():
+    original = ZeroDivisionError('division by zero')
+    evaluator = Evaluator([Recorder(), FailsIn('compute_metrics', original)])
+    evaluator.process([1])
+    with pytest.raises(ZeroDivisionError,
+                       match=r'^FailsIn\.evaluate raised ZeroDivisionError: division by zero$'
+                       ) as excinfo:
         evaluator.evaluate(size=1)
-    message = str(excinfo.value)
-    assert message.startswith('FailsIn.')
-    assert 'ZeroDivisionError: division by zero' in message
+    assert type(excinfo.value) is ZeroDivisionError
+    assert excinfo.value.__cause__ is original
+
+
+def test_a_subclass_of_a_builtin_error_keeps_its_own_type():
+    # Code around the evaluation may catch OSError (a missing annotation file...).
+    original = FileNotFoundError(2, 'No such file or directory', 'ann.json')
+    with pytest.raises(FileNotFoundError,
+                       match=r"^FailsIn\.process raised FileNotFoundError: \[Errno 2\] No such "
+                             r"file or directory: 'ann\.json'$") as excinfo:
+        Evaluator(FailsIn('process', original)).process([1])
+    assert isinstance(excinfo.value, OSError)
+    assert excinfo.value.errno == 2
+    assert excinfo.value.__cause__ is original
+
+
+def test_a_subclass_of_a_user_error_keeps_its_type():
+    class MissingLabels(LookupError):
+        pass
+
+    original = MissingLabels('no labels in the batch')
+    with pytest.raises(MissingLabels,
+                       match=r'^FailsIn\.process raised MissingLabels: no labels in the batch$'
+                       ) as excinfo:
+        Evaluator(FailsIn('process', original)).process([1])
+    assert excinfo.value.__cause__ is original
+
+
+def test_a_key_error_message_is_not_quoted_again():
+    original = KeyError('gt_label')
+    with pytest.raises(KeyError) as excinfo:
+        Evaluator(FailsIn('process', original)).process([1])
+    # KeyError's str() would show repr(message): quotes around the whole message.
+    assert str(excinfo.value) == "FailsIn.process raised KeyError: 'gt_label'"
     assert excinfo.value.__cause__ is original
 
 

@@ -1,6 +1,7 @@
 """Parameter schedulers: torch's lr sequences, MMEngine's begin/end/by_epoch, resume, tensor lrs."""
 from __future__ import annotations
 
+import inspect
 import io
 import math
 
@@ -297,6 +298,76 @@ def test_a_tensor_lr_stays_a_tensor_through_resume():
     assert float(lr_tensor) == pytest.approx(lr_of(optimizer))
 
 
+def tensors_in(obj) -> list:
+    """Every tensor inside ``obj`` (dicts, lists, tuples), to check a state is plain."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for value in obj.values() for t in tensors_in(value)]
+    if isinstance(obj, (list, tuple)):
+        return [t for value in obj for t in tensors_in(value)]
+    return []
+
+
+@pytest.mark.parametrize('begin', [0, 3])
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_the_state_of_a_tensor_lr_holds_plain_floats(name, begin):
+    # A compiled step keeps lr as a 0-d tensor (a CUDA tensor on a GPU); the state
+    # must not carry it, or the checkpoint would depend on the device.
+    optimizer = make_optimizer(lr=torch.tensor(LR))
+    scheduler = build(name, optimizer, begin=begin)
+    for _ in range(5):
+        scheduler.step()
+    state = scheduler.state_dict()
+
+    assert tensors_in(state) == []
+    assert all(type(lr) is float for lr in state['last_lr'])
+    assert all(type(lr) is float for lr in state['scheduler']['_last_lr'])
+    assert state['last_lr'] == [float(optimizer.param_groups[0]['lr'])]
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_a_tensor_lr_resumes_from_a_plain_state_with_identical_lrs(name):
+    optimizer = make_optimizer(lr=torch.tensor(LR))
+    scheduler = build(name, optimizer, begin=2)
+    for _ in range(5):
+        scheduler.step()
+    checkpoint = save_and_load(dict(optimizer=optimizer.state_dict(),
+                                    scheduler=scheduler.state_dict()))
+    expected = our_sequence(scheduler, optimizer, 6)
+
+    fresh_optimizer = make_optimizer(lr=torch.tensor(LR))
+    fresh = build(name, fresh_optimizer, begin=2)
+    fresh_optimizer.load_state_dict(checkpoint['optimizer'])
+    fresh.load_state_dict(checkpoint['scheduler'])
+    # Tensors again, as in the run that saved it (so the lrs match to the bit).
+    assert isinstance(fresh.get_last_lr()[0], torch.Tensor)
+    assert our_sequence(fresh, fresh_optimizer, 6) == expected
+
+
+@pytest.mark.cuda
+def test_the_state_of_a_cuda_lr_loads_back_onto_the_device():
+    device = torch.device('cuda')
+    params = [torch.nn.Parameter(torch.zeros(2, device=device))]
+    optimizer = torch.optim.Adam(params, lr=torch.tensor(LR, device=device))
+    scheduler = build('CosineAnnealingLR', optimizer)
+    for _ in range(3):
+        scheduler.step()
+    checkpoint = save_and_load(dict(optimizer=optimizer.state_dict(),
+                                    scheduler=scheduler.state_dict()))
+    assert tensors_in(checkpoint['scheduler']) == []
+    expected = our_sequence(scheduler, optimizer, 4)
+
+    fresh_params = [torch.nn.Parameter(torch.zeros(2, device=device))]
+    fresh_optimizer = torch.optim.Adam(fresh_params, lr=torch.tensor(LR, device=device))
+    fresh = build('CosineAnnealingLR', fresh_optimizer)
+    fresh_optimizer.load_state_dict(checkpoint['optimizer'])
+    fresh.load_state_dict(checkpoint['scheduler'])
+    assert fresh.get_last_lr()[0].device.type == 'cuda'
+    assert fresh.scheduler.base_lrs[0].device.type == 'cuda'
+    assert our_sequence(fresh, fresh_optimizer, 4) == expected
+
+
 # -- build_param_schedulers --------------------------------------------------------------
 def test_build_accepts_a_dict_a_list_schedulers_and_torch_schedulers():
     optimizer = make_optimizer()
@@ -342,6 +413,43 @@ def test_an_unknown_argument_names_it_and_the_accepted_ones():
 def test_a_missing_argument_is_named():
     with pytest.raises(TypeError, match="missing.*'step_size'"):
         build_param_schedulers(dict(type='StepLR'), make_optimizer())
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_a_registered_type_refuses_scheduler_cls_instead_of_building_another(name):
+    # LinearLR(..., scheduler_cls=StepLR) used to build a StepLR under LinearLR's name.
+    other = lr_scheduler.StepLR if name != 'StepLR' else lr_scheduler.ExponentialLR
+    cls = PARAM_SCHEDULERS.get(name)
+    with pytest.raises(TypeError, match=rf'^{name} always builds torch\.optim\.lr_scheduler'
+                                        rf'.*{getattr(lr_scheduler, name).__name__}; it does '
+                                        r'not take scheduler_cls, but got scheduler_cls='):
+        cls(make_optimizer(), scheduler_cls=other, step_size=1)
+    with pytest.raises(TypeError, match='does not take scheduler_cls'):
+        cls(make_optimizer(), other, step_size=1)
+    with pytest.raises(TypeError, match='does not take scheduler_cls'):
+        build_param_schedulers(dict(type=name, scheduler_cls=other, **CONFIGS[name]),
+                               make_optimizer())
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_a_registered_types_signature_does_not_offer_scheduler_cls(name):
+    params = inspect.signature(PARAM_SCHEDULERS.get(name)).parameters
+    assert 'scheduler_cls' not in params
+    assert list(params)[:2] == ['optimizer', 'by_epoch']
+
+
+def test_a_subclass_with_its_own_init_keeps_its_own_signature():
+    class Warmup(PARAM_SCHEDULERS.get('LinearLR')):
+        def __init__(self, optimizer, warmup_iters: int = 5) -> None:
+            super().__init__(optimizer, by_epoch=False, end=warmup_iters + 1)
+
+    assert list(inspect.signature(Warmup).parameters) == ['optimizer', 'warmup_iters']
+    assert isinstance(Warmup(make_optimizer()).scheduler, lr_scheduler.LinearLR)
+
+
+def test_the_base_class_still_takes_any_torch_scheduler():
+    scheduler = ParamScheduler(make_optimizer(), lr_scheduler.StepLR, step_size=1)
+    assert isinstance(scheduler.scheduler, lr_scheduler.StepLR)
 
 
 def test_last_epoch_is_refused_in_favour_of_load_state_dict():

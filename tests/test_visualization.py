@@ -1,8 +1,10 @@
 """Visualizer and its backends: scalars.json lines, config.json, TensorBoard events."""
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -236,6 +238,33 @@ def test_the_last_built_visualizer_is_the_current_instance(tmp_path):
 
     assert Visualizer.get_current_instance() is vis
     assert Visualizer.get_instance('this run') is vis
+
+
+def test_a_visualizer_nobody_holds_is_freed_unless_it_is_the_current_one(tmp_path):
+    # Every Runner builds one; the class must not keep each (and its open files) alive.
+    first = Visualizer(save_dir=tmp_path / 'a', name='first run')
+    first_ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert first_ref() is not None  # still the current instance
+    assert Visualizer.get_current_instance() is first_ref()
+
+    second = Visualizer(save_dir=tmp_path / 'b', name='second run')
+    gc.collect()
+    assert first_ref() is None
+    assert Visualizer.get_current_instance() is second
+    assert Visualizer.get_instance('second run') is second
+
+
+def test_get_instance_builds_a_missing_one_and_makes_it_current(tmp_path):
+    held = Visualizer(save_dir=tmp_path / 'held', name='held')
+    built = Visualizer.get_instance('built on demand', save_dir=tmp_path / 'new')
+
+    assert built.name == 'built on demand' and built.save_dir == tmp_path / 'new'
+    assert Visualizer.get_current_instance() is built
+    assert Visualizer.get_instance('built on demand') is built
+    assert Visualizer.get_instance('held') is held  # held elsewhere: still known
+    assert Visualizer.get_current_instance() is held
 
 
 def test_an_unknown_backend_type_names_the_close_match(tmp_path):

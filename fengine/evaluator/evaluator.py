@@ -9,21 +9,37 @@ from .metric import BaseMetric
 
 __all__ = ['Evaluator', 'build_evaluator']
 
-# Exception types whose constructor takes one message, so a wrapped error keeps its type.
-_KEEP_TYPES = (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError,
-               ZeroDivisionError, NotImplementedError, AssertionError, LookupError,
-               ArithmeticError)
+class _MetricKeyError(KeyError):
+    """A ``KeyError`` whose message reads as given: ``KeyError.__str__`` shows the repr
+    of its argument (meant for a bare key), which would wrap the message in quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 def _rename_error(exc: Exception, metric: BaseMetric, stage: str) -> Exception:
-    """The same error, its message starting with the metric's class name."""
-    message = f'{type(metric).__name__}.{stage} raised {type(exc).__name__}: {exc}'
-    if type(exc) in _KEEP_TYPES:
-        try:
-            return type(exc)(message)
-        except Exception:  # an unusual constructor: fall back to RuntimeError
-            pass
-    return RuntimeError(message)
+    """An error of the same type (subclasses included, so ``except OSError`` still
+    catches a metric's ``FileNotFoundError``), its message starting with
+    ``<Metric>.<stage> raised <Type>: ``; the caller chains it ``from exc``.
+
+    A type whose constructor does not take one message (a custom ``__init__(code)``,
+    say) becomes a ``RuntimeError`` with that message instead.
+    """
+    detail = str(exc)
+    message = (f'{type(metric).__name__}.{stage} raised {type(exc).__name__}'
+               + (f': {detail}' if detail else ''))
+    cls = _MetricKeyError if type(exc) is KeyError else type(exc)
+    try:
+        renamed = cls(message)
+    except Exception:  # a constructor that needs other arguments
+        return RuntimeError(message)
+    if renamed.args != (message,):  # it took the string as something else (a code...)
+        return RuntimeError(message)
+    if isinstance(exc, OSError):
+        # Code that handles it may test errno; setting errno alone leaves str() as is
+        # (strerror and filename, which would change it, stay in the chained cause).
+        renamed.errno = exc.errno
+    return renamed
 
 
 class Evaluator:
@@ -89,7 +105,8 @@ class Evaluator:
             data_batch: The batch from the dataloader.
 
         Raises:
-            The error a metric raised, its message starting with the metric's name.
+            The error a metric raised, of its type (a ``RuntimeError`` when that type
+            takes no message), its message starting with ``<Metric>.<method> raised``.
         """
         data_samples = _to_plain(data_samples)
         for metric in self.metrics:
@@ -106,7 +123,8 @@ class Evaluator:
 
         Raises:
             ValueError: Two metrics produced the same key (give one a ``prefix``).
-            The error a metric raised, its message starting with the metric's name.
+            The error a metric raised, of its type (a ``RuntimeError`` when that type
+            takes no message), its message starting with ``<Metric>.<method> raised``.
         """
         merged: dict = {}
         owner: dict[str, str] = {}

@@ -25,8 +25,8 @@ def _infer_rule(key: str) -> str:
         return 'less'
     if any(k in lowered for k in _GREATER_KEYS):
         return 'greater'
-    raise ValueError(f'cannot tell whether a larger or smaller {key!r} is better; pass '
-                     f"rule='greater' or rule='less' to CheckpointHook")
+    raise ValueError(f'CheckpointHook save_best: cannot tell whether a larger or smaller '
+                     f"{key!r} is better; pass rule='greater' or rule='less' to CheckpointHook")
 
 
 @HOOKS.register_module()
@@ -45,12 +45,20 @@ class CheckpointHook(Hook):
         save_optimizer: Include the optimizer (and AMP scaler) state.
         save_param_scheduler: Include the schedulers' state.
         out_dir: Folder of the checkpoints (default: the runner's ``work_dir``).
-        max_keep_ckpts: Keep only the newest N periodic checkpoints (``-1``: all).
+        max_keep_ckpts: Keep only the newest N periodic checkpoints (N >= 1), or
+            ``-1``: keep all (MMEngine's default and meaning).
         save_last: Also save after the last epoch/iteration when ``interval`` misses it.
         save_best: A metric key (or ``'auto'``: the first metric) whose best value
             keeps ``best_<key>_<epoch|iter>_N.pth``.
-        rule: ``'greater'`` or ``'less'``; inferred from the key's name when ``None``.
+        rule: ``'greater'`` or ``'less'``; inferred from the key's name when ``None``
+            (here for a named key, at the first validation for ``'auto'``).
         filename_tmpl: e.g. ``'epoch_{}.pth'``.
+
+    Raises:
+        ValueError: ``interval`` or ``max_keep_ckpts`` is neither a positive int nor
+            -1; ``rule`` is not ``'greater'``/``'less'``; or ``save_best`` names a key
+            whose rule cannot be inferred and no ``rule`` is given.
+        TypeError: ``max_keep_ckpts`` is not an int, or ``save_best`` not a str.
     """
 
     priority = 'VERY_LOW'
@@ -66,8 +74,19 @@ class CheckpointHook(Hook):
                              f'but got {interval!r}')
         if rule is not None:
             check_choice('CheckpointHook rule', rule, RULES)
+        if isinstance(max_keep_ckpts, bool) or not isinstance(max_keep_ckpts, int):
+            raise TypeError(f'CheckpointHook max_keep_ckpts must be an int (-1: keep all, or '
+                            f'N >= 1: keep the newest N), but got '
+                            f'{type(max_keep_ckpts).__name__}: {max_keep_ckpts!r}')
+        if max_keep_ckpts == 0 or max_keep_ckpts < -1:
+            # 0 would read as "keep none" but used to keep all; other negatives are typos.
+            raise ValueError(f'CheckpointHook max_keep_ckpts must be -1 (keep all) or >= 1 '
+                             f'(keep the newest N), but got {max_keep_ckpts}')
         if save_best is not None and not isinstance(save_best, str):
             raise TypeError(f"save_best must be a metric key or 'auto', but got {save_best!r}")
+        if save_best and save_best != 'auto' and rule is None:
+            # Known now: fail before training, not after the first (maybe long) epoch.
+            rule = _infer_rule(save_best)
         self.interval = interval
         self.by_epoch = by_epoch
         self.save_optimizer = save_optimizer

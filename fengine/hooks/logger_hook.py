@@ -6,7 +6,8 @@ MMEngine: ``LoggerHook`` (with its ``LogProcessor``). Lines look like MMEngine's
     Epoch(val) [1][157/157]    Accuracy: 0.7094  Avg_loss: 0.7972  data_time: 0.0029  time: 0.0046
 
 and the same numbers go to the visualizer (``vis_data/scalars.json``, TensorBoard).
-Reading the losses is the only host synchronization, once per ``interval``.
+Reading the losses (and the first param group's lr) is the only host
+synchronization, once per ``interval``.
 """
 from __future__ import annotations
 
@@ -80,8 +81,9 @@ class LoggerHook(Hook):
         window = self.interval
         times = hub.history('train/time')
         scalars: dict[str, float] = {}
-        lrs = runner.optim_wrapper.get_lr()['lr']
-        scalars['lr'] = float(lrs[0])
+        # Only the first group's lr is shown (as MMEngine's default LogProcessor does);
+        # get_lr() would float() every group, one device sync each for tensor lrs.
+        scalars['lr'] = float(runner.optim_wrapper.param_groups[0]['lr'])
         if runner.train_loop.by_epoch:
             head = (f'Epoch(train) [{runner.epoch + 1}]'
                     f'[{batch_idx + 1:>{len(str(len(runner.train_dataloader)))}}'
@@ -112,6 +114,13 @@ class LoggerHook(Hook):
 
     def after_val_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
         self._log_eval(runner, 'val', metrics or {})
+
+    def after_run(self, runner) -> None:
+        """Close the visualizer, so its backends flush and release their files
+        (TensorBoard's event writer), as MMEngine's ``LoggerHook.after_run`` does."""
+        visualizer = getattr(runner, 'visualizer', None)
+        if visualizer is not None:
+            visualizer.close()
 
     def after_test_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
         self._log_eval(runner, 'test', metrics or {})

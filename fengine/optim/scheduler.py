@@ -12,15 +12,15 @@ MMEngine's window and unit:
 - ``convert_to_iter_based=True`` turns an epoch-based config into an
   iteration-based one, given ``epoch_length`` (iterations per epoch).
 
-The contract with the Runner (there is no ``ParamSchedulerHook`` to read it from):
-build the schedulers once, before training, with :func:`build_param_schedulers`
-(building applies each schedule's first value when ``begin`` is 0, as MMEngine
-does); then call ``scheduler.step()`` after every training iteration for the
-schedulers with ``by_epoch=False`` and after every training epoch for those with
-``by_epoch=True``, in list order. The lr a training iteration uses is the one the
-optimizer holds when it starts. To resume, build the schedulers, load the
-optimizer's state, then each scheduler's :meth:`ParamScheduler.load_state_dict`
-(MMEngine's Runner order).
+The contract with the Runner: build the schedulers once, before training, with
+:func:`build_param_schedulers` (building applies each schedule's first value when
+``begin`` is 0, as MMEngine does); then call ``scheduler.step()`` after every
+training iteration for the schedulers with ``by_epoch=False`` and after every
+training epoch for those with ``by_epoch=True``, in list order
+(:class:`fengine.hooks.ParamSchedulerHook` does exactly this). The lr a training
+iteration uses is the one the optimizer holds when it starts. To resume, build the
+schedulers, load the optimizer's state, then each scheduler's
+:meth:`ParamScheduler.load_state_dict` (MMEngine's Runner order).
 
 Several schedulers on one optimizer compose as in MMEngine: torch's chainable
 schedulers (StepLR, MultiStepLR, ExponentialLR, LinearLR, ConstantLR,
@@ -30,7 +30,8 @@ CosineAnnealingWarmRestarts set the lr from their own base values.
 
 A learning rate held as a 0-d tensor (so a compiled step does not recompile when it
 changes) stays the same tensor object: torch's schedulers write it with ``fill_``,
-and nothing here assigns a float over it.
+and nothing here assigns a float over it. :meth:`ParamScheduler.state_dict` holds
+such values as Python floats, so a checkpoint does not depend on the device.
 """
 from __future__ import annotations
 
@@ -90,6 +91,31 @@ def _unwrap(optimizer: Any) -> Optimizer:
 
 def _copy(value: Any) -> Any:
     return value.clone() if isinstance(value, Tensor) else value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with its 0-d tensors (also inside lists and tuples) as Python numbers."""
+    if isinstance(value, Tensor) and value.ndim == 0:
+        return value.item()
+    if type(value) in (list, tuple):  # exact types: a namedtuple would not rebuild so
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+def _like(value: Any, template: Any) -> Any:
+    """``value`` with numbers turned into tensors where ``template`` holds 0-d tensors.
+
+    Undoes :func:`_plain` on load, with the dtype and device of the scheduler being
+    loaded into, so a resumed schedule computes in the precision the saved one did
+    (a float32 value survives the round trip through a Python float exactly).
+    """
+    if (isinstance(template, Tensor) and template.ndim == 0
+            and isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return torch.tensor(value, dtype=template.dtype, device=template.device)
+    if (isinstance(template, (list, tuple)) and type(value) in (list, tuple)
+            and len(template) == len(value)):
+        return type(value)(_like(item, like) for item, like in zip(value, template))
+    return value
 
 
 def _current_lrs(optimizer: Optimizer) -> list[float | Tensor]:
@@ -234,7 +260,7 @@ class ParamScheduler:
     Args:
         optimizer: The torch optimizer, or an :class:`OptimWrapper` around it.
         scheduler_cls: A ``torch.optim.lr_scheduler.LRScheduler`` subclass; the
-            registered subclasses (``StepLR``...) set it themselves.
+            registered subclasses (``StepLR``...) set it themselves and refuse one.
         by_epoch: Whether one :meth:`step` is one epoch (True) or one iteration.
         begin: The step at which the schedule starts (its step 0).
         end: The step at which the schedule stops changing the lr (exclusive).
@@ -259,7 +285,8 @@ class ParamScheduler:
 
     Raises:
         TypeError: Not an optimizer; an argument the torch scheduler does not
-            accept, or a missing one (the message lists the accepted ones).
+            accept, or a missing one (the message lists the accepted ones);
+            ``scheduler_cls`` given to a subclass that fixes it (e.g. ``LinearLR``).
         ValueError: ``begin``/``end`` out of order, ``convert_to_iter_based``
             without ``epoch_length`` or on an iteration-based config, or a value
             torch rejects.
@@ -280,6 +307,20 @@ class ParamScheduler:
 
     scheduler_cls: type | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if '__init__' in cls.__dict__:
+            # Its own __init__ speaks for it, not a signature inherited from a base.
+            cls.__signature__ = None
+        elif getattr(cls, 'scheduler_cls', None) is not None:
+            # A subclass that fixes its torch scheduler refuses scheduler_cls (see
+            # __init__); its signature (docs, the registry's "accepted arguments") must
+            # not offer it.
+            signature = inspect.signature(ParamScheduler.__init__)
+            params = [p for name, p in signature.parameters.items()
+                      if name not in ('self', 'scheduler_cls')]
+            cls.__signature__ = signature.replace(parameters=params)
+
     def __init__(self,
                  optimizer: Optimizer | OptimWrapper,
                  scheduler_cls: type | None = None,
@@ -290,8 +331,16 @@ class ParamScheduler:
                  convert_to_iter_based: bool = False,
                  epoch_length: int | None = None,
                  **kwargs: Any) -> None:
+        fixed = type(self).scheduler_cls
+        if fixed is not None and scheduler_cls is not None:
+            # A registered type (LinearLR...) must build the torch scheduler it names;
+            # otherwise a config's `scheduler_cls=` would silently swap it.
+            raise TypeError(f'{type(self).__name__} always builds {fixed.__module__}.'
+                            f'{fixed.__name__}; it does not take scheduler_cls, but got '
+                            f'scheduler_cls={scheduler_cls!r}. Use ParamScheduler(optimizer, '
+                            f'scheduler_cls, ...) for another torch scheduler.')
         self.optimizer = _unwrap(optimizer)
-        scheduler_cls = scheduler_cls or type(self).scheduler_cls
+        scheduler_cls = scheduler_cls or fixed
         if not (inspect.isclass(scheduler_cls)
                 and issubclass(scheduler_cls, lr_scheduler.LRScheduler)):
             raise TypeError('scheduler_cls must be a torch.optim.lr_scheduler.LRScheduler '
@@ -396,12 +445,22 @@ class ParamScheduler:
         return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
-        """The step count, the last lrs and the torch scheduler's state (or ``None``)."""
+        """The step count, the last lrs and the torch scheduler's state (or ``None``).
+
+        Learning rates held as 0-d tensors (``last_lr``, and torch's ``_last_lr`` and
+        ``base_lrs``) are stored as Python floats, so the checkpoint does not depend
+        on the device the lrs live on; :meth:`load_state_dict` turns them back into
+        tensors where this scheduler holds tensors.
+        """
+        torch_state = None
+        if self._scheduler is not None:
+            torch_state = {key: _plain(value)
+                           for key, value in self._scheduler.state_dict().items()}
         return {
             'type': self.scheduler_cls.__name__,
             'global_step': self._global_step,
-            'last_lr': list(self._last_lr),
-            'scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
+            'last_lr': _plain(list(self._last_lr)),
+            'scheduler': torch_state,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -427,14 +486,16 @@ class ParamScheduler:
                              f'{self.scheduler_cls.__name__}; the param_scheduler config '
                              "differs from the checkpoint's.")
         self._global_step = state_dict['global_step']
-        self._last_lr = list(state_dict['last_lr'])
+        self._last_lr = _like(list(state_dict['last_lr']), self._last_lr)
         if state_dict['scheduler'] is None:
             self._scheduler = None
             return
         if self._scheduler is None:
             with _param_groups_kept(self.optimizer, drop_new_keys=False):
                 self._scheduler = self._build_torch_scheduler()
-        self._scheduler.load_state_dict(state_dict['scheduler'])
+        template = self._scheduler.state_dict()
+        self._scheduler.load_state_dict({key: _like(value, template.get(key))
+                                         for key, value in state_dict['scheduler'].items()})
 
     def __repr__(self) -> str:
         args = ', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())
@@ -449,9 +510,6 @@ class StepLR(ParamScheduler):
 
     scheduler_cls = lr_scheduler.StepLR
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
-
 
 @PARAM_SCHEDULERS.register_module()
 class MultiStepLR(ParamScheduler):
@@ -461,9 +519,6 @@ class MultiStepLR(ParamScheduler):
     """
 
     scheduler_cls = lr_scheduler.MultiStepLR
-
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -475,9 +530,6 @@ class CosineAnnealingLR(ParamScheduler):
 
     scheduler_cls = lr_scheduler.CosineAnnealingLR
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
-
 
 @PARAM_SCHEDULERS.register_module()
 class LinearLR(ParamScheduler):
@@ -487,9 +539,6 @@ class LinearLR(ParamScheduler):
     """
 
     scheduler_cls = lr_scheduler.LinearLR
-
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -502,9 +551,6 @@ class OneCycleLR(ParamScheduler):
 
     scheduler_cls = lr_scheduler.OneCycleLR
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
-
 
 @PARAM_SCHEDULERS.register_module()
 class ExponentialLR(ParamScheduler):
@@ -515,9 +561,6 @@ class ExponentialLR(ParamScheduler):
 
     scheduler_cls = lr_scheduler.ExponentialLR
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
-
 
 @PARAM_SCHEDULERS.register_module()
 class ConstantLR(ParamScheduler):
@@ -527,9 +570,6 @@ class ConstantLR(ParamScheduler):
     """
 
     scheduler_cls = lr_scheduler.ConstantLR
-
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -542,9 +582,6 @@ class PolynomialLR(ParamScheduler):
 
     scheduler_cls = lr_scheduler.PolynomialLR
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
-
 
 @PARAM_SCHEDULERS.register_module()
 class CosineAnnealingWarmRestarts(ParamScheduler):
@@ -554,9 +591,6 @@ class CosineAnnealingWarmRestarts(ParamScheduler):
     """
 
     scheduler_cls = lr_scheduler.CosineAnnealingWarmRestarts
-
-    def __init__(self, optimizer: Optimizer | OptimWrapper, **kwargs: Any) -> None:
-        super().__init__(optimizer, **kwargs)
 
 
 def build_param_schedulers(cfg: Any,

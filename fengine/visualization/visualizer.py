@@ -6,6 +6,7 @@ scalars a ``LoggerHook`` sends and the run's config.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ class Visualizer:
         vis_backends: Backend configs (``dict(type='LocalVisBackend')``, optionally
             with a ``name``) or backend instances; a single one may be given bare.
             ``None`` means ``[dict(type='LocalVisBackend')]``; ``[]`` means none.
-        name: The instance's name (MMEngine's ``ManagerMixin`` name).
+        name: The instance's name (MMEngine's ``ManagerMixin`` name). The class
+            keeps the current instance alive; the others only while something else
+            (a Runner, say) holds them.
 
     Raises:
         TypeError: A backend is neither a dict nor a :class:`BaseVisBackend`.
@@ -46,8 +49,12 @@ class Visualizer:
         ('vis_data/scalars.json', {'loss': 0.25, 'step': 10})
     """
 
-    _instances: dict[str, 'Visualizer'] = {}
-    _current: str | None = None
+    # Weak, so that a finished run's visualizer (and its open TensorBoard writer) is
+    # freed with the run instead of living as long as the process; the current
+    # instance alone is held strongly, so get_current_instance() keeps working for
+    # an instance nobody else holds (MMEngine's ManagerMixin keeps every one).
+    _instances: weakref.WeakValueDictionary[str, Visualizer] = weakref.WeakValueDictionary()
+    _current: Visualizer | None = None
 
     def __init__(self,
                  save_dir: str | os.PathLike | None = None,
@@ -79,7 +86,7 @@ class Visualizer:
                     f"name='{backend_name}_2')")
             self._vis_backends[backend_name] = backend
         Visualizer._instances[name] = self
-        Visualizer._current = name
+        Visualizer._current = self
 
     @property
     def vis_data_dir(self) -> Path | None:
@@ -112,10 +119,11 @@ class Visualizer:
         MMEngine's ``ManagerMixin.get_instance``: hooks find the run's visualizer
         without holding the runner.
         """
-        if name not in cls._instances:
-            cls(name=name, **kwargs)
-        cls._current = name
-        return cls._instances[name]
+        instance = cls._instances.get(name)
+        if instance is None:
+            instance = cls(name=name, **kwargs)
+        cls._current = instance
+        return instance
 
     @classmethod
     def get_current_instance(cls) -> 'Visualizer':
@@ -127,7 +135,7 @@ class Visualizer:
         if cls._current is None:
             raise RuntimeError('no Visualizer has been built yet; build one with '
                                'Visualizer(save_dir=...) or Visualizer.get_instance(name)')
-        return cls._instances[cls._current]
+        return cls._current
 
     @property
     def backends(self) -> dict[str, BaseVisBackend]:
