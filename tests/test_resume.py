@@ -336,6 +336,49 @@ def test_resume_true_with_a_dangling_pointer_falls_back_to_the_newest_checkpoint
     assert resumed.epoch == 3 and resumed.iter == 15
 
 
+def test_resume_true_with_load_from_resumes_from_load_from(tmp_path):
+    full = make_runner(tmp_path / 'full', length=3, validate=False)
+    full.train()
+    make_runner(tmp_path / 'part', length=2, validate=False).train()
+    # MMEngine's rule: resume=True and load_from=X resume from X (here, in another
+    # work_dir with no checkpoint of its own).
+    resumed = make_runner(tmp_path / 'resumed', length=3, validate=False, resume=True,
+                          load_from=str(tmp_path / 'part' / 'epoch_2.pth'))
+    resumed.train()
+    assert resumed.started_at == 10 and resumed.epoch == 3 and resumed.iter == 15
+    expected = {step: loss for step, loss in logged_losses(tmp_path / 'full').items()
+                if step > 10}
+    assert logged_losses(tmp_path / 'resumed') == expected
+    a, b = params_of(full), params_of(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_path_and_another_load_from_are_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"resume='a.pth' and load_from='b.pth' name "
+                                         r"different checkpoints"):
+        make_runner(tmp_path, resume='a.pth', load_from='b.pth')
+
+
+def test_resume_finds_checkpoints_of_a_relative_out_dir_from_another_directory(
+        tmp_path, monkeypatch):
+    def runner(length, cwd, **kwargs):
+        monkeypatch.chdir(cwd)
+        return make_runner(tmp_path / 'work', length=length, validate=False, default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=1, out_dir='ck')), **kwargs)
+
+    (tmp_path / 'first').mkdir()
+    (tmp_path / 'second').mkdir()
+    runner(2, tmp_path / 'first').train()
+    written = tmp_path / 'first' / 'ck' / 'epoch_2.pth'
+    pointer = (tmp_path / 'work' / 'last_checkpoint').read_text().strip()
+    assert Path(pointer).is_absolute() and Path(pointer) == written.resolve()
+    monkeypatch.chdir(tmp_path / 'second')
+    assert find_last_checkpoint(tmp_path / 'work') == written.resolve()
+    resumed = runner(3, tmp_path / 'second', resume=True)
+    resumed.train()
+    assert resumed.started_at == 10 and resumed.iter == 15
+
+
 class Diverging(NeuralNetwork):
     """Its loss is NaN from the 4th forward pass on."""
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler,
+                              TensorDataset)
 
 from fengine import Runner
 from fengine.evaluator import BaseMetric
 from fengine.hooks import Hook
-from fengine.model import BaseModel
-from fengine.registry import DATASETS
-from fengine.runner import NonFiniteLossError
+from fengine.model import BaseModel, is_model_wrapper, unwrap_model
+from fengine.model.wrappers import MMDistributedDataParallel
+from fengine.optim import build_optim_wrapper
+from fengine.registry import DATA_SAMPLERS, DATASETS
+from fengine.runner import DefaultSampler, NonFiniteLossError, build_dataloader
 
 from seed_models import FashionMnistMetric, NeuralNetwork
 
@@ -123,11 +127,19 @@ def test_the_logged_loss_is_the_mean_over_the_interval(tmp_path):
 
 
 def test_compiled_steps_train_like_eager_steps(tmp_path):
+    from torch._dynamo.utils import counters
+
     eager = seed_runner(tmp_path / 'eager', epochs=1)
     eager.train()
+    counters.clear()
     compiled = seed_runner(tmp_path / 'compiled', epochs=1, model=fresh_model(),
                            compile=EAGER)
     compiled.train()
+    # The compiled path ran: dynamo built graphs, and the fused step holds the lr as a
+    # 0-d tensor where the eager optimizer keeps a float.
+    assert counters['stats']['unique_graphs'] >= 1, dict(counters['stats'])
+    assert isinstance(compiled.optim_wrapper.optimizer.param_groups[0]['lr'], torch.Tensor)
+    assert type(eager.optim_wrapper.optimizer.param_groups[0]['lr']) is float
     for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert compiled.val_loop.last_metrics['Accuracy'] == pytest.approx(
@@ -149,13 +161,22 @@ def test_validation_with_fp16_runs_under_bfloat16_autocast_on_the_cpu(tmp_path):
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path):
-    def run(folder):
-        runner = seed_runner(tmp_path / folder, epochs=1, model=fresh_model())
+    from test_resume import make_runner
+
+    # Dropout, noisy samples and a shuffling DefaultSampler: the run draws random
+    # numbers, so only the runner's seeding (not the global state before it) can make
+    # two runs equal.
+    def run(folder, seed, global_seed):
+        torch.manual_seed(global_seed)
+        runner = make_runner(tmp_path / folder, length=1, validate=False,
+                             randomness=dict(seed=seed, deterministic=True))
         runner.train()
         return [p.detach().clone() for p in runner.model.parameters()]
 
-    for a, b in zip(run('a'), run('b')):
-        assert torch.equal(a, b)
+    first, again, other = run('a', 7, global_seed=1), run('b', 7, global_seed=2), \
+        run('c', 8, global_seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, c) for a, c in zip(first, other))
 
 
 # -- loops -----------------------------------------------------------------------------
@@ -223,10 +244,18 @@ def test_a_default_hook_set_to_none_is_not_registered(tmp_path):
 
 def test_a_bad_hook_priority_names_the_choices(tmp_path):
     runner = seed_runner(tmp_path)
-    with pytest.raises(ValueError, match="'NORMAL'"):
-        runner.register_hook(Hook(), priority='NORMALL')
+    before = runner.hooks
+    hook = Hook()
+    message = ("unknown priority 'NORMALL' Did you mean 'NORMAL' or 'BELOW_NORMAL' or "
+               "'ABOVE_NORMAL'?; choose one of 'ABOVE_NORMAL', 'BELOW_NORMAL', 'HIGH', "
+               "'HIGHEST', 'LOW', 'LOWEST', 'NORMAL', 'VERY_HIGH', 'VERY_LOW' or an int in "
+               "[0, 100]")
+    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+        runner.register_hook(hook, priority='NORMALL')
+    assert runner.hooks == before and hook.priority == 'NORMAL'  # nothing changed
     with pytest.raises(TypeError, match='Hook'):
         runner.register_hook(object())
+    assert runner.hooks == before
 
 
 def test_param_schedulers_change_the_logged_lr(tmp_path):
@@ -247,8 +276,11 @@ def test_a_warm_up_by_iteration_under_compiled_steps_does_not_recompile(tmp_path
         type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8))
     runner.train()
     assert runner.optim_wrapper.get_lr()['lr'][0] == pytest.approx(0.1)
-    # A training graph, a last-batch shape at most, and the eval step: not one per lr.
-    assert counters['stats']['unique_graphs'] <= 6, dict(counters['stats'])
+    # The compiled step ran (it holds the lr as a tensor)...
+    assert isinstance(runner.optim_wrapper.optimizer.param_groups[0]['lr'], torch.Tensor)
+    # ...with a training graph, a last-batch shape at most, and the eval step: not one
+    # per lr.
+    assert 1 <= counters['stats']['unique_graphs'] <= 6, dict(counters['stats'])
 
 
 # -- data from configs ------------------------------------------------------------------
@@ -277,6 +309,96 @@ def test_dataloaders_may_be_configs_with_a_seeded_sampler(tmp_path):
     a, b = first_batch_labels('a'), first_batch_labels('b')
     assert torch.equal(a, b)
     assert not torch.equal(a, images(64)[:8][1])  # shuffled
+
+
+class SeededSubSampler(DefaultSampler):
+    """A DefaultSampler subclass whose seed goes through ``**kwargs``."""
+
+    def __init__(self, dataset, **kwargs):
+        super().__init__(dataset, **kwargs)
+
+
+DATA_SAMPLERS.register_module(force=True, module=SeededSubSampler)
+
+
+class UnseededSampler(Sampler):
+    """A sampler without a seed parameter: it must still build."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        return iter(range(len(self.dataset)))
+
+    def __len__(self):
+        return len(self.dataset)
+
+
+@pytest.mark.parametrize('sampler_type', [DefaultSampler, 'SeededSubSampler',
+                                          SeededSubSampler])
+def test_every_sampler_that_takes_a_seed_gets_the_runs_seed(tmp_path, sampler_type):
+    runner = seed_runner(tmp_path, randomness=dict(seed=123), train_dataloader=dict(
+        dataset=TinyImages(16), batch_size=8, sampler=dict(type=sampler_type)))
+    assert runner.train_dataloader.sampler.seed == 123
+
+
+def test_a_sampler_config_that_sets_its_seed_keeps_it_and_others_get_none():
+    loader = build_dataloader(dict(dataset=TinyImages(16), batch_size=8,
+                                   sampler=dict(type=DefaultSampler, seed=5)), seed=123)
+    assert loader.sampler.seed == 5
+    loader = build_dataloader(dict(dataset=TinyImages(16), batch_size=8,
+                                   sampler=dict(type=UnseededSampler)), seed=123)
+    assert isinstance(loader.sampler, UnseededSampler)
+
+
+def test_every_dataloader_argument_of_torch_is_accepted():
+    generator = torch.Generator()
+    loader = build_dataloader(dict(dataset=TinyImages(16), batch_size=8, generator=generator,
+                                   multiprocessing_context=None, pin_memory_device='',
+                                   in_order=False))
+    assert loader.generator is generator and loader.in_order is False
+    assert len(list(loader)) == 2
+
+
+def test_a_batch_sampler_config_is_built_around_the_sampler():
+    loader = build_dataloader(dict(
+        dataset=TinyImages(20), batch_size=8, drop_last=True,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        batch_sampler=dict(type=BatchSampler)), seed=3)
+    assert isinstance(loader.batch_sampler, BatchSampler)
+    assert isinstance(loader.batch_sampler.sampler, DefaultSampler)
+    assert list(loader.batch_sampler) == [list(range(8)), list(range(8, 16))]
+    # Without a sampler, the default one, shuffled as `shuffle` says and seeded.
+    loader = build_dataloader(dict(dataset=TinyImages(20), batch_size=8, shuffle=False,
+                                   batch_sampler=dict(type=BatchSampler, drop_last=False)),
+                              seed=3)
+    inner = loader.batch_sampler.sampler
+    assert isinstance(inner, DefaultSampler) and not inner.shuffle and inner.seed == 3
+    assert [len(b) for b in loader.batch_sampler] == [8, 8, 4]
+
+
+def test_an_unregistered_batch_sampler_config_is_named():
+    with pytest.raises(KeyError, match="train_dataloader: batch_sampler type "
+                                       "'AspectRatioBatchSampler' is not in the data "
+                                       "sampler registry"):
+        build_dataloader(dict(dataset=TinyImages(16), batch_size=8,
+                              batch_sampler=dict(type='AspectRatioBatchSampler')),
+                         what='train_dataloader')
+
+
+@pytest.mark.parametrize('extra,keys', [
+    (dict(shuffle=True, sampler=dict(type='DefaultSampler')), "'shuffle' and 'sampler'"),
+    (dict(shuffle=False, sampler=dict(type='DefaultSampler')), "'shuffle' and 'sampler'"),
+    (dict(sampler=dict(type='DefaultSampler'), batch_sampler='built'),
+     "'sampler' and 'batch_sampler'"),
+    (dict(shuffle=True, batch_sampler='built'), "'shuffle' and 'batch_sampler'"),
+])
+def test_keys_that_exclude_each_other_are_named_instead_of_one_being_dropped(extra, keys):
+    dataset = TinyImages(16)
+    if extra.get('batch_sampler') == 'built':
+        extra['batch_sampler'] = BatchSampler(SequentialSampler(dataset), 4, False)
+    with pytest.raises(ValueError, match=f'^val_dataloader: {keys} are both given'):
+        build_dataloader(dict(dataset=dataset, **extra), what='val_dataloader')
 
 
 def test_a_dataloader_config_with_an_unknown_key_names_it(tmp_path):
@@ -364,8 +486,38 @@ def test_from_cfg_builds_a_runner_that_trains(tmp_path):
 
 
 def test_an_unknown_launcher_names_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="'none', 'pytorch'"):
+    with pytest.raises(ValueError, match=r"^launcher must be one of 'none', 'pytorch', but "
+                                         r"got 'slurm'\.$"):
         Runner(model=fresh_model(), work_dir=tmp_path, launcher='slurm')
+
+
+# -- model wrappers ---------------------------------------------------------------------------
+class WithModuleChild(NeuralNetwork):
+    """The seed's model with a child layer named ``module``: not a wrapper."""
+
+    def __init__(self):
+        super().__init__()
+        self.module = nn.Linear(4, 4)
+
+
+def test_only_ddp_and_data_parallel_are_model_wrappers():
+    model = fresh_model(WithModuleChild)
+    assert not is_model_wrapper(model) and unwrap_model(model) is model
+    wrapped = nn.DataParallel(model)
+    assert is_model_wrapper(wrapped) and unwrap_model(wrapped) is model
+    assert issubclass(MMDistributedDataParallel, nn.parallel.DistributedDataParallel)
+    assert not is_model_wrapper(nn.Linear(2, 2))
+    wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1)))
+    optimized = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert optimized == {id(p) for p in model.parameters()}
+
+
+def test_a_child_named_module_is_saved_with_the_rest_of_the_model(tmp_path):
+    runner = seed_runner(tmp_path, epochs=1, model=fresh_model(WithModuleChild))
+    runner.train()
+    saved = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)['state_dict']
+    assert saved.keys() == runner.model.state_dict().keys()
+    assert {'module.weight', 'linear_relu_stack.0.weight'} <= saved.keys()
 
 
 # -- checkpoints ----------------------------------------------------------------------------

@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .. import dist
 from ..registry import MODEL_WRAPPERS
 from .base_model import BaseModel
 
-__all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step']
+__all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step', 'is_model_wrapper',
+           'unwrap_model']
 
 
 @MODEL_WRAPPERS.register_module()
@@ -117,12 +118,35 @@ def _average_log_vars(ddp: DistributedDataParallel, log_vars: dict, sync: bool,
     return {k: averaged.get(k, v) for k, v in log_vars.items()}
 
 
-def wrap_model(model: nn.Module, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
-    """Wrap ``model`` in :class:`MMDistributedDataParallel` on ``device``.
+def is_model_wrapper(model: Any) -> bool:
+    """Whether ``model`` is a model wrapper (MMEngine: ``mmengine.model.is_model_wrapper``).
 
-    DDP's constructor broadcasts rank 0's parameters and buffers to every rank.
-    ``ddp_kwargs`` go to ``DistributedDataParallel`` (``find_unused_parameters``,
-    ``forward_sync_buffers``, ``bucket_cap_mb``, ``gradient_as_bucket_view``...).
+    A wrapper is an instance of torch's ``DistributedDataParallel`` (so
+    :class:`MMDistributedDataParallel` too) or ``DataParallel``, or of a class registered
+    in ``MODEL_WRAPPERS``. An attribute named ``module`` does not make a wrapper: a model
+    may well have a child layer of that name.
     """
-    device_ids = [device.index] if device.type == 'cuda' else None
-    return MMDistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)
+    # Registered wrappers, as MMEngine: a user's own wrapper built by model_wrapper_cfg.
+    registered = tuple(cls for cls in MODEL_WRAPPERS.module_dict.values()
+                       if isinstance(cls, type))
+    return isinstance(model, (DistributedDataParallel, DataParallel) + registered)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a wrapper (see :func:`is_model_wrapper`), else ``model`` itself."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def wrap_model(model: nn.Module, device: torch.device, /, **wrapper_cfg: Any) -> nn.Module:
+    """Wrap ``model`` (already on ``device``) in a ``MODEL_WRAPPERS`` wrapper.
+
+    The wrapper is ``wrapper_cfg['type']`` (default :class:`MMDistributedDataParallel`);
+    the other keys go to its constructor, i.e. to ``DistributedDataParallel``
+    (``find_unused_parameters``, ``bucket_cap_mb``, ``gradient_as_bucket_view``...).
+    ``device_ids`` defaults to ``[device.index]`` on CUDA, ``None`` elsewhere. DDP's
+    constructor broadcasts rank 0's parameters and buffers to every rank.
+    """
+    cfg = dict(wrapper_cfg)
+    cfg.setdefault('type', 'MMDistributedDataParallel')
+    cfg.setdefault('device_ids', [device.index] if device.type == 'cuda' else None)
+    return MODEL_WRAPPERS.build(cfg, default_args=dict(module=model))

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.optim import Optimizer
 
 from .._errors import choices_text, suggest
 from ..logging import print_log
+from ..model.wrappers import unwrap_model
 from ..registry import OPTIM_WRAPPERS, OPTIMIZERS
 from .amp_optim_wrapper import AmpOptimWrapper  # noqa: F401  (registers it)
 from .optim_wrapper import OptimWrapper
@@ -268,8 +268,7 @@ class DefaultOptimWrapperConstructor:
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Build the optimizer over ``model``'s parameters and wrap it."""
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
+        model = unwrap_model(model)
         wrapper_cfg = dict(self.optim_wrapper_cfg)
         wrapper_cfg.setdefault('type', 'OptimWrapper')
         if isinstance(self.optimizer_cfg, Optimizer):

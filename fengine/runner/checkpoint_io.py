@@ -142,17 +142,32 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def find_last_checkpoint(work_dir: str | os.PathLike) -> Path | None:
     """The checkpoint ``work_dir/last_checkpoint`` points to, or ``None``.
 
-    MMEngine: ``find_latest_checkpoint``. A pointer to a file that no longer exists
-    falls back to the newest ``*.pth`` in ``work_dir`` (temporary files of
-    interrupted writes end in ``.tmp`` and are never candidates).
+    MMEngine: ``find_latest_checkpoint``. The pointer holds an absolute path (the
+    runner writes one, so checkpoints in an ``out_dir`` outside ``work_dir`` are
+    found); a relative one is read relative to ``work_dir``. A pointer to a file that
+    no longer exists falls back to the newest ``*.pth`` in the pointer's folder, then
+    in ``work_dir`` (temporary files of interrupted writes end in ``.tmp`` and are
+    never candidates).
     """
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).expanduser()
     pointer = work_dir / LAST_CHECKPOINT
+    folders = [work_dir]
     if pointer.is_file():
-        target = Path(pointer.read_text().strip())
+        target = Path(pointer.read_text().strip()).expanduser()
         if not target.is_absolute():
             target = work_dir / target
         if target.is_file():
             return target
-    candidates = [p for p in work_dir.glob('*.pth') if p.is_file() and not is_temporary(p)]
+        # Checkpoints written to an out_dir are in the dangling pointer's folder.
+        folders.insert(0, target.parent)
+    for folder in folders:
+        newest = _newest_checkpoint(folder)
+        if newest is not None:
+            return newest
+    return None
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """The most recently written ``*.pth`` in ``folder`` (never a temporary file)."""
+    candidates = [p for p in folder.glob('*.pth') if p.is_file() and not is_temporary(p)]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

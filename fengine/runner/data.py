@@ -6,6 +6,7 @@ MMEngine: ``Runner.build_dataloader``, ``mmengine.dataset.DefaultSampler``,
 from __future__ import annotations
 
 import functools
+import inspect
 import random
 from typing import Any, Callable, Iterator, Sized
 
@@ -110,9 +111,10 @@ COLLATE_FUNCTIONS: dict[str, Callable[[list], Any]] = {
     'pseudo_collate': pseudo_collate,
 }
 
-_LOADER_KEYS = ('dataset', 'batch_size', 'sampler', 'batch_sampler', 'num_workers',
-                'collate_fn', 'pin_memory', 'drop_last', 'persistent_workers',
-                'prefetch_factor', 'worker_init_fn', 'shuffle', 'timeout')
+# DataLoader's own arguments, read from torch: every one torch accepts (``generator``,
+# ``multiprocessing_context``, ``in_order``...) is accepted here. fengine's configs for
+# ``dataset``, ``sampler``, ``batch_sampler`` and ``collate_fn`` use the same names.
+_LOADER_KEYS = tuple(inspect.signature(DataLoader).parameters)
 
 
 def seed_worker(worker_id: int, rank: int = 0) -> None:
@@ -135,15 +137,21 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
 
     The dict takes ``DataLoader``'s arguments; ``dataset`` is a ``Dataset`` or a
     config for ``DATASETS``; ``sampler`` a sampler or a config for ``DATA_SAMPLERS``
-    (default ``dict(type='DefaultSampler', shuffle=True)``), seeded by ``seed``;
-    ``collate_fn`` a callable or ``dict(type='default_collate'|'pseudo_collate')``
-    (default ``default_collate``). Workers are seeded from the run's generator, their
-    rank and id (:func:`seed_worker`).
+    (default ``dict(type='DefaultSampler', shuffle=True)``; ``shuffle`` sets the default
+    one's), given ``seed`` when its class takes a ``seed`` the config does not set;
+    ``batch_sampler`` a batch sampler or a ``DATA_SAMPLERS`` config, built (as
+    MMEngine) around the sampler with the loader's ``batch_size`` (and ``drop_last``,
+    when it takes one); ``collate_fn`` a callable or
+    ``dict(type='default_collate'|'pseudo_collate')`` (default ``default_collate``).
+    Workers are seeded from the run's generator, their rank and id (:func:`seed_worker`).
 
     Raises:
         TypeError: neither a ``DataLoader`` nor a dict, or an unknown key (named,
             with the accepted ones).
-        ValueError: no ``dataset`` or an unknown collate function.
+        ValueError: no ``dataset``, an unknown collate function, or keys that exclude
+            each other (named): ``shuffle`` with ``sampler``, ``sampler`` or ``shuffle``
+            with a built ``batch_sampler``.
+        KeyError: a sampler or batch sampler type that is not registered (named).
     """
     if isinstance(dataloader, DataLoader):
         return dataloader
@@ -151,6 +159,18 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
         raise TypeError(f'{what} must be a torch DataLoader or a dict config, but got '
                         f'{type(dataloader).__name__}: {dataloader!r}')
     cfg = dict(dataloader)
+    _check_loader_keys(cfg, what)
+    dataset = _build_dataset(cfg, what)
+    _check_exclusive(cfg, what)
+    _build_samplers(cfg, dataset, seed, what)
+    cfg['collate_fn'] = _build_collate(cfg.pop('collate_fn', None), what)
+    if cfg.get('num_workers', 0) > 0 and 'worker_init_fn' not in cfg:
+        # A partial of a module-level function: picklable for spawned workers.
+        cfg['worker_init_fn'] = functools.partial(seed_worker, rank=get_rank())
+    return DataLoader(dataset, **cfg)
+
+
+def _check_loader_keys(cfg: dict, what: str) -> None:
     unknown = [k for k in cfg if k not in _LOADER_KEYS]
     if unknown:
         raise TypeError(f'{what} has unknown key(s) {unknown}'
@@ -158,31 +178,109 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
                         f'{choices_text(_LOADER_KEYS)}')
     if 'dataset' not in cfg:
         raise ValueError(f'{what} needs a dataset: dict(dataset=..., batch_size=...)')
+
+
+def _build_dataset(cfg: dict, what: str) -> Any:
     dataset = cfg.pop('dataset')
     if isinstance(dataset, dict):
-        dataset = DATASETS.build(dataset)
-    elif not isinstance(dataset, Dataset) and not hasattr(dataset, '__getitem__'):
+        return DATASETS.build(dataset)
+    if not isinstance(dataset, Dataset) and not hasattr(dataset, '__getitem__'):
         raise TypeError(f'{what}: dataset must be a Dataset or a dict config for DATASETS, '
                         f'but got {type(dataset).__name__}')
+    return dataset
+
+
+def _check_exclusive(cfg: dict, what: str) -> None:
+    """Refuse keys of which one would be ignored (torch ignores or rejects them too)."""
+    given = {k for k in ('shuffle', 'sampler', 'batch_sampler') if cfg.get(k) is not None}
+    if {'shuffle', 'sampler'} <= given:
+        raise ValueError(f"{what}: 'shuffle' and 'sampler' are both given, but the sampler "
+                         f"decides the order: set shuffle in the sampler's config (e.g. "
+                         f"dict(type='DefaultSampler', shuffle={cfg['shuffle']!r})), or "
+                         "drop 'sampler'")
+    built = 'batch_sampler' in given and not isinstance(cfg['batch_sampler'], dict)
+    for key in ('sampler', 'shuffle'):
+        if built and key in given:
+            raise ValueError(f"{what}: {key!r} and 'batch_sampler' are both given, but a "
+                             f"built batch_sampler ({type(cfg['batch_sampler']).__name__}) "
+                             f"has its own sampler: drop {key!r}, or give batch_sampler as "
+                             'a DATA_SAMPLERS config (dict(type=...)), built around the '
+                             'sampler')
+
+
+def _build_samplers(cfg: dict, dataset: Any, seed: int | None, what: str) -> None:
+    """Replace the sampler configs of ``cfg`` by samplers (see :func:`build_dataloader`)."""
     shuffle = cfg.pop('shuffle', None)
     sampler = cfg.pop('sampler', None)
-    if 'batch_sampler' not in cfg:
-        if sampler is None:
-            sampler = dict(type='DefaultSampler', shuffle=True if shuffle is None else shuffle)
-        if isinstance(sampler, dict):
-            sampler = DATA_SAMPLERS.build(sampler, default_args=dict(dataset=dataset, seed=seed)
-                                          if sampler.get('type') == 'DefaultSampler'
-                                          else dict(dataset=dataset))
+    batch_sampler = cfg.get('batch_sampler')
+    if batch_sampler is not None and not isinstance(batch_sampler, dict):
+        return  # built by the user, with its own sampler (_check_exclusive)
+    if sampler is None:
+        sampler = dict(type='DefaultSampler', shuffle=True if shuffle is None else shuffle)
+    if isinstance(sampler, dict):
+        sampler = _build_sampler(sampler, dataset, seed, what)
+    if batch_sampler is None:
         cfg['sampler'] = sampler
-    collate = cfg.pop('collate_fn', None) or dict(type='default_collate')
-    if isinstance(collate, dict):
-        name = collate.get('type')
-        if name not in COLLATE_FUNCTIONS:
-            raise ValueError(f'{what}: unknown collate_fn {name!r}'
-                             f'{suggest(str(name), COLLATE_FUNCTIONS)}; choose one of '
-                             f'{choices_text(COLLATE_FUNCTIONS)} or pass a callable')
-        collate = COLLATE_FUNCTIONS[name]
-    if cfg.get('num_workers', 0) > 0 and 'worker_init_fn' not in cfg:
-        # A partial of a module-level function: picklable for spawned workers.
-        cfg['worker_init_fn'] = functools.partial(seed_worker, rank=get_rank())
-    return DataLoader(dataset, collate_fn=collate, **cfg)
+    else:
+        cfg['batch_sampler'] = _build_batch_sampler(batch_sampler, sampler, cfg, what)
+
+
+def _build_sampler(sampler_cfg: dict, dataset: Any, seed: int | None, what: str) -> Any:
+    defaults: dict[str, Any] = dict(dataset=dataset)
+    # Any sampler that takes a seed (a DefaultSampler given as a class, a subclass, a
+    # user's own) follows the run's, unless its config sets one.
+    if seed is not None and _takes(_sampler_class(sampler_cfg, 'sampler', what), 'seed'):
+        defaults['seed'] = seed
+    return DATA_SAMPLERS.build(sampler_cfg, default_args=defaults)
+
+
+def _build_batch_sampler(batch_sampler_cfg: dict, sampler: Any, cfg: dict, what: str) -> Any:
+    """Build a batch sampler around ``sampler``; it takes over the loader's batching keys.
+
+    DataLoader refuses ``batch_size`` and ``drop_last`` next to a ``batch_sampler``, so
+    they go to the batch sampler when it takes them (and stay, to be refused by torch,
+    when it does not).
+    """
+    cls = _sampler_class(batch_sampler_cfg, 'batch_sampler', what)
+    defaults: dict[str, Any] = dict(sampler=sampler)
+    for key, default in (('batch_size', 1), ('drop_last', False)):
+        if _takes(cls, key):
+            defaults[key] = cfg.pop(key, default)
+    return DATA_SAMPLERS.build(batch_sampler_cfg, default_args=defaults)
+
+
+def _sampler_class(sampler_cfg: dict, key: str, what: str) -> Any:
+    """The class a ``DATA_SAMPLERS`` config names, or an error naming the loader's key."""
+    kind = sampler_cfg.get('type')
+    if kind is None:
+        raise KeyError(f'{what}: the {key} config needs the key "type" (a DATA_SAMPLERS '
+                       f'name or a class), but got {sampler_cfg!r}; registered: '
+                       f'{choices_text(DATA_SAMPLERS)}')
+    if not isinstance(kind, str):
+        return kind
+    try:
+        return DATA_SAMPLERS.get(kind)
+    except KeyError as exc:
+        raise KeyError(f'{what}: {key} type {exc.args[0]}') from None
+
+
+def _takes(factory: Any, name: str) -> bool:
+    """Whether calling ``factory`` accepts the keyword ``name`` (``**kwargs`` does)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _build_collate(collate: Any, what: str) -> Callable[[list], Any]:
+    collate = collate or dict(type='default_collate')
+    if not isinstance(collate, dict):
+        return collate
+    name = collate.get('type')
+    if name not in COLLATE_FUNCTIONS:
+        raise ValueError(f'{what}: unknown collate_fn {name!r}'
+                         f'{suggest(str(name), COLLATE_FUNCTIONS)}; choose one of '
+                         f'{choices_text(COLLATE_FUNCTIONS)} or pass a callable')
+    return COLLATE_FUNCTIONS[name]

@@ -28,8 +28,8 @@ from ..hooks import Hook, get_priority
 from ..logging import get_logger
 from ..optim import build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
-from ..model import wrappers as _wrappers  # noqa: F401 - registers MMDistributedDataParallel
-from ..registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS
+from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
+from ..registry import HOOKS, LOOPS, MODELS
 from ..visualization import build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
 from .data import build_dataloader
@@ -115,9 +115,18 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, filenam
                     f'{tuple(param.shape)}. Nothing was loaded.')
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, 'module') and isinstance(model.module, nn.Module) \
-        else model
+def _check_resume(resume: Any, load_from: Any) -> None:
+    """Refuse a ``resume`` path and a ``load_from`` naming another file.
+
+    ``resume=True`` resumes from ``load_from``; with a path as well, one of the two
+    would be silently ignored.
+    """
+    if load_from is None or not isinstance(resume, (str, os.PathLike)):
+        return
+    if Path(resume).expanduser().resolve() != Path(load_from).expanduser().resolve():
+        raise ValueError(f'resume={os.fspath(resume)!r} and load_from={os.fspath(load_from)!r} '
+                         'name different checkpoints: pass resume=True to resume from '
+                         'load_from, or only one of them')
 
 
 class Runner:
@@ -143,8 +152,10 @@ class Runner:
         default_hooks: Overrides of :data:`DEFAULT_HOOKS` by name (``None`` removes one).
         custom_hooks: More hooks, as instances or ``HOOKS`` configs (``priority`` key).
         load_from: A checkpoint whose weights are loaded before training/testing.
-        resume: ``True`` resumes from ``work_dir/last_checkpoint``; a path resumes
-            from that file (weights, optimizer, schedulers, counters, RNG states).
+        resume: ``True`` resumes from ``load_from`` when it is given (as MMEngine),
+            else from ``work_dir/last_checkpoint``; a path resumes from that file
+            (weights, optimizer, schedulers, counters, RNG states). A path and a
+            ``load_from`` naming another file are an error.
         randomness: ``dict(seed=None, deterministic=False)``; ``seed=None`` draws one
             (logged, and saved in checkpoints).
         launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``).
@@ -211,10 +222,10 @@ class Runner:
         self.model = self._build_model(model, model_wrapper_cfg)
         self.compile = compile
         if compile:
-            if not hasattr(_unwrap(self.model), 'compile_steps'):
+            if not hasattr(unwrap_model(self.model), 'compile_steps'):
                 raise TypeError(f'compile=True needs a fengine BaseModel (with compile_steps), '
                                 f'but the model is a {type(self.model).__name__}')
-            _unwrap(self.model).compile_steps(compile)
+            unwrap_model(self.model).compile_steps(compile)
 
         self._train_dataloader, self._val_dataloader = train_dataloader, val_dataloader
         self._test_dataloader = test_dataloader
@@ -236,6 +247,7 @@ class Runner:
                              'them, or drop val_interval to train without validation')
         self._train_loop = self._val_loop = self._test_loop = None
 
+        _check_resume(resume, load_from)
         self.load_from = load_from
         self.resume_from = resume
         self._loaded = False
@@ -294,14 +306,9 @@ class Runner:
                             f"'MMDistributedDataParallel', find_unused_parameters=True), but "
                             f'got {type(wrapper_cfg).__name__}')
         model = model.to(self.device)
-        # A model the user wrapped in DDP already is kept as it is.
-        if self.world_size > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
-            cfg = dict(wrapper_cfg or {})
-            cfg.setdefault('type', 'MMDistributedDataParallel')
-            # DDP's constructor broadcasts rank 0's parameters and buffers to every rank.
-            cfg.setdefault('device_ids', [self.device.index] if self.device.type == 'cuda'
-                           else None)
-            model = MODEL_WRAPPERS.build(cfg, default_args=dict(module=model))
+        # A model the user wrapped already is kept as it is.
+        if self.world_size > 1 and not is_model_wrapper(model):
+            model = wrap_model(model, self.device, **(wrapper_cfg or {}))
         return model
 
     def _build_logger(self, log_level: str | int) -> logging.Logger:
@@ -365,6 +372,7 @@ class Runner:
 
         Raises:
             TypeError: neither a Hook nor a dict.
+            ValueError: an unknown priority (the hook is neither changed nor registered).
         """
         if isinstance(hook, dict):
             hook = dict(hook)
@@ -373,9 +381,10 @@ class Runner:
         if not isinstance(hook, Hook):
             raise TypeError(f'a hook must be a fengine.hooks.Hook or a HOOKS config dict, but '
                             f'got {type(hook).__name__}: {hook!r}')
+        # Checked before the hook is changed: a bad priority leaves it as it was.
+        value = get_priority(hook.priority if priority is None else priority)
         if priority is not None:
             hook.priority = priority
-        value = get_priority(hook.priority)
         position = len(self._hooks)
         for index, existing in enumerate(self._hooks):
             if value < get_priority(existing.priority):
@@ -534,11 +543,11 @@ class Runner:
             max_epochs=loop.max_epochs if loop.by_epoch else None,
             max_iters=loop.max_iters) if self._param_scheduler_cfg is not None else []
         if not (self.load_from or self.resume_from):
-            init = getattr(_unwrap(self.model), 'init_weights', None)
+            init = getattr(unwrap_model(self.model), 'init_weights', None)
             if callable(init):
                 init()
         self._load_or_resume(training=True)
-        self.optim_wrapper.initialize_count_status(_unwrap(self.model), loop.iter,
+        self.optim_wrapper.initialize_count_status(unwrap_model(self.model), loop.iter,
                                                    loop.max_iters)
         self.call_hook('before_run')
         model = loop.run()
@@ -584,7 +593,7 @@ class Runner:
                 self.logger.warning(f'resume=True but there is no checkpoint in '
                                     f'{self.work_dir} (no {LAST_CHECKPOINT} file, no '
                                     '*.pth): training starts from scratch.')
-                init = getattr(_unwrap(self.model), 'init_weights', None)
+                init = getattr(unwrap_model(self.model), 'init_weights', None)
                 if callable(init):
                     init()
                 return
@@ -594,10 +603,16 @@ class Runner:
             self.load_checkpoint(self.load_from)
 
     def _resume_path(self) -> Path | None:
-        """The checkpoint ``resume`` names: the last one in ``work_dir`` for ``True``."""
-        if self.resume_from is True:
-            return find_last_checkpoint(self.work_dir)
-        return Path(self.resume_from)
+        """The checkpoint ``resume`` names (MMEngine's rule for ``True``).
+
+        ``True`` means ``load_from`` when it is set (the user named the file to continue
+        from), else the last checkpoint in ``work_dir``; a path names the file itself.
+        """
+        if self.resume_from is not True:
+            return Path(self.resume_from)
+        if self.load_from:
+            return Path(self.load_from)
+        return find_last_checkpoint(self.work_dir)
 
     def _read_checkpoint(self, filename: str | os.PathLike, map_location: Any) -> dict:
         checkpoint = load_checkpoint_file(os.fspath(filename), map_location=map_location)
@@ -609,18 +624,18 @@ class Runner:
     def _checked_state(self, checkpoint: dict, filename: str) -> dict[str, torch.Tensor]:
         """The model state of ``checkpoint``, after checking every shape against the model."""
         state = state_dict_from(checkpoint, filename)
-        own = _unwrap(self.model).state_dict()
+        own = unwrap_model(self.model).state_dict()
         mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                       for k, v in state.items() if k in own and own[k].shape != v.shape]
         if mismatched:
             raise RuntimeError(f'checkpoint {filename!r} does not fit '
-                               f'{type(_unwrap(self.model)).__name__} (is it from another '
+                               f'{type(unwrap_model(self.model)).__name__} (is it from another '
                                f'model?); shape mismatches: {"; ".join(mismatched[:10])}'
                                f'{" ..." if len(mismatched) > 10 else ""}. Nothing was loaded.')
         return state
 
     def _load_state(self, state: dict[str, torch.Tensor], filename: str, strict: bool) -> None:
-        model = _unwrap(self.model)
+        model = unwrap_model(self.model)
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -775,8 +790,9 @@ class Runner:
         The optimizer's tensor hyper-parameters (compiled steps) are written as floats.
         The meta holds the epoch, iteration, seed, random states and, in the middle of
         a pass over the training data, the position in it and the random states when
-        it began (``pass_rng``), for an exact :meth:`resume`. Only the main process
-        writes.
+        it began (``pass_rng``), for an exact :meth:`resume`. ``last_checkpoint`` holds
+        the absolute path, so a relative ``out_dir`` is found from any directory. Only
+        the main process writes.
 
         Returns:
             The checkpoint's path.
@@ -790,7 +806,7 @@ class Runner:
         path = Path(out_dir) / filename
         loop = self._train_loop
         epoch, iteration = (loop.progress() if loop is not None else (0, 0))
-        model_state = _unwrap(self.model).state_dict()
+        model_state = unwrap_model(self.model).state_dict()
         self._check_finite(model_state, iteration, path)
         checkpoint_meta = dict(meta or {})
         # Batches of the current pass over the dataloader already trained on.
@@ -819,6 +835,8 @@ class Runner:
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         if is_main_process():
             atomic_save(checkpoint, path)
-            write_text_atomic(self.work_dir / LAST_CHECKPOINT, str(path))
+            # Absolute: find_last_checkpoint reads the pointer from another current
+            # directory, and resolves a relative one against work_dir, not out_dir.
+            write_text_atomic(self.work_dir / LAST_CHECKPOINT, str(path.resolve()))
             self.logger.info(f'Saved checkpoint {path.name} (epoch {epoch}, iter {iteration})')
         return path
