@@ -180,7 +180,7 @@ def test_no_shadow_device_attribute_and_no_to_cuda_cpu_overrides():
 
 
 def test_non_blocking_must_be_a_bool():
-    with pytest.raises(TypeError, match=r"non_blocking must be True or False, but got str: 'yes'"):
+    with pytest.raises(TypeError, match=r"non_blocking must be a bool, but got 'yes'"):
         BaseDataPreprocessor(non_blocking='yes')
 
 
@@ -366,7 +366,7 @@ def test_img_rejects_bad_configurations_with_value_errors(kwargs, message):
     (dict(mean=[1], std=['a']), r"std must be a list or tuple of 1 or 3 numbers, but got "
                                 r"\['a'\]"),
     (dict(pad_value='0'), r"pad_value must be an int or a float, but got str: '0'"),
-    (dict(bgr_to_rgb=1), r'bgr_to_rgb must be True or False, but got int: 1'),
+    (dict(bgr_to_rgb=1), r'bgr_to_rgb must be a bool, but got 1'),
 ])
 def test_img_rejects_wrongly_typed_configurations_with_type_errors(kwargs, message):
     with pytest.raises(TypeError, match=message):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._errors import check_choice
+from .._errors import check_choice, check_int
 from ..logging import print_log
 from ..registry import DATASETS
 
@@ -131,11 +131,9 @@ class SyntheticFashionMNIST(Dataset):
                  target_transform: Callable | None = None) -> None:
         if size is None:
             size = _TRAIN_SIZE if train else _TEST_SIZE
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f'size must be a positive int or None (the real split size), '
-                             f'but got {size!r}')
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f'seed must be an int, but got {seed!r}')
+        size = check_int('size', size, minimum=1,
+                         accepted='a positive int or None (the real split size)')
+        seed = check_int('seed', seed, accepted='an int')
         self.train = bool(train)
         self.seed = seed
         self.transform = transform

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .._errors import check_choice
+from .._errors import check_choice, check_int
 from ..registry import METRICS
 from .metric import BaseMetric
 
@@ -157,8 +157,7 @@ class Evaluator:
             ValueError: ``data`` and ``data_samples`` differ in length, or
                 ``chunk_size`` is not a positive int.
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f'chunk_size must be a positive int, but got {chunk_size!r}')
+        chunk_size = check_int('chunk_size', chunk_size, minimum=1, accepted='a positive int')
         data_samples = list(data_samples)
         if data is not None:
             data = list(data)

@@ -6,9 +6,6 @@ import logging
 from abc import ABCMeta, abstractmethod
 from typing import Any, Sequence
 
-import torch
-from torch.utils._pytree import tree_map
-
 from .. import dist
 from .._errors import check_choice
 from ..logging import print_log
@@ -140,7 +137,7 @@ class BaseMetric(metaclass=ABCMeta):
 
     def _compute(self, results: list) -> dict:
         """``compute_metrics`` on CPU results, checked and prefixed."""
-        metrics = self.compute_metrics(tree_map(_to_cpu, results))
+        metrics = self.compute_metrics(dist._to_cpu(results))
         if not isinstance(metrics, dict):
             raise TypeError(f'{type(self).__name__}.compute_metrics must return a dict of metric '
                             f'name to value, but returned {type(metrics).__name__}: {metrics!r}')
@@ -155,7 +152,3 @@ class BaseMetric(metaclass=ABCMeta):
             'nothing to self.results (an empty dataloader, or a process() that does not '
             'append?). Returning an empty dict.',
             logger='current', level=logging.WARNING)
-
-
-def _to_cpu(x: Any) -> Any:
-    return x.cpu() if isinstance(x, torch.Tensor) else x

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .._errors import check_int
 from ..registry import HOOKS
 from .hook import Hook
 
@@ -58,9 +59,8 @@ class LoggerHook(Hook):
 
     def __init__(self, interval: int = 10, ignore_last: bool = True,
                  log_metric_by_epoch: bool = True) -> None:
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise ValueError(f'LoggerHook interval must be a positive int, but got {interval!r}')
-        self.interval = interval
+        self.interval = check_int('LoggerHook interval', interval, minimum=1,
+                                  accepted='a positive int')
         self.ignore_last = ignore_last
         self.log_metric_by_epoch = log_metric_by_epoch
 

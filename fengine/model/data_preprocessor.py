@@ -21,22 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import SUPPORTED_NODES, tree_map
 
+from .._errors import check_bool, check_int
 from ..registry import MODELS
 
 __all__ = ['BaseDataPreprocessor', 'ImgDataPreprocessor', 'stack_batch']
 
 
-def _check_bool(what: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f'{what} must be True or False, but got '
-                        f'{type(value).__name__}: {value!r}')
-
-
-def _check_divisor(value: object) -> None:
+def _check_divisor(value: object) -> int:
     # bool is an int subclass; pad_size_divisor=True is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'pad_size_divisor must be an int >= 1 (1 means no rounding up), '
-                         f'but got {value!r}')
+    return check_int('pad_size_divisor', value, minimum=1,
+                     accepted='an int >= 1 (1 means no rounding up)')
 
 
 @MODELS.register_module()
@@ -64,7 +58,7 @@ class BaseDataPreprocessor(nn.Module):
 
     def __init__(self, non_blocking: bool = False) -> None:
         super().__init__()
-        _check_bool('non_blocking', non_blocking)
+        check_bool('non_blocking', non_blocking)
         self._non_blocking = non_blocking
         # Where the module is, read back by `device`. An empty buffer moves with every
         # `_apply` (to/cuda/cpu/to_empty, or the parent model being moved) and costs no
@@ -164,7 +158,7 @@ def stack_batch(tensor_list: Sequence[torch.Tensor],
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f'stack_batch expects a list of tensors, but item {index} is '
                             f'a {type(tensor).__name__}')
-    _check_divisor(pad_size_divisor)
+    pad_size_divisor = _check_divisor(pad_size_divisor)
     shapes = [tuple(t.shape) for t in tensor_list]
     if len({len(s) for s in shapes}) != 1 or not shapes[0]:
         raise ValueError(f'stack_batch needs tensors with the same number of dims '
@@ -253,8 +247,8 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
                  rgb_to_bgr: bool = False,
                  non_blocking: bool = False) -> None:
         super().__init__(non_blocking=non_blocking)
-        _check_bool('bgr_to_rgb', bgr_to_rgb)
-        _check_bool('rgb_to_bgr', rgb_to_bgr)
+        check_bool('bgr_to_rgb', bgr_to_rgb)
+        check_bool('rgb_to_bgr', rgb_to_bgr)
         if bgr_to_rgb and rgb_to_bgr:
             raise ValueError('bgr_to_rgb and rgb_to_bgr cannot both be True: both reverse '
                              'the channel order, so together they would undo each other. '
@@ -263,7 +257,7 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
             given, missing = ('mean', 'std') if std is None else ('std', 'mean')
             raise ValueError(f'{given} is given ({mean if std is None else std!r}) but '
                              f'{missing} is None; pass both to normalize, or neither.')
-        _check_divisor(pad_size_divisor)
+        pad_size_divisor = _check_divisor(pad_size_divisor)
         if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
             raise TypeError(f'pad_value must be an int or a float, but got '
                             f'{type(pad_value).__name__}: {pad_value!r}')

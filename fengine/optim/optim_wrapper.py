@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
-from .._errors import check_choice, choices_text, suggest
+from .._errors import check_bool, check_choice, check_int, choices_text, suggest
 from ..logging import print_log
 from ..registry import OPTIM_WRAPPERS
 
@@ -79,17 +79,9 @@ def _parse_clip_grad(clip_grad: dict | None) -> tuple[str, dict[str, Any]] | Non
                          f'{norm_type!r}')
     for key in ('error_if_nonfinite', 'foreach'):
         value = kwargs.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise TypeError(f'clip_grad {key} must be a bool, but got {value!r}')
+        if value is not None:
+            check_bool(f'clip_grad {key}', value)
     return clip_type, kwargs
-
-
-def _check_count(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f'{name} must be an int, but got {type(value).__name__}: {value!r}')
-    if value < minimum:
-        raise ValueError(f'{name} must be >= {minimum}, but got {value}')
-    return int(value)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -154,7 +146,7 @@ class OptimWrapper:
                             "build_optim_wrapper(model, dict(optimizer=dict(type='SGD', "
                             'lr=0.01))).')
         self.optimizer = optimizer
-        self._accumulative_counts = _check_count('accumulative_counts', accumulative_counts, 1)
+        self._accumulative_counts = check_int('accumulative_counts', accumulative_counts, minimum=1)
         parsed = _parse_clip_grad(clip_grad)
         self._clip_type, self.clip_grad_kwargs = parsed if parsed else (None, None)
         self.log_vars: dict[str, torch.Tensor] = {}
@@ -261,8 +253,8 @@ class OptimWrapper:
             TypeError: A count is not an int.
             ValueError: ``init_counts`` < 0 or ``max_counts`` < ``init_counts``.
         """
-        init_counts = _check_count('init_counts', init_counts, 0)
-        max_counts = _check_count('max_counts', max_counts, init_counts)
+        init_counts = check_int('init_counts', init_counts, minimum=0)
+        max_counts = check_int('max_counts', max_counts, minimum=init_counts)
         self._inner_count = self._init_counts = init_counts
         self._max_counts = max_counts
         acc = self._accumulative_counts

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer, lr_scheduler
 
-from .._errors import choices_text, suggest
+from .._errors import check_bool, check_int, choices_text, suggest
 from ..registry import PARAM_SCHEDULERS
 from .optim_wrapper import OptimWrapper
 
@@ -182,14 +182,6 @@ def _check_required(scheduler_cls: type, kwargs: dict[str, Any]) -> None:
                         f'and {choices_text(_OWN_ARGS)}.')
 
 
-def _check_int(what: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{what} must be an int, but got {type(value).__name__}: {value!r}')
-    if value < minimum:
-        raise ValueError(f'{what} must be >= {minimum}, but got {value}')
-    return value
-
-
 def _to_iter_based(scheduler_cls: type, kwargs: dict[str, Any], begin: int, end: int,
                    epoch_length: Any) -> tuple[dict[str, Any], int, int]:
     """An epoch-based config's arguments, begin and end, counted in iterations."""
@@ -199,7 +191,7 @@ def _to_iter_based(scheduler_cls: type, kwargs: dict[str, Any], begin: int, end:
                          'number of iterations per epoch); pass epoch_length, e.g. '
                          'build_param_schedulers(cfg, optim_wrapper, '
                          'epoch_length=len(train_dataloader)).')
-    length = _check_int('epoch_length', epoch_length, 1)
+    length = check_int('epoch_length', epoch_length, minimum=1)
     supported = [cls.__name__ for cls in _EPOCH_VALUED_ARGS]
     if scheduler_cls not in _EPOCH_VALUED_ARGS:
         raise ValueError(f'convert_to_iter_based is not supported for {name}: which of its '
@@ -347,12 +339,10 @@ class ParamScheduler:
                             f'subclass, but got {scheduler_cls!r}')
         self.scheduler_cls = scheduler_cls
         name = scheduler_cls.__name__
-        for flag, value in (('by_epoch', by_epoch),
-                            ('convert_to_iter_based', convert_to_iter_based)):
-            if not isinstance(value, bool):
-                raise TypeError(f'{name}: {flag} must be a bool, but got {value!r}')
-        begin = _check_int(f'{name}: begin', begin, 0)
-        end = _check_int(f'{name}: end', end, 1)
+        check_bool(f'{name}: by_epoch', by_epoch)
+        check_bool(f'{name}: convert_to_iter_based', convert_to_iter_based)
+        begin = check_int(f'{name}: begin', begin, minimum=0)
+        end = check_int(f'{name}: end', end, minimum=1)
         if end <= begin:
             raise ValueError(f'{name}: end must be larger than begin, but got begin={begin}, '
                              f'end={end}')
@@ -397,8 +387,7 @@ class ParamScheduler:
         if not isinstance(scheduler, lr_scheduler.LRScheduler):
             raise TypeError('from_torch wraps a torch.optim.lr_scheduler.LRScheduler, but '
                             f'got {type(scheduler).__name__}: {scheduler!r}')
-        if not isinstance(by_epoch, bool):
-            raise TypeError(f'by_epoch must be a bool, but got {by_epoch!r}')
+        check_bool('by_epoch', by_epoch)
         self = cls.__new__(cls)
         self.optimizer = scheduler.optimizer
         self.scheduler_cls = type(scheduler)

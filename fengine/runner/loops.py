@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
+from .._errors import check_int
 from ..registry import LOOPS
 from .data import set_sampler_epoch
 from .randomness import get_rng_state, rng_state_kept, set_rng_state
@@ -26,9 +27,7 @@ _SYNC_EVERY = 1000
 
 
 def _check_positive(name: str, value: Any, loop: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'{loop}: {name} must be a positive int, but got {value!r}')
-    return value
+    return check_int(f'{loop}: {name}', value, minimum=1, accepted='a positive int')
 
 
 def _batches(dataloader: DataLoader, what: str) -> Iterator[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import write_text_atomic
 from ..registry import VISBACKENDS
 
 __all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend']
@@ -146,12 +147,9 @@ class LocalVisBackend(BaseVisBackend):
 
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Write ``config`` to ``save_dir/config.json``; what JSON cannot hold, as repr."""
-        self._save_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(_jsonable(config), indent=2)
         # Written whole, then renamed: a reader never sees half a config.
-        tmp = self._config_save_file.with_name(self._config_save_file.name + '.tmp')
-        tmp.write_text(text + '\n', encoding='utf-8')
-        os.replace(tmp, self._config_save_file)
+        write_text_atomic(self._config_save_file, text + '\n')
 
     def add_scalars(self,
                     scalar_dict: dict,
