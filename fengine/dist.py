@@ -18,10 +18,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -154,6 +155,21 @@ def explain_collective_error(exc: BaseException) -> RuntimeError | None:
                         f'{first}')
 
 
+@contextlib.contextmanager
+def _explained_collective_errors(
+        unless: Callable[[BaseException], bool] | None = None) -> Iterator[None]:
+    """Raise :func:`explain_collective_error`'s error (``from`` the original) for a failed
+    collective in the block; any other exception, or one ``unless(exc)`` is true for,
+    propagates unchanged."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - explain_collective_error picks what it explains
+        explained = None if unless is not None and unless(exc) else explain_collective_error(exc)
+        if explained is None:
+            raise
+        raise explained from exc
+
+
 def sync_random_seed(seed: int | None = None, group: Any = None) -> int:
     """Rank 0's ``seed`` on every rank; a fresh one drawn on rank 0 when ``None``.
 
@@ -193,6 +209,52 @@ def _mean_coalesced(tensors: list[torch.Tensor], group: Any,
         for i, part in zip(indices, flat.split([tensors[i].numel() for i in indices])):
             out[i] = part.view_as(tensors[i])
     return out
+
+
+def _nonfinite_window(holder: Any, device: torch.device) -> torch.Tensor:
+    """``holder``'s non-finite flag of the current accumulation window, a 0-d float on ``device``.
+
+    A plain attribute (``_nonfinite_window``), not a buffer: not in a state dict, not
+    broadcast. Made (as 0) on first use and again when the device changes.
+    """
+    window = getattr(holder, '_nonfinite_window', None)
+    if window is None or window.device != device:
+        window = torch.zeros((), device=device)
+        object.__setattr__(holder, '_nonfinite_window', window)
+    return window
+
+
+def _mean_log_vars(log_vars: dict[str, Any], window: torch.Tensor, group: Any, world_size: int,
+                   *, sync: bool = True, extra: Iterable[torch.Tensor] = ()) -> dict[str, Any]:
+    """Record this micro-step's non-finite flag in ``window``; on ``sync``, average over ranks.
+
+    ``window`` (see :func:`_nonfinite_window`) stays NaN once a ``log_vars['loss']`` of the
+    window was not finite. On ``sync`` (the update step) the log values that are
+    floating-point single-element tensors, the ``extra`` tensors (the compiled step's
+    gradients) and the window are averaged with one :func:`_mean_coalesced`; each
+    ``extra`` tensor is overwritten in place with its mean, the window's mean (NaN if
+    any rank saw a non-finite loss in this window) is added to every averaged value whose
+    key contains ``'loss'``, and the window is reset to 0. Other log values are returned
+    as they are. Traces into a ``torch.compile`` graph; ``world_size`` is read outside it.
+
+    Returns:
+        ``log_vars`` (on a micro-step that does not sync), else a new dict, same keys
+        and order.
+    """
+    window.add_(log_vars['loss'].float() * 0)  # stays NaN once a loss was not finite
+    if not sync:
+        return log_vars
+    extra = list(extra)
+    keys = [k for k, v in log_vars.items() if isinstance(v, torch.Tensor) and
+            v.is_floating_point() and v.numel() == 1]
+    mean = _mean_coalesced(extra + [log_vars[k] for k in keys] + [window], group, world_size)
+    for tensor, averaged in zip(extra, mean):
+        tensor.copy_(averaged)
+    nonfinite = mean[-1]
+    window.zero_()
+    averaged = {k: v + nonfinite if 'loss' in k else v
+                for k, v in zip(keys, mean[len(extra):-1])}
+    return {k: averaged.get(k, v) for k, v in log_vars.items()}
 
 
 def is_distributed() -> bool:

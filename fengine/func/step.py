@@ -164,14 +164,15 @@ class TrainStep:
         # Data parallel: the gradients are averaged over this group inside the step.
         self.group = group if world_size > 1 else None
         self.world_size = world_size
-        self._window: torch.Tensor | None = None  # NaN once a loss of the window was not finite
         # The buffers DDP's forward would broadcast from rank 0 (empty ones carry nothing);
         # `forward_sync_buffers` is the newer name of `broadcast_buffers`.
         forward_sync = self.ddp is not None and getattr(
             self.ddp, 'forward_sync_buffers', getattr(self.ddp, 'broadcast_buffers', True))
         self._broadcast_buffers = self.group is not None and forward_sync
         if self.group is not None and self.ddp is None:
-            _broadcast_states(model, self.group)  # what DDP's constructor does
+            # What DDP's constructor does: rank 0's parameters and buffers on every rank.
+            _dist.broadcast_coalesced([*model.parameters(), *model.buffers()], src=0,
+                                      group=self.group)
         self.optim_wrapper = optim_wrapper
         self.strict = strict
         optimizer = optim_wrapper.optimizer
@@ -223,10 +224,11 @@ class TrainStep:
             for name, param in state.params.items():
                 param.grad.add_(grads[name])
             if window is not None:  # data parallel
-                # 0 while every loss of the window is finite, NaN for good after one is not.
-                window.add_(log_vars['loss'].float() * 0)
-                if update:
-                    log_vars = self._average(list(state.params.values()), log_vars, window)
+                # On update steps, .grad and the log values are averaged over the ranks
+                # (DDP's all-reduce), with the window's non-finite flag.
+                log_vars = _dist._mean_log_vars(
+                    log_vars, window, self.group, self.world_size, sync=update,
+                    extra=[param.grad for param in state.params.values()])
             if update:
                 params = list(state.params.values())
                 if scaler is None:
@@ -241,19 +243,6 @@ class TrainStep:
                 for param in params:
                     param.grad.zero_()
         return log_vars
-
-    def _average(self, params: list[torch.Tensor], log_vars: dict[str, torch.Tensor],
-                 window: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Average ``.grad`` and the log values over the ranks (DDP's all-reduce)."""
-        keys = list(log_vars)
-        local = [param.grad for param in params] + [log_vars[k] for k in keys] + [window]
-        mean = _dist._mean_coalesced(local, self.group, self.world_size)
-        for param, grad in zip(params, mean):
-            param.grad.copy_(grad)
-        nonfinite = mean[-1]  # NaN if any rank saw a non-finite loss in this window
-        window.zero_()
-        values = mean[len(params):-1]
-        return {k: v + nonfinite if 'loss' in k else v for k, v in zip(keys, values)}
 
     # -- calling it ------------------------------------------------------------------
     def __call__(self, state: TrainState, data: Any) -> tuple[TrainState, dict]:
@@ -285,23 +274,18 @@ class TrainStep:
                    if self._scaler is not None and update else None)
         window = None
         if self.group is not None:
-            window = self._window_on(state)
+            # 0 while every loss of the window is finite, NaN for good after one is not.
+            window = _dist._nonfinite_window(self, next(iter(state.params.values())).device)
             buffers = [b for b in state.buffers.values() if b.numel()]
             if self._broadcast_buffers and buffers:  # as DDP's forward: BatchNorm statistics
-                try:
+                with _dist._explained_collective_errors():
                     _dist.broadcast_coalesced(buffers, src=0, group=self.group)
-                except RuntimeError as exc:
-                    explained = _dist.explain_collective_error(exc)
-                    if explained is None:
-                        raise
-                    raise explained from exc
         try:
-            log_vars = step(state, data, scale, update, restore, window)
+            # A failed collective is explained; a compile error falls back to eager below.
+            with _dist._explained_collective_errors(
+                    unless=lambda exc: self.group is None or _is_compile_error(exc)):
+                log_vars = step(state, data, scale, update, restore, window)
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
-            explained = (_dist.explain_collective_error(exc)
-                         if self.group is not None and not _is_compile_error(exc) else None)
-            if explained is not None:
-                raise explained from exc
             if not compiled or self.strict or not _is_compile_error(exc):
                 raise
             self._fell_back = True
@@ -359,12 +343,6 @@ class TrainStep:
             print_log(message, logger='current', level=logging.WARNING)
         return True
 
-    def _window_on(self, state: TrainState) -> torch.Tensor:
-        device = next(iter(state.params.values())).device
-        if self._window is None or self._window.device != device:
-            self._window = torch.zeros((), device=device)
-        return self._window
-
     def _scale(self, factor: int, state: TrainState) -> torch.Tensor:
         """``1 / factor`` as a 0-d tensor, so a new factor is a new value, not a recompile."""
         device = next(iter(state.params.values())).device
@@ -372,12 +350,6 @@ class TrainStep:
         if key not in self._scales:
             self._scales[key] = torch.tensor(1.0 / factor, device=device)
         return self._scales[key]
-
-
-def _broadcast_states(model: nn.Module, group: Any) -> None:
-    """Rank 0's parameters and buffers on every rank, in place."""
-    with torch.no_grad():
-        _dist.broadcast_coalesced([*model.parameters(), *model.buffers()], src=0, group=group)
 
 
 def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:

@@ -5,9 +5,8 @@ the compiled, fused versions live in :mod:`fengine.func.step`.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -41,18 +40,15 @@ _COMPILE_NOISE = (
 )
 
 
-@contextlib.contextmanager
-def _quiet_compile_noise() -> Iterator[None]:
-    """Hide :data:`_COMPILE_NOISE` while a compiled step runs (and compiles)."""
-    filters = [(logging.getLogger(name), _DropCompileNoise(fragment))
-               for name, fragment in _COMPILE_NOISE]
-    for logger, quiet in filters:
-        logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for logger, quiet in filters:
-            logger.removeFilter(quiet)
+# One filter per entry, made once: Filterer.addFilter skips a filter the logger holds.
+_COMPILE_NOISE_FILTERS = tuple((name, _DropCompileNoise(fragment))
+                               for name, fragment in _COMPILE_NOISE)
+
+
+def _quiet_compile_noise() -> None:
+    """Hide :data:`_COMPILE_NOISE` from now on (idempotent; :meth:`BaseModel.compile_steps`)."""
+    for name, quiet in _COMPILE_NOISE_FILTERS:
+        logging.getLogger(name).addFilter(quiet)
 
 
 def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -91,6 +87,11 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, tor
     log_vars = {'loss': total}
     log_vars.update((k, v) for k, v in entries.items() if k != 'loss')
     return total, log_vars
+
+
+def _detached(log_vars: Mapping[str, Any]) -> dict[str, Any]:
+    """Log values outlive the step: they must not hold the autograd graph."""
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in log_vars.items()}
 
 
 class BaseModel(BaseModule):
@@ -175,6 +176,7 @@ class BaseModel(BaseModule):
         self._compiled_steps = None if options is None else dict(options=options,
                                                                    strict=strict, train={})
         if options is not None:
+            _quiet_compile_noise()
             eval_options = {**options, 'fullgraph': False}
             self._compiled_steps['eval'] = compile_method(self._eval_step, eval_options)
         return self
@@ -213,18 +215,26 @@ class BaseModel(BaseModule):
             step = make_train_step(stepped, optim_wrapper, compile=compiled['options'],
                                    strict=compiled['strict'])
             compiled['train'] = {'step': step, 'stepped': stepped}
-        with _quiet_compile_noise():
-            return step(step.state, data)[1]
+        return step(step.state, data)[1]
 
-    def _eager_train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
-        with optim_wrapper.optim_context(self):
+    def _eager_train_step(self, data: Any, optim_wrapper, forward_module: nn.Module | None = None,
+                          finish_log_vars: Callable[[dict], dict] | None = None
+                          ) -> dict[str, torch.Tensor]:
+        """The eager step; ``forward_module`` (a DDP wrapper around this model) runs the
+        forward pass instead of ``self``, and ``finish_log_vars`` gets the detached log
+        values of :meth:`parse_losses` after the update (before the optimizer wrapper's
+        are merged) and returns those to log (:mod:`~fengine.model.wrappers` averages them)."""
+        with optim_wrapper.optim_context(self if forward_module is None else forward_module):
             data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
+            losses = (self._run_forward(data, mode='loss') if forward_module is None
+                      # DDP's forward, so its reducer sees the pass.
+                      else BaseModel._run_forward(forward_module, data, mode='loss'))
         loss, log_vars = self.parse_losses(losses)
         optim_wrapper.update_params(loss)
-        log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
-        # Log values outlive the step: they must not hold the autograd graph.
-        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in log_vars.items()}
+        log_vars = _detached(log_vars)
+        if finish_log_vars is not None:
+            log_vars = finish_log_vars(log_vars)
+        return {**log_vars, **_detached(getattr(optim_wrapper, 'log_vars', None) or {})}
 
     def val_step(self, data: Any) -> Any:
         """Preprocess (``training=False``) and forward in ``predict`` mode, without grad."""
@@ -232,7 +242,7 @@ class BaseModel(BaseModule):
         if compiled is None:
             with torch.no_grad():
                 return self._eval_step(data)
-        with torch.no_grad(), _quiet_compile_noise():
+        with torch.no_grad():
             return compiled['eval'](data)
 
     def test_step(self, data: Any) -> Any:

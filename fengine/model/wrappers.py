@@ -23,7 +23,6 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .. import dist
 from ..registry import MODEL_WRAPPERS
-from .base_model import BaseModel
 
 __all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step', 'is_model_wrapper',
            'unwrap_model']
@@ -39,9 +38,6 @@ class MMDistributedDataParallel(DistributedDataParallel):
         net.compile_steps()   # optional: the fused step, synchronized by itself
         log_vars = model.train_step(batch, optim_wrapper)
     """
-
-    # Unpacks a batch into ``self(...)``: DDP's forward, so its reducer sees the pass.
-    _run_forward = BaseModel._run_forward
 
     def train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
         """Preprocess, forward in ``loss`` mode, parse, update; gradients averaged over ranks.
@@ -70,52 +66,21 @@ def ddp_train_step(ddp: DistributedDataParallel, data: Any,
     ``optim_context``'s ``no_sync`` between updates); on update steps the log values are
     averaged too (one small all-reduce), with the window's non-finite flag.
     """
-    try:
-        return _ddp_train_step(ddp, data, optim_wrapper)
-    except RuntimeError as exc:
-        explained = dist.explain_collective_error(exc)
-        if explained is None:
-            raise
-        raise explained from exc
-
-
-def _ddp_train_step(ddp: DistributedDataParallel, data: Any,
-                    optim_wrapper) -> dict[str, torch.Tensor]:
     module = ddp.module
-    sync = optim_wrapper.should_sync()  # read before update_params counts the micro-step
-    with optim_wrapper.optim_context(ddp):
-        data = module.data_preprocessor(data, True)
-        losses = BaseModel._run_forward(ddp, data, mode='loss')
-    loss, log_vars = module.parse_losses(losses)
-    optim_wrapper.update_params(loss)
-    log_vars = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in log_vars.items()}
-    world_size = dist.get_world_size(ddp.process_group)
-    if world_size > 1:
-        log_vars = _average_log_vars(ddp, log_vars, sync, world_size)
-    log_vars.update(getattr(optim_wrapper, 'log_vars', None) or {})
-    return log_vars
+    with dist._explained_collective_errors():
+        sync = optim_wrapper.should_sync()  # read before update_params counts the micro-step
+        return module._eager_train_step(
+            data, optim_wrapper, forward_module=ddp,
+            finish_log_vars=lambda log_vars: _average_log_vars(ddp, log_vars, sync))
 
 
-def _average_log_vars(ddp: DistributedDataParallel, log_vars: dict, sync: bool,
-                      world_size: int) -> dict:
+def _average_log_vars(ddp: DistributedDataParallel, log_vars: dict, sync: bool) -> dict:
     """Add this micro-step's non-finite flag to the window's; on ``sync``, average over ranks."""
-    loss = log_vars['loss']
-    window = getattr(ddp, '_nonfinite_window', None)
-    if window is None or window.device != loss.device:
-        window = torch.zeros((), device=loss.device)
-        # A plain attribute, not a buffer: not in the state dict, not broadcast.
-        object.__setattr__(ddp, '_nonfinite_window', window)
-    window.add_(loss.float() * 0)  # stays NaN once a loss of the window was not finite
-    if not sync:
+    world_size = dist.get_world_size(ddp.process_group)
+    if world_size <= 1:
         return log_vars
-    keys = [k for k, v in log_vars.items() if isinstance(v, torch.Tensor) and
-            v.is_floating_point() and v.numel() == 1]
-    mean = dist._mean_coalesced([log_vars[k] for k in keys] + [window], ddp.process_group,
-                                world_size)
-    nonfinite = mean[-1]
-    window.zero_()
-    averaged = {k: v + nonfinite if 'loss' in k else v for k, v in zip(keys, mean)}
-    return {k: averaged.get(k, v) for k, v in log_vars.items()}
+    window = dist._nonfinite_window(ddp, log_vars['loss'].device)
+    return dist._mean_log_vars(log_vars, window, ddp.process_group, world_size, sync=sync)
 
 
 def is_model_wrapper(model: Any) -> bool:
