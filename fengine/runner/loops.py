@@ -100,6 +100,10 @@ class _TrainLoop:
     def iter(self) -> int:
         return self._iter
 
+    @property
+    def max_iters(self) -> int:
+        return self._max_iters  # set by each loop: given, or epochs times batches
+
     def progress(self) -> tuple[int, int]:
         """``(epochs, iterations)`` completed, counting one whose after-hooks are running."""
         if self._phase == 'iter':
@@ -153,10 +157,6 @@ class EpochBasedTrainLoop(_TrainLoop):
     @property
     def max_epochs(self) -> int:
         return self._max_epochs
-
-    @property
-    def max_iters(self) -> int:
-        return self._max_iters
 
     def run(self):
         runner = self.runner
@@ -233,10 +233,6 @@ class IterBasedTrainLoop(_TrainLoop):
     @property
     def max_epochs(self) -> int:
         return -(-self._max_iters // len(self.dataloader))
-
-    @property
-    def max_iters(self) -> int:
-        return self._max_iters
 
     def run(self):
         runner = self.runner

@@ -441,26 +441,25 @@ class Runner:
         return self.train_loop.max_iters
 
     # -- dataloaders and loops (built on first use) -----------------------------------
+    def _dataloader(self, name: str) -> DataLoader | None:
+        """The ``name`` dataloader, built from its config on first use."""
+        loader = getattr(self, f'_{name}')
+        if isinstance(loader, dict):
+            loader = build_dataloader(loader, seed=self.seed, what=name)
+            setattr(self, f'_{name}', loader)
+        return loader
+
     @property
     def train_dataloader(self) -> DataLoader | None:
-        if isinstance(self._train_dataloader, dict):
-            self._train_dataloader = build_dataloader(self._train_dataloader, seed=self.seed,
-                                                      what='train_dataloader')
-        return self._train_dataloader
+        return self._dataloader('train_dataloader')
 
     @property
     def val_dataloader(self) -> DataLoader | None:
-        if isinstance(self._val_dataloader, dict):
-            self._val_dataloader = build_dataloader(self._val_dataloader, seed=self.seed,
-                                                    what='val_dataloader')
-        return self._val_dataloader
+        return self._dataloader('val_dataloader')
 
     @property
     def test_dataloader(self) -> DataLoader | None:
-        if isinstance(self._test_dataloader, dict):
-            self._test_dataloader = build_dataloader(self._test_dataloader, seed=self.seed,
-                                                     what='test_dataloader')
-        return self._test_dataloader
+        return self._dataloader('test_dataloader')
 
     @property
     def train_loop(self):
@@ -468,15 +467,21 @@ class Runner:
             self._train_loop = self._build_train_loop(self._train_cfg)
         return self._train_loop
 
+    def _eval_loop(self, kind: str, doing: str):
+        """The ``kind`` ('val' or 'test') loop, built on first use."""
+        if getattr(self, f'_{kind}_loop') is None:
+            if getattr(self, f'_{kind}_dataloader') is None:
+                raise RuntimeError(f'the runner has no {kind}_dataloader (and '
+                                   f'{kind}_evaluator), so it cannot {doing}; pass them to '
+                                   'Runner(...)')
+            setattr(self, f'_{kind}_loop', self._build_eval_loop(
+                kind, getattr(self, f'_{kind}_cfg'), self._dataloader(f'{kind}_dataloader'),
+                getattr(self, f'_{kind}_evaluator')))
+        return getattr(self, f'_{kind}_loop')
+
     @property
     def val_loop(self):
-        if self._val_loop is None:
-            if self._val_dataloader is None:
-                raise RuntimeError('the runner has no val_dataloader (and val_evaluator), so '
-                                   'it cannot validate; pass them to Runner(...)')
-            self._val_loop = self._build_eval_loop('val', self._val_cfg, self.val_dataloader,
-                                                   self._val_evaluator)
-        return self._val_loop
+        return self._eval_loop('val', 'validate')
 
     @property
     def val_loop_or_none(self):
@@ -484,13 +489,7 @@ class Runner:
 
     @property
     def test_loop(self):
-        if self._test_loop is None:
-            if self._test_dataloader is None:
-                raise RuntimeError('the runner has no test_dataloader (and test_evaluator), '
-                                   'so it cannot test; pass them to Runner(...)')
-            self._test_loop = self._build_eval_loop('test', self._test_cfg,
-                                                    self.test_dataloader, self._test_evaluator)
-        return self._test_loop
+        return self._eval_loop('test', 'test')
 
     def _build_train_loop(self, cfg: dict | None):
         if not isinstance(cfg, dict):
@@ -556,16 +555,14 @@ class Runner:
 
     def val(self) -> dict:
         """Run the validation loop once and return its metrics."""
-        loop = self.val_loop
-        self._load_or_resume()
-        self.call_hook('before_run')
-        metrics = loop.run()
-        self.call_hook('after_run')
-        return metrics
+        return self._run_eval(self.val_loop)
 
     def test(self) -> dict:
         """Run the test loop once and return its metrics."""
-        loop = self.test_loop
+        return self._run_eval(self.test_loop)
+
+    def _run_eval(self, loop) -> dict:
+        # The loop first: a runner without its dataloader fails before loading anything.
         self._load_or_resume()
         self.call_hook('before_run')
         metrics = loop.run()
