@@ -27,6 +27,20 @@ def check_choice(what: str, value: object, choices: Iterable[str]) -> None:
                          f'{value!r}.{suggest(str(value), choices)}')
 
 
+def check_keys(what: str, keys: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise ``TypeError`` naming ``what``'s unknown keys, a close match and the accepted keys.
+
+    Example: ``train_dataloader has unknown key(s) ['batchsize'] Did you mean
+    'batch_size'?; accepted: 'batch_size', 'dataset', ...``.
+    """
+    accepted = list(accepted)
+    unknown = [k for k in keys if k not in accepted]
+    if unknown:
+        raise TypeError(f'{what} has unknown key(s) {unknown}'
+                        f'{suggest(unknown[0], accepted)}; accepted: '
+                        f'{choices_text(accepted)}')
+
+
 def check_int(name: str, value: object, minimum: int | None = None, *,
               accepted: str | None = None) -> int:
     """Return ``value`` as an ``int`` if it is an integer (not a bool) >= ``minimum``.

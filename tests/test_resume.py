@@ -301,6 +301,39 @@ def test_a_checkpoint_of_another_optimizer_setup_changes_nothing(tmp_path):
     _assert_same_state(before, _state(runner))
 
 
+@pytest.mark.parametrize('batch_size,skip,length', [(32, 4, 3), (8, -3, 10)],
+                         ids=['skip-past-the-end', 'negative-skip'])
+def test_a_mid_epoch_checkpoint_of_another_batch_size_is_refused_before_anything_changes(
+        tmp_path, batch_size, skip, length):
+    # 5 batches an epoch: the checkpoint of iteration 7 is after batch 2 of epoch 1.
+    make_runner(tmp_path / 'src', length=2, validate=False, default_hooks=dict(
+        checkpoint=dict(type='CheckpointHook', interval=7, by_epoch=False))).train()
+    path = tmp_path / 'src' / 'iter_7.pth'
+    # The same run with another batch size: iteration 7 - 1 epoch of `length` batches.
+    runner = make_runner(tmp_path / 'run', length=1, validate=False, train_dataloader=dict(
+        dataset=NoisyImages(80), batch_size=batch_size,
+        sampler=dict(type='DefaultSampler', shuffle=True)))
+    runner.train()
+    before, counters = _state(runner), (runner.epoch, runner.iter)
+    losses = list(runner.message_hub.history('train/loss'))
+    rng = torch.get_rng_state()
+    message = (rf"^checkpoint '.*iter_7\.pth' was written at iteration 7 \(epoch 1\), after "
+               rf"batch 2 of its pass over the training data: resuming would skip {skip} "
+               rf"batches of the training dataloader, which has {length} batches now")
+    with pytest.raises(ValueError, match=message):
+        runner.resume(path)
+    _assert_same_state(before, _state(runner))
+    assert (runner.epoch, runner.iter) == counters
+    assert runner.message_hub.history('train/loss') == losses
+    assert torch.equal(torch.get_rng_state(), rng)
+    # Given to a new run, it fails the same way before training starts.
+    resumed = make_runner(tmp_path / 'run2', length=2, validate=False, resume=str(path),
+                          train_dataloader=dict(dataset=NoisyImages(80), batch_size=batch_size))
+    with pytest.raises(ValueError, match=message):
+        resumed.train()
+    assert resumed.iter == 0
+
+
 @pytest.mark.parametrize('how', ['resume', 'load_from'])
 def test_a_corrupt_checkpoint_given_to_the_runner_fails_before_training_starts(tmp_path, how):
     bad = tmp_path / 'broken.pth'

@@ -485,6 +485,41 @@ def test_from_cfg_builds_a_runner_that_trains(tmp_path):
     assert runner.seed == 3 and runner.iter == 6
 
 
+def test_an_unknown_randomness_key_names_it_a_close_match_and_the_choices(tmp_path):
+    with pytest.raises(TypeError, match=r"^randomness has unknown key\(s\) \['sed'\] Did you "
+                                        r"mean 'seed'\?; accepted: 'deterministic', 'seed'$"):
+        Runner(model=fresh_model(), work_dir=tmp_path, randomness=dict(sed=1))
+
+
+@pytest.mark.parametrize('seed', ['3', 2.0, True])
+def test_a_seed_that_is_not_an_int_is_refused(tmp_path, seed):
+    with pytest.raises(TypeError, match=f'^randomness seed must be an int or None, but got '
+                                        f'{re.escape(repr(seed))}$'):
+        Runner(model=fresh_model(), work_dir=tmp_path, randomness=dict(seed=seed))
+
+
+def test_without_a_seed_one_is_drawn_and_logged(tmp_path):
+    runner = Runner(model=fresh_model(), work_dir=tmp_path)
+    assert isinstance(runner.seed, int) and 0 <= runner.seed < 2**31
+    assert f'seed: {runner.seed}' in (tmp_path / runner.timestamp /
+                                      f'{runner.timestamp}.log').read_text()
+
+
+def test_the_log_file_has_the_seed_format_whatever_the_console_handlers(tmp_path, monkeypatch):
+    logger = logging.getLogger('fengine')
+    # A handler of the user's in front, without a formatter: the file keeps the format.
+    monkeypatch.setattr(logger, 'handlers', [logging.NullHandler(), *logger.handlers])
+    runner = Runner(model=fresh_model(), work_dir=tmp_path, randomness=dict(seed=0))
+    try:
+        text = (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
+        assert re.match(r'^\d\d/\d\d \d\d:\d\d:\d\d - fengine - INFO - ', text), text[:200]
+    finally:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+                handler.close()
+
+
 def test_an_unknown_launcher_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match=r"^launcher must be one of 'none', 'pytorch', but "
                                          r"got 'slurm'\.$"):
@@ -603,6 +638,32 @@ def test_log_values_are_read_once_per_log_line_not_every_iteration(tmp_path, mon
         logger=dict(type='LoggerHook', interval=3), checkpoint=None))
     runner.train()
     assert reads == [3, 3]  # 6 iterations: two log lines, each reading 3 queued iterations
+
+
+def test_the_message_hub_state_keeps_its_facts_and_the_last_scalars():
+    from fengine.runner.message_hub import SCALARS_KEPT, MessageHub
+
+    hub = MessageHub()
+    hub.update_info('best', 0.5)
+    for i in range(SCALARS_KEPT + 5):
+        hub.update_scalar('train/loss', i)
+    hub.update_scalars('train', {'acc': torch.tensor(0.25)}, iteration=0)
+    hub.sync()
+    state = hub.state_dict()
+    assert state['runtime_info'] == {'best': 0.5}
+    assert set(state['log_scalars']) == {'train/loss', 'train/acc'}
+    loss = state['log_scalars']['train/loss']
+    assert loss.dtype == torch.float64 and loss.tolist() == list(range(5, SCALARS_KEPT + 5))
+    other = MessageHub()
+    other.load_state_dict(state)
+    assert other.get_info('best') == 0.5
+    assert other.history('train/loss') == hub.history('train/loss')[-SCALARS_KEPT:]
+    assert other.history('train/acc') == [0.25]
+    hub.trim()  # the same number is kept in memory
+    assert len(hub.history('train/loss')) == SCALARS_KEPT
+    facts_only = MessageHub()
+    facts_only.load_state_dict({'runtime_info': {'x': 1}})
+    assert facts_only.get_info('x') == 1 and facts_only.keys() == []
 
 
 def test_validation_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data import default_collate as _torch_default_collate
 
-from .._errors import choices_text, suggest
+from .._errors import check_keys, choices_text, suggest
 from ..dist import get_rank, get_world_size
 from ..registry import DATA_SAMPLERS, DATASETS
 
@@ -171,11 +171,7 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
 
 
 def _check_loader_keys(cfg: dict, what: str) -> None:
-    unknown = [k for k in cfg if k not in _LOADER_KEYS]
-    if unknown:
-        raise TypeError(f'{what} has unknown key(s) {unknown}'
-                        f'{suggest(unknown[0], _LOADER_KEYS)}; accepted: '
-                        f'{choices_text(_LOADER_KEYS)}')
+    check_keys(what, cfg, _LOADER_KEYS)
     if 'dataset' not in cfg:
         raise ValueError(f'{what} needs a dataset: dict(dataset=..., batch_size=...)')
 

@@ -65,26 +65,71 @@ class _TrainLoop:
         the seen batches are skipped under the random states the interrupted run had
         when the pass began; then the checkpoint's own states come back. The skipped
         batches are loaded (not just their indices skipped), so per-sample randomness
-        matches too.
+        matches too. Without those states (a fresh pass, or a checkpoint that lacks
+        them) the current states are used, and advance.
         """
-        rng = self.resume_pass_rng if skip else None
+        replay = self.resume_pass_rng if skip else None
         self.resume_pass_rng = None
-        if rng is None:
-            self.pass_rng = get_rng_state()
-            iterator = _batches(self.dataloader, 'training')
-            for _ in range(skip):  # a checkpoint without the pass's random states
-                next(iterator)
-            return iterator
-        current = get_rng_state()
-        set_rng_state(rng)
-        try:
+        with contextlib.nullcontext() if replay is None else rng_state_kept():
+            if replay is not None:
+                set_rng_state(replay)
+            pass_rng = get_rng_state() if replay is None else replay
             iterator = _batches(self.dataloader, 'training')
             for _ in range(skip):
                 next(iterator)
-        finally:
-            set_rng_state(current)
-        self.pass_rng = rng
+        self.pass_rng = pass_rng
         return iterator
+
+    def position(self, epoch: int, iteration: int) -> int:
+        """The batches of its current pass over the dataloader a run at ``epoch`` and
+        ``iteration`` (completed) has trained on: the batches a resumed run skips."""
+        length = len(self.dataloader)
+        return iteration - epoch * length if self.by_epoch else iteration % length
+
+    def check_restore(self, epoch: int, iteration: int, *, source: str = 'the checkpoint',
+                      written_position: int | None = None) -> None:
+        """Raise ``ValueError`` if :meth:`restore` could not continue at these counters.
+
+        A pass cannot be resumed at a batch the dataloader does not have: its length
+        changed since the checkpoint (another ``batch_size``, dataset or number of
+        processes), and an epoch-based loop would skip a negative number of batches or
+        all of them (and more). Changes nothing.
+
+        Args:
+            epoch, iteration: The checkpoint's counters.
+            source: Names the checkpoint in the message.
+            written_position: The position the checkpoint recorded (its
+                ``dataloader_position``), named in the message when given.
+        """
+        length = len(self.dataloader)
+        skip = self.position(epoch, iteration)
+        if 0 <= skip < length:
+            return
+        written = '' if written_position is None else \
+            f', after batch {written_position} of its pass over the training data'
+        raise ValueError(
+            f'{source} was written at iteration {iteration} (epoch {epoch}){written}: '
+            f'resuming would skip {skip} batches of the training dataloader, which has '
+            f'{length} batches now (a skip must be 0 to {length - 1}). The dataloader '
+            'changed since the checkpoint (batch_size, dataset, drop_last or the number of '
+            'processes): resume with the settings of the checkpoint\'s run, or start a '
+            'new run from its weights with load_from=. Nothing was changed.')
+
+    def restore(self, epoch: int, iteration: int, pass_rng: dict | None = None) -> None:
+        """Continue from a checkpoint's counters (MMEngine sets ``_epoch``/``_iter``).
+
+        Args:
+            epoch, iteration: The checkpoint's ``meta.epoch`` and ``meta.iter``.
+            pass_rng: The random states when the interrupted pass began (the
+                checkpoint's ``meta.pass_rng``): the pass is replayed from its start
+                under them (see :meth:`_start_pass`).
+
+        Raises:
+            ValueError: see :meth:`check_restore`; nothing is changed then.
+        """
+        self.check_restore(epoch, iteration)
+        self._epoch, self._iter = int(epoch), int(iteration)
+        self.resume_pass_rng = pass_rng
 
     def _validate(self) -> None:
         # Validation must not move the training's random streams: a run resumed from
@@ -173,7 +218,7 @@ class EpochBasedTrainLoop(_TrainLoop):
         runner.call_hook('before_train_epoch')
         runner.model.train()
         # Resuming mid-epoch (an iteration-based checkpoint): skip the batches seen.
-        skip = self._iter - self._epoch * len(self.dataloader)
+        skip = self.position(self._epoch, self._iter)
         for idx, data_batch in enumerate(self._start_pass(skip), start=skip):
             self.run_iter(idx, data_batch)
         runner.message_hub.sync()  # checks the epoch's last losses before any checkpoint
@@ -188,17 +233,17 @@ class EpochBasedTrainLoop(_TrainLoop):
 class _InfiniteBatches:
     """Cycle through a loop's dataloader forever, calling ``set_epoch`` at each pass.
 
-    Resuming at iteration ``skip`` starts in pass ``skip // len(dataloader)`` at its
-    batch ``skip % len(dataloader)`` (see :meth:`_TrainLoop._start_pass`).
+    Resuming at iteration ``iteration`` starts in pass ``iteration // len(dataloader)``
+    at its batch ``loop.position(...)`` (see :meth:`_TrainLoop._start_pass`).
     """
 
-    def __init__(self, loop: _TrainLoop, skip: int = 0) -> None:
+    def __init__(self, loop: _TrainLoop, iteration: int = 0) -> None:
         self.loop = loop
         self.dataloader = loop.dataloader
         self.length = len(self.dataloader)
-        self.epoch = skip // self.length
+        self.epoch = iteration // self.length
         self._set_epoch()
-        self._iterator = loop._start_pass(skip % self.length)
+        self._iterator = loop._start_pass(loop.position(self.epoch, iteration))
 
     def _set_epoch(self) -> None:
         set_sampler_epoch(self.dataloader, self.epoch)
@@ -239,7 +284,7 @@ class IterBasedTrainLoop(_TrainLoop):
         runner.call_hook('before_train')
         runner.call_hook('before_train_epoch')
         runner.model.train()
-        batches = _InfiniteBatches(self, skip=self._iter)
+        batches = _InfiniteBatches(self, self._iter)
         while self._iter < self._max_iters and not self.stop_training:
             data_batch = next(batches)
             self._epoch = batches.epoch  # after next(): it may have begun a new pass

@@ -16,6 +16,10 @@ import torch
 
 __all__ = ['MessageHub', 'NonFiniteLossError']
 
+# The recent values of each scalar that are kept: in memory by ``trim()`` and in
+# checkpoints by ``state_dict()``.
+SCALARS_KEPT = 1000
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the message names the iteration and the keys."""
@@ -100,17 +104,33 @@ class MessageHub:
     def keys(self, prefix: str = '') -> list[str]:
         return [k for k in self._history if k.startswith(prefix)]
 
-    def trim(self, keep: int = 1000) -> None:
+    def trim(self, keep: int = SCALARS_KEPT) -> None:
         """Forget all but the last ``keep`` values of each key (bounded memory)."""
         for key, values in self._history.items():
             if len(values) > keep:
                 del values[:-keep]
 
     def state_dict(self) -> dict:
-        return {'runtime_info': dict(self.runtime_info)}
+        """The facts and the last :data:`SCALARS_KEPT` values of each scalar.
 
-    def load_state_dict(self, state_dict: dict) -> None:
+        MMEngine: ``log_scalars``. A log line averages the last ``interval`` values; a
+        run resumed between two log lines needs those written before the checkpoint to
+        log the same numbers. The values are float64 tensors (safe for ``weights_only``).
+        Queued values that were not read yet (see :meth:`sync`) are not included.
+        """
+        return {
+            'runtime_info': dict(self.runtime_info),
+            'log_scalars': {key: torch.tensor(values[-SCALARS_KEPT:], dtype=torch.float64)
+                            for key, values in self._history.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Add what :meth:`state_dict` returned: the facts, and the scalars after any
+        values already recorded (a state without ``log_scalars`` adds facts only)."""
         self.runtime_info.update(state_dict.get('runtime_info', {}))
+        for key, values in (state_dict.get('log_scalars') or {}).items():
+            for value in (values.tolist() if isinstance(values, torch.Tensor) else values):
+                self.update_scalar(key, value)
 
 
 def _read(pending: Iterable[tuple[str, int, dict[str, Any]]]

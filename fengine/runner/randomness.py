@@ -9,6 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..dist import sync_random_seed
+
 __all__ = ['set_random_seed', 'get_rng_state', 'set_rng_state', 'rng_state_kept']
 
 
@@ -16,17 +18,17 @@ def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int
     """Seed ``random``, NumPy and torch (every CUDA device too); return the seed.
 
     Args:
-        seed: ``None`` draws one from the OS, so it can be logged and reused.
+        seed: ``None`` draws one (:func:`fengine.dist.sync_random_seed`: rank 0's on
+            every rank when distributed, as MMEngine), so it can be logged and reused.
         deterministic: Use deterministic algorithms (``torch.use_deterministic_algorithms``,
             cuDNN without autotuning). Slower; needed for bit-exact resume on CUDA.
 
     Raises:
         TypeError: ``seed`` is not an int.
     """
+    check_seed(seed)
     if seed is None:
-        seed = int.from_bytes(os.urandom(4), 'little') >> 1
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f'randomness seed must be an int or None, but got {seed!r}')
+        seed = sync_random_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -37,6 +39,12 @@ def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     return seed
+
+
+def check_seed(seed: object) -> None:
+    """Raise ``TypeError`` unless ``seed`` is an int (not a bool) or ``None``."""
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f'randomness seed must be an int or None, but got {seed!r}')
 
 
 def get_rng_state() -> dict:

@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._errors import check_choice, choices_text, suggest
+from .._errors import check_choice, check_keys
 from ..checkpoint import load_checkpoint_file, state_dict_from
-from ..dist import get_local_rank, get_rank, get_world_size, is_main_process
+from ..dist import get_local_rank, get_rank, get_world_size, is_main_process, sync_random_seed
 from ..evaluator import build_evaluator
 from ..hooks import Hook, get_priority
-from ..logging import get_logger
+from ..logging import _formatter, get_logger
 from ..optim import build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
 from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
@@ -34,7 +34,7 @@ from ..visualization import build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
 from .data import build_dataloader
 from .message_hub import MessageHub, NonFiniteLossError
-from .randomness import get_rng_state, set_random_seed, set_rng_state
+from .randomness import check_seed, get_rng_state, set_random_seed, set_rng_state
 
 __all__ = ['Runner', 'DEFAULT_HOOKS']
 
@@ -48,8 +48,6 @@ DEFAULT_HOOKS: dict[str, dict] = {
 }
 LAUNCHERS = ('none', 'pytorch')
 _RANDOMNESS_KEYS = ('seed', 'deterministic')
-# Recent values of each logged scalar kept in checkpoints (as MessageHub.trim keeps).
-_LOG_SCALARS_KEPT = 1000
 
 
 class _RunFileHandler(logging.FileHandler):
@@ -198,17 +196,12 @@ class Runner:
         self.rank, self.world_size = get_rank(), get_world_size()
 
         randomness = dict(randomness or {})
-        unknown = [k for k in randomness if k not in _RANDOMNESS_KEYS]
-        if unknown:
-            raise TypeError(f'randomness has unknown key(s) {unknown}; accepted: '
-                            f'{choices_text(_RANDOMNESS_KEYS)}')
+        check_keys('randomness', randomness, _RANDOMNESS_KEYS)
         self.deterministic = bool(randomness.get('deterministic', False))
         seed = randomness.get('seed')
-        if seed is None and self.world_size > 1:  # one seed for all ranks: same init, same order
-            from ..dist import sync_random_seed
-
-            seed = sync_random_seed()
-        self.seed = set_random_seed(seed, self.deterministic)
+        check_seed(seed)  # on every rank, before the broadcast (which would int() it)
+        # Rank 0's seed (given or drawn) on every rank: same init, same data order.
+        self.seed = set_random_seed(sync_random_seed(seed), self.deterministic)
 
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         self.experiment_name = experiment_name or self.timestamp
@@ -268,11 +261,7 @@ class Runner:
         if not isinstance(cfg, dict):
             raise TypeError(f'Runner.from_cfg takes a dict, but got {type(cfg).__name__}')
         accepted = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
-        unknown = [k for k in cfg if k not in accepted]
-        if unknown:
-            raise TypeError(f'Runner config has unknown key(s) {unknown}'
-                            f'{suggest(unknown[0], accepted)}; accepted: '
-                            f'{choices_text(accepted)}')
+        check_keys('Runner config', cfg, accepted)
         args = copy.copy(cfg)
         args.setdefault('cfg', copy.copy(cfg))
         return cls(**args)
@@ -326,7 +315,7 @@ class Runner:
         if is_main_process():
             self.log_dir.mkdir(parents=True, exist_ok=True)
             handler = _RunFileHandler(self.log_dir / f'{self.timestamp}.log', encoding='utf-8')
-            handler.setFormatter(logger.handlers[0].formatter)
+            handler.setFormatter(_formatter())
             logger.addHandler(handler)
         return logger
 
@@ -680,6 +669,9 @@ class Runner:
             FileNotFoundError, RuntimeError: the file is missing, unreadable, corrupt or
                 truncated (named), has no training progress, or its model, optimizer or
                 scheduler state does not fit this run (what differs is named).
+            ValueError: the checkpoint is in the middle of a pass over the training data
+                that this run's dataloader cannot resume (its length changed: the
+                checkpoint's iteration, the batches to skip and the length are named).
         """
         filename = os.fspath(filename)
         checkpoint = self._read_checkpoint(filename, map_location)
@@ -688,6 +680,10 @@ class Runner:
         if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
             raise RuntimeError(f'checkpoint {filename!r} has no training progress (meta.epoch, '
                                'meta.iter): it holds weights only; use load_from= for it')
+        epoch, iteration = int(meta['epoch']), int(meta['iter'])
+        if self._train_loop is not None:
+            self._train_loop.check_restore(epoch, iteration, source=f'checkpoint {filename!r}',
+                                           written_position=meta.get('dataloader_position'))
         optimizer_state = None
         if 'optimizer' in checkpoint and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
@@ -720,12 +716,12 @@ class Runner:
             self.optim_wrapper.load_state_dict(optimizer_state)
         for scheduler, saved in zip(self.param_schedulers or (), scheduler_states or ()):
             scheduler.load_state_dict(saved)
-        self._load_message_hub_state(checkpoint.get('message_hub', {}))
+        hub_state = checkpoint.get('message_hub')
+        if isinstance(hub_state, dict):
+            self.message_hub.load_state_dict(hub_state)
         if self._train_loop is not None:
-            self._train_loop._epoch = int(meta['epoch'])
-            self._train_loop._iter = int(meta['iter'])
             # The interrupted pass over the dataloader is replayed from its start.
-            self._train_loop.resume_pass_rng = meta.get('pass_rng')
+            self._train_loop.restore(epoch, iteration, meta.get('pass_rng'))
         if 'rng' in meta:
             set_rng_state(meta['rng'])
         if meta.get('seed') is not None and meta['seed'] != self.seed:
@@ -733,29 +729,6 @@ class Runner:
                                 f'run has seed {self.seed}; data order follows this run\'s seed')
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         self.logger.info(f'resumed from {filename}: epoch {meta["epoch"]}, iter {meta["iter"]}')
-
-    def _message_hub_state(self) -> dict:
-        """The hub's facts and its recent scalars (MMEngine: ``log_scalars``).
-
-        A log line averages the last ``interval`` values; a run resumed between two log
-        lines needs those written before the checkpoint to log the same numbers.
-        """
-        hub = self.message_hub
-        state = dict(hub.state_dict())
-        state['log_scalars'] = {
-            key: torch.tensor(hub.history(key)[-_LOG_SCALARS_KEPT:], dtype=torch.float64)
-            for key in hub.keys()}
-        return state
-
-    def _load_message_hub_state(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            return
-        state = dict(state)
-        scalars = state.pop('log_scalars', None) or {}
-        self.message_hub.load_state_dict(state)
-        for key, values in scalars.items():
-            for value in (values.tolist() if isinstance(values, torch.Tensor) else values):
-                self.message_hub.update_scalar(key, value)
 
     @staticmethod
     def _check_finite(state: dict[str, Any], iteration: int, path: Path) -> None:
@@ -807,10 +780,7 @@ class Runner:
         self._check_finite(model_state, iteration, path)
         checkpoint_meta = dict(meta or {})
         # Batches of the current pass over the dataloader already trained on.
-        position = 0
-        if loop is not None:
-            length = len(self.train_dataloader)
-            position = iteration - epoch * length if loop.by_epoch else iteration % length
+        position = loop.position(epoch, iteration) if loop is not None else 0
         checkpoint_meta.update(
             epoch=epoch, iter=iteration, seed=self.seed, deterministic=self.deterministic,
             experiment_name=self.experiment_name, time=time.strftime('%Y%m%d_%H%M%S'),
@@ -822,7 +792,7 @@ class Runner:
         checkpoint: dict[str, Any] = {
             'meta': checkpoint_meta,
             'state_dict': model_state,
-            'message_hub': self._message_hub_state(),
+            'message_hub': self.message_hub.state_dict(),
         }
         if save_optimizer and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
