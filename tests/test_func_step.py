@@ -546,3 +546,50 @@ def test_strict_fp16_with_state_that_only_a_first_update_creates_raises_and_chan
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
     assert not wrapper.optimizer.state and wrapper.inner_count == 0
+
+
+def test_an_fp16_step_after_loading_optimizer_state_skips_an_inf_step_on_the_loaded_state():
+    # The compiled step keeps the list of tensors an inf step puts back; a loaded optimizer
+    # state (new tensors, as on resume) must replace it, or the skipped update would be
+    # undone on the old tensors and the loaded ones would keep it, as NaN.
+    torch._dynamo.reset()
+    eager, eager_wrapper, compiled, wrapper = _fp16_twins('Adam')
+    data = batches(6)
+    data[4] = (data[4][0] * 1e5, data[4][1])  # overflows float16: inf/nan gradients
+    with count_compiles() as counter:
+        step = make_train_step(compiled, wrapper, compile=dict(backend=counter), strict=True)
+        state = step.state
+        for batch in data[:2]:
+            eager.train_step(batch, eager_wrapper)
+            state, _ = step(state, batch)
+        cached = step._cached_layout
+        state, _ = step(state, data[2])
+        eager.train_step(data[2], eager_wrapper)
+        assert step._cached_layout is cached  # made once, not on every step
+        old = {id(t) for t in cached.restore}
+        # Resume both from the eager twin's state (new optimizer state tensors).
+        compiled.load_state_dict(eager.state_dict())
+        wrapper.load_state_dict(copy.deepcopy(eager_wrapper.state_dict()))
+        for i, batch in enumerate(data[3:], start=3):
+            before = [p.detach().clone() for p in compiled.parameters()]
+            state_before = [{k: v.clone() for k, v in wrapper.optimizer.state[p].items()}
+                            for p in compiled.parameters()]
+            expected = eager.train_step(batch, eager_wrapper)
+            state, got = step(state, batch)
+            if i == 4:
+                assert all(torch.equal(a, b) for a, b in zip(before, compiled.parameters()))
+                for p, saved in zip(compiled.parameters(), state_before):
+                    for key, value in wrapper.optimizer.state[p].items():
+                        assert torch.equal(value, saved[key]), key
+            else:
+                assert relative(got['loss'], expected['loss']) <= 1e-5
+        restore = step._cached_layout.restore
+        params = {id(p) for p in compiled.parameters()}
+        assert not (old - params) & {id(t) for t in restore}  # no tensor of the old state
+    assert counter.frame_count == 1, f'{counter.frame_count} compiles'
+    for p, q in zip(eager.parameters(), compiled.parameters()):
+        assert relative(q, p) <= 1e-5
+        for key, value in eager_wrapper.optimizer.state[p].items():
+            got_value = wrapper.optimizer.state[q][key]
+            assert torch.isfinite(got_value).all(), key
+            assert relative(got_value.double(), value.double()) <= 1e-4, key

@@ -298,6 +298,46 @@ def test_a_tensor_lr_stays_a_tensor_through_resume():
     assert float(lr_tensor) == pytest.approx(lr_of(optimizer))
 
 
+def test_get_last_lr_of_a_tensor_lr_is_its_value_after_this_schedulers_latest_step():
+    # Two schedulers write the same lr tensor in place (a warmup by iteration, a decay
+    # that is frozen before its begin). Each one's get_last_lr is the value right after
+    # its own step, even when the other has written the tensor since.
+    optimizer = make_optimizer(lr=torch.tensor(LR))
+    lr_tensor = optimizer.param_groups[0]['lr']
+    warmup = build('LinearLR', optimizer, end=4)
+    decay = build('StepLR', optimizer, begin=6)
+    for i in range(10):
+        warmup.step()
+        after_warmup = lr_of(optimizer)
+        decay.step()
+        after_decay = lr_of(optimizer)
+        assert float(warmup.get_last_lr()[0]) == after_warmup, i
+        assert float(decay.get_last_lr()[0]) == after_decay, i
+        assert float(warmup.state_dict()['last_lr'][0]) == after_warmup, i
+    assert optimizer.param_groups[0]['lr'] is lr_tensor
+
+
+def test_get_last_lr_copies_a_tensor_lr_and_no_result_aliases_the_state():
+    optimizer = make_optimizer(lr=torch.tensor(LR))
+    scheduler = build('StepLR', optimizer, end=2)  # frozen after step 2: the lr stays put
+    for _ in range(3):
+        scheduler.step()
+    kept = scheduler._last_lr[0]
+    for _ in range(2):
+        scheduler.step()
+    assert scheduler._last_lr[0] is kept  # no clone per step while the lr is not written
+    first = scheduler.get_last_lr()[0]
+    assert first is not optimizer.param_groups[0]['lr']
+    first.fill_(123.0)  # the caller's copy: changes nothing kept
+    assert float(scheduler.get_last_lr()[0]) == lr_of(optimizer) == LR
+    assert scheduler.state_dict()['last_lr'] == [LR]
+    # A write into the group's tensor is seen by the next step.
+    optimizer.param_groups[0]['lr'].fill_(0.25)
+    assert float(scheduler.get_last_lr()[0]) == LR
+    scheduler.step()
+    assert float(scheduler.get_last_lr()[0]) == 0.25
+
+
 def tensors_in(obj) -> list:
     """Every tensor inside ``obj`` (dicts, lists, tuples), to check a state is plain."""
     if isinstance(obj, torch.Tensor):

@@ -96,6 +96,31 @@ def test_local_backend_refuses_a_tensor_of_several_values_naming_it(tmp_path):
     assert not (tmp_path / 'scalars.json').exists()
 
 
+@pytest.mark.parametrize('value, one', [
+    (torch.tensor(0.5), True), (torch.tensor([2]), True), (torch.tensor([1.0, 2.0]), False),
+    (np.float32(0.25), True), (np.array([3]), True), (np.zeros(2), False),
+    (0.5, False), (3, False), ('x', False), (None, False),
+])
+def test_scalar_config_and_log_line_conversions_agree_on_what_is_one_element(value, one):
+    from fengine.hooks.logger_hook import _is_number
+
+    assert backends_module._is_one_element(value) is one
+    if one:
+        number = value.item()
+        assert backends_module._scalar('v', value) == number
+        assert backends_module._jsonable(value) == number
+        assert _is_number(value)
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        with pytest.raises(ValueError, match="'v'"):
+            backends_module._scalar('v', value)
+        assert backends_module._jsonable(value) == repr(value)
+        assert not _is_number(value)
+    else:
+        assert backends_module._scalar('v', value) is value
+        assert _is_number(value) == isinstance(value, (int, float))
+    assert not _is_number(True) and not _is_number(torch.tensor([]))
+
+
 def test_local_backend_writes_the_config_as_json_with_repr_for_the_rest(tmp_path):
     class Marker:
         def __repr__(self):

@@ -34,6 +34,9 @@ def restorable(optimizer: Optimizer, params: list[torch.Tensor]) -> list[torch.T
     creates would survive a skipped step (holding inf/NaN). The step makes sure there is
     none (``init_state_`` returns whether it could create it all; where not, the step runs
     through the wrapper, whose scaler skips ``optimizer.step()`` on inf gradients).
+
+    The step makes this list once per optimizer state and keeps it (``_Layout`` in
+    ``step.py``): a new state (``load_state_dict``, ``init_state_``) makes it again.
     """
     tensors = list(params)
     for param in params:

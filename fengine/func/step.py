@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import operator
 import types
 from typing import Any, NamedTuple
 
@@ -76,6 +77,24 @@ from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_,
 from ._optim_state import hold_hyperparams_, init_state_, release_hyperparams_
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
+
+
+class _Layout(NamedTuple):
+    """What a call derives from the state's structure, kept until it changes.
+
+    Made by :meth:`TrainStep._layout`, which checks it on every call (the parameters and,
+    under data parallel, the buffers by identity; the optimizer's ``state`` dict by
+    identity, which ``Optimizer.load_state_dict`` replaces; the parameters' device, which
+    ``model.to()`` changes in place) and drops it whenever ``init_state_`` runs.
+    """
+    params: tuple[torch.Tensor, ...]
+    device: torch.device  # the parameters'
+    optimizer_state: Any  # the ``optimizer.state`` it was made for
+    buffers: tuple[torch.Tensor, ...]  # every buffer (checked only under data parallel)
+    nonempty_buffers: list[torch.Tensor]  # those DDP's forward broadcasts
+    # ``restorable()`` for fp16 loss scaling, where the optimizer updates its state in
+    # place (torch.optim's, with ``_init_group``); ``None``: made again on every update.
+    restore: list[torch.Tensor] | None
 
 
 class TrainState(NamedTuple):
@@ -183,6 +202,7 @@ class TrainStep:
         self._scales: dict[tuple, torch.Tensor] = {}
         self._held: dict = {}  # the 0-d tensors that replace float lrs (_optim_state.py)
         self._state_ready = False
+        self._cached_layout: _Layout | None = None  # see _layout
         scaler = getattr(optim_wrapper, 'loss_scaler', None)
         # fp16 loss scaling is part of the graph (see _loss_scale.py), with the scaler's
         # own tensors; bf16 autocast needs no scaler.
@@ -265,18 +285,23 @@ class TrainStep:
             # State that the first update creates would recompile the second call. What
             # cannot be created here (init_state_ returns False) costs that one recompile.
             init_state_(state.optimizer)
+            self._cached_layout = None  # it may have created state tensors
             self._state_ready = True
+        layout = self._layout(state)
         if self._scaler is not None:
-            ready_scaler_(self._scaler, next(iter(state.params.values())).device)
+            ready_scaler_(self._scaler, layout.device)
         factor, update = self.optim_wrapper.next_micro_step()
-        scale = self._scale(factor, state)
-        restore = (restorable(state.optimizer, list(state.params.values()))
-                   if self._scaler is not None and update else None)
+        scale = self._scale(factor, layout.device)
+        restore = None
+        if self._scaler is not None and update:
+            restore = layout.restore
+            if restore is None:
+                restore = restorable(state.optimizer, list(layout.params))
         window = None
         if self.group is not None:
             # 0 while every loss of the window is finite, NaN for good after one is not.
-            window = _dist._nonfinite_window(self, next(iter(state.params.values())).device)
-            buffers = [b for b in state.buffers.values() if b.numel()]
+            window = _dist._nonfinite_window(self, layout.device)
+            buffers = layout.nonempty_buffers
             if self._broadcast_buffers and buffers:  # as DDP's forward: BatchNorm statistics
                 with _dist._explained_collective_errors():
                     _dist.broadcast_coalesced(buffers, src=0, group=self.group)
@@ -321,6 +346,7 @@ class TrainStep:
         for param in lent:
             param.grad = torch.zeros_like(param)
         self._state_ready = init_state_(state.optimizer)
+        self._cached_layout = None  # it may have created state tensors
         if self._state_ready:
             return False
         for param in lent:
@@ -343,9 +369,37 @@ class TrainStep:
             print_log(message, logger='current', level=logging.WARNING)
         return True
 
-    def _scale(self, factor: int, state: TrainState) -> torch.Tensor:
+    def _layout(self, state: TrainState) -> _Layout:
+        """The parameters, their device, the buffers to broadcast and the fp16 restore list.
+
+        Walking every parameter's optimizer state (``restorable``) and filtering the buffers
+        on every call is host work per step; it is done once and redone only when what it
+        depends on changes (see :class:`_Layout`). The cached restore list holds the very
+        tensors a fresh one would, in the same order.
+        """
+        layout = self._cached_layout
+        if (layout is not None and layout.optimizer_state is state.optimizer.state
+                and _same_tensors(layout.params, state.params.values())
+                and next(iter(layout.params)).device == layout.device
+                and (self.group is None
+                     or _same_tensors(layout.buffers, state.buffers.values()))):
+            return layout
+        params = tuple(state.params.values())
+        buffers = tuple(state.buffers.values())
+        optimizer = state.optimizer
+        # Only torch.optim's optimizers are known to update their state tensors in place,
+        # so that the list stays right; another one's may replace them in its step.
+        restore = (restorable(optimizer, list(params))
+                   if self._scaler is not None and self._state_ready
+                   and hasattr(optimizer, '_init_group') else None)
+        layout = _Layout(params=params, device=next(iter(params)).device,
+                         optimizer_state=optimizer.state, buffers=buffers,
+                         nonempty_buffers=[b for b in buffers if b.numel()], restore=restore)
+        self._cached_layout = layout
+        return layout
+
+    def _scale(self, factor: int, device: torch.device) -> torch.Tensor:
         """``1 / factor`` as a 0-d tensor, so a new factor is a new value, not a recompile."""
-        device = next(iter(state.params.values())).device
         key = (factor, device)
         if key not in self._scales:
             self._scales[key] = torch.tensor(1.0 / factor, device=device)
@@ -359,6 +413,11 @@ def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:
         return functional_call(model, (params, buffers), tuple(data), {'mode': 'loss'})
     raise TypeError(f'a batch must be a dict or a tuple/list, but the data preprocessor '
                     f'returned {type(data).__name__}')
+
+
+def _same_tensors(cached: tuple[torch.Tensor, ...], tensors) -> bool:
+    """Whether ``tensors`` (an iterable of known length) are the ``cached`` ones, in order."""
+    return len(cached) == len(tensors) and all(map(operator.is_, cached, tensors))
 
 
 def _is_compile_error(exc: Exception) -> bool:

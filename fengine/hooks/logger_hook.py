@@ -21,6 +21,7 @@ import torch
 
 from .._errors import check_int
 from ..registry import HOOKS
+from ..visualization.backends import _is_one_element
 from .hook import Hook
 
 __all__ = ['LoggerHook']
@@ -131,27 +132,25 @@ class LoggerHook(Hook):
         n = len(loop.dataloader)
         timing = {'data_time': hub.mean(f'{mode}/data_time', n) or 0.0,
                   'time': hub.mean(f'{mode}/time', n) or 0.0}
-        shown = {k: v for k, v in metrics.items() if _is_number(v)}
+        shown = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         if mode == 'val' and runner.train_loop_built and runner.train_loop.by_epoch:
             head = f'Epoch({mode}) [{runner.epoch}][{n}/{n}]'
         elif mode == 'val' and runner.train_loop_built:
             head = f'Iter({mode}) [{n}/{n}]'
         else:
             head = f'Epoch({mode}) [{n}/{n}]'
-        parts = [head] + [f'{k}: {_format(float(v))}' for k, v in shown.items()]
+        parts = [head] + [f'{k}: {_format(v)}' for k, v in shown.items()]
         parts += [f'{k}: {_format(v)}' for k, v in timing.items()]
-        runner.logger.info('    '.join(parts[:1]) + '    ' + '  '.join(parts[1:]))
+        runner.logger.info(parts[0] + '    ' + '  '.join(parts[1:]))
         if mode == 'val' and runner.train_loop_built:
             step = runner.epoch if (self.log_metric_by_epoch and runner.train_loop.by_epoch) \
                 else runner.iter
         else:
             step = 0
-        runner.visualizer.add_scalars({**{k: float(v) for k, v in shown.items()}, **timing},
-                                      step=step)
+        runner.visualizer.add_scalars({**shown, **timing}, step=step)
 
 
 def _is_number(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.numel() == 1
-    return isinstance(value, (int, float)) and not isinstance(value, bool) or (
-        hasattr(value, 'item') and getattr(value, 'size', 2) == 1)
+    """A metric the log line shows: a number (not a bool), or one in a tensor or array."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            or _is_one_element(value))

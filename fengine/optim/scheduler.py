@@ -118,8 +118,42 @@ def _like(value: Any, template: Any) -> Any:
     return value
 
 
-def _current_lrs(optimizer: Optimizer) -> list[float | Tensor]:
-    return [_copy(group['lr']) for group in optimizer.param_groups]
+# Per param group: the lr tensor a copy was taken of and its version counter then.
+_Seen = list[tuple[Tensor, int] | None]
+
+
+def _version(tensor: Tensor) -> int | None:
+    try:
+        return tensor._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return None
+
+
+def _current_lrs(optimizer: Optimizer, last: list[float | Tensor] | None = None,
+                 seen: _Seen | None = None) -> tuple[list[float | Tensor], _Seen]:
+    """Each param group's lr, a tensor lr as a copy; and what was copied (``_Seen``).
+
+    A copy in ``last`` is reused where ``seen`` says it was taken of the group's very lr
+    tensor at its current version: nothing has written to the tensor since (``fill_``,
+    ``copy_`` and every other in-place op bump the version), so the copy still holds its
+    value. That saves a clone per step while a tensor lr does not change (a scheduler
+    outside its ``[begin, end)``, or stepped by epoch inside a by-iteration run).
+    """
+    lrs: list[float | Tensor] = []
+    now: _Seen = []
+    for index, group in enumerate(optimizer.param_groups):
+        lr = group['lr']
+        if not isinstance(lr, Tensor):
+            lrs.append(lr)
+            now.append(None)
+            continue
+        version = _version(lr)
+        before = seen[index] if seen is not None and index < len(seen) else None
+        unchanged = (version is not None and before is not None and before[0] is lr
+                     and before[1] == version and last is not None and index < len(last))
+        lrs.append(last[index] if unchanged else lr.clone())
+        now.append(None if version is None else (lr, version))
+    return lrs, now
 
 
 @contextmanager
@@ -372,7 +406,7 @@ class ParamScheduler:
             # Check the values now, not at step ``begin``, and leave no trace.
             with _param_groups_kept(self.optimizer, drop_new_keys=True):
                 self._build_torch_scheduler()
-        self._last_lr = _current_lrs(self.optimizer)
+        self._last_lr, self._last_lr_seen = _current_lrs(self.optimizer)
 
     @classmethod
     def from_torch(cls, scheduler: lr_scheduler.LRScheduler,
@@ -394,7 +428,7 @@ class ParamScheduler:
         self.by_epoch, self.begin, self.end, self.kwargs = by_epoch, 0, INF, {}
         self._global_step = max(scheduler.last_epoch, 0)
         self._scheduler = scheduler
-        self._last_lr = _current_lrs(self.optimizer)
+        self._last_lr, self._last_lr_seen = _current_lrs(self.optimizer)
         return self
 
     def _build_torch_scheduler(self) -> lr_scheduler.LRScheduler:
@@ -427,11 +461,12 @@ class ParamScheduler:
                     warnings.filterwarnings('ignore', message=_ORDER_WARNING,
                                             category=UserWarning)
                     self._scheduler.step()
-        self._last_lr = _current_lrs(self.optimizer)
+        self._last_lr, self._last_lr_seen = _current_lrs(self.optimizer, self._last_lr,
+                                                         self._last_lr_seen)
 
     def get_last_lr(self) -> list[float | Tensor]:
         """The lr of each param group after the latest step (copies; tensors stay tensors)."""
-        return list(self._last_lr)
+        return [_copy(lr) for lr in self._last_lr]  # fresh: the kept copies may be reused
 
     def state_dict(self) -> dict[str, Any]:
         """The step count, the last lrs and the torch scheduler's state (or ``None``).
@@ -476,6 +511,7 @@ class ParamScheduler:
                              "differs from the checkpoint's.")
         self._global_step = state_dict['global_step']
         self._last_lr = _like(list(state_dict['last_lr']), self._last_lr)
+        self._last_lr_seen = None  # these copies were not taken of the group tensors
         if state_dict['scheduler'] is None:
             self._scheduler = None
             return

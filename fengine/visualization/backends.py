@@ -21,19 +21,26 @@ from ..registry import VISBACKENDS
 __all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend']
 
 
+def _is_one_element(value: Any) -> bool:
+    """Whether ``value`` is a one-element tensor or array, or a NumPy scalar (``.item()``
+    gives it as a Python scalar). The one test of the scalar conversions here and in
+    ``LoggerHook``."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, (np.ndarray, np.generic)) and value.size == 1
+
+
 def _scalar(name: str, value: Any) -> Any:
     """A Python number for a one-element tensor or array; other values unchanged.
 
     Raises:
         ValueError: ``value`` is a tensor or array with more than one element.
     """
+    if _is_one_element(value):
+        return value.item()
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        if value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1:
-            return value.item()
         raise ValueError(f'scalar {name!r} must be a number or a one-element tensor, but got '
                          f'a {type(value).__name__} of shape {tuple(value.shape)}')
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 
@@ -45,10 +52,7 @@ def _jsonable(obj: Any) -> Any:
         return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, (torch.Tensor, np.ndarray)) and (
-            obj.size == 1 if isinstance(obj, np.ndarray) else obj.numel() == 1):
-        return obj.item()
-    if isinstance(obj, np.generic):
+    if _is_one_element(obj):
         return obj.item()
     return repr(obj)
 
