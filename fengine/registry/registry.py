@@ -9,13 +9,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Iterator
 
-from ._errors import suggest
+from .._errors import suggest
 
-__all__ = [
-    'Registry', 'build_from_cfg', 'WEIGHT_INITIALIZERS', 'MODELS', 'OPTIMIZERS',
-    'OPTIM_WRAPPERS', 'METRICS', 'HOOKS', 'PARAM_SCHEDULERS', 'LOOPS', 'DATASETS',
-    'DATA_SAMPLERS', 'VISBACKENDS', 'MODEL_WRAPPERS'
-]
+__all__ = ['Registry', 'build_from_cfg']
 
 
 class Registry:
@@ -161,17 +157,3 @@ def build_from_cfg(cfg: dict, registry: Registry, default_args: dict | None = No
                             f'from {cfg!r}: {exc}. Accepted arguments: '
                             f'{", ".join(accepted) or "none"}.') from None
     return obj_cls(**args)
-
-
-WEIGHT_INITIALIZERS = Registry('weight initializer')
-MODELS = Registry('model')
-OPTIMIZERS = Registry('optimizer')
-OPTIM_WRAPPERS = Registry('optimizer wrapper')
-METRICS = Registry('metric')
-HOOKS = Registry('hook')
-PARAM_SCHEDULERS = Registry('parameter scheduler')
-LOOPS = Registry('loop')
-DATASETS = Registry('dataset')
-DATA_SAMPLERS = Registry('data sampler')
-VISBACKENDS = Registry('visualization backend')
-MODEL_WRAPPERS = Registry('model wrapper')
