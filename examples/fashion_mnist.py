@@ -5,9 +5,11 @@
     python examples/fashion_mnist.py --data synthetic    # no download at all
 
 This is MMEngine's tutorial code with ``mmengine`` replaced by ``fengine``; the only
-additions are the flags. ``--data auto`` (the default) uses the real FashionMNIST when
-it is on disk or can be downloaded; on an offline machine it says so in one line and
-trains on a synthetic FashionMNIST-shaped dataset of the same size (60000/10000 images,
+additions are the flags. The tutorial's model and metric are in
+``fashion_mnist_model.py`` beside this file, where the config file
+``examples/configs/fashion_mnist.py`` finds them too. ``--data auto`` (the default) uses
+the real FashionMNIST when it is on disk or can be downloaded; on an offline machine it
+says so in one line and trains on a synthetic FashionMNIST-shaped dataset of the same size (60000/10000 images,
 10 learnable classes), and every metric line is prefixed ``synthetic/``.
 ``--data real`` fails instead of falling back.
 """
@@ -16,47 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import ToTensor
 
+from fashion_mnist_model import FashionMnistMetric, NeuralNetwork  # the tutorial's classes
 from fengine import Runner
 from fengine.datasets import load_fashion_mnist
-from fengine.evaluator import BaseMetric
-from fengine.model import BaseModel
-
-
-class NeuralNetwork(BaseModel):
-    def __init__(self, data_preprocessor=None):
-        super(NeuralNetwork, self).__init__(data_preprocessor)
-        self.flatten = nn.Flatten()
-        self.linear_relu_stack = nn.Sequential(
-            nn.Linear(28*28, 512),
-            nn.ReLU(),
-            nn.Linear(512, 512),
-            nn.ReLU(),
-            nn.Linear(512, 10),
-        )
-        self.loss = nn.CrossEntropyLoss()
-
-    def forward(self, img, label, mode='tensor'):
-        x = self.flatten(img)
-        pred = self.linear_relu_stack(x)
-        loss = self.loss(pred, label)
-        if mode == 'loss':
-            return dict(loss=loss)
-        else:
-            return pred.argmax(1), loss.item()
-
-
-class FashionMnistMetric(BaseMetric):
-    def process(self, data, preds) -> None:
-        self.results.append(((data[1] == preds[0].cpu()).sum(), preds[1], len(preds[0])))
-
-    def compute_metrics(self, results):
-        correct, loss, batch_size = zip(*results)
-        test_loss, correct = sum(loss) / len(self.results), sum(correct) / sum(batch_size)
-        return dict(Accuracy=correct, Avg_loss=test_loss)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fashion_mnist_files import write_fashion_mnist
+from seed_models import EXAMPLES  # noqa: F401 - puts examples/ on sys.path for the import
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / 'examples' / 'fashion_mnist.py'

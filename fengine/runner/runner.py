@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -251,19 +252,24 @@ class Runner:
 
     # -- construction helpers ---------------------------------------------------------
     @classmethod
-    def from_cfg(cls, cfg: dict) -> Runner:
-        """Build a runner from a dict holding its arguments (MMEngine: ``Runner.from_cfg``).
+    def from_cfg(cls, cfg: Mapping) -> Runner:
+        """Build a runner from a dict or a :class:`~fengine.config.Config` holding its
+        arguments (MMEngine: ``Runner.from_cfg``).
 
         Raises:
-            TypeError: ``cfg`` is not a dict, or has a key that is not an argument of
+            TypeError: ``cfg`` is not a mapping, or has a key that is not an argument of
                 :class:`Runner` (named, with close matches).
         """
-        if not isinstance(cfg, dict):
-            raise TypeError(f'Runner.from_cfg takes a dict, but got {type(cfg).__name__}')
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f'Runner.from_cfg takes a dict or a Config, but got '
+                            f'{type(cfg).__name__}')
+        source = cfg
+        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+        cfg.pop('custom_imports', None)  # imported by Config.fromfile already
         accepted = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
         check_keys('Runner config', cfg, accepted)
         args = copy.copy(cfg)
-        args.setdefault('cfg', copy.copy(cfg))
+        args.setdefault('cfg', source)
         return cls(**args)
 
     @staticmethod
@@ -347,8 +353,9 @@ class Runner:
         ]
         self.logger.info('\n'.join(lines))
         if self.cfg is not None:
-            self.logger.info(f'Config:\n{self.cfg!r}')
-            self.visualizer.add_config(self.cfg)
+            text = getattr(self.cfg, 'pretty_text', None) or repr(self.cfg)
+            self.logger.info(f'Config:\n{text}')
+            self.visualizer.add_config(getattr(self.cfg, 'to_dict', lambda: self.cfg)())
 
     # -- hooks ------------------------------------------------------------------------
     def register_hook(self, hook: Hook | dict, priority: int | str | None = None) -> None:
