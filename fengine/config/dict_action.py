@@ -82,7 +82,9 @@ def parse_value(text: str) -> Any:
         return inner
     if text[:1] in _PAIRS and text[-1:] == _PAIRS[text[:1]]:
         parts = _split(text[1:-1])
-        elements = [] if parts == [''] else [parse_value(p) for p in parts]
+        if not parts[-1].strip():  # '()' or a trailing comma: '(d,)'
+            parts.pop()
+        elements = [parse_value(p) for p in parts]
         return tuple(elements) if text[0] == '(' else elements
     parts = _split(text)
     if len(parts) > 1:

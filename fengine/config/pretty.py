@@ -76,6 +76,17 @@ def _format(value: Any, indent: int, used: int) -> str:
     values = value.values() if isinstance(value, dict) else value
     inner = indent + _INDENT
     lines = [open_]
+    if not isinstance(value, dict) and all(_items(v) is None for v in value):
+        # A long list of numbers or names: as many per line as fit.
+        line = ''
+        for item in map(_scalar, value):
+            if line and inner + len(line) + len(item) + 2 > _WIDTH:
+                lines.append(' ' * inner + line.rstrip())
+                line = ''
+            line += item + ', '
+        lines.append(' ' * inner + line.rstrip())
+        lines.append(' ' * indent + close)
+        return '\n'.join(lines)
     for prefix, item in zip(prefixes, values):
         lines.append(' ' * inner + prefix + _format(item, inner, inner + len(prefix)) + ',')
     lines.append(' ' * indent + close)

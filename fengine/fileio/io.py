@@ -139,7 +139,9 @@ def dump(obj: Any, file: str | os.PathLike | IO | None = None,
     if isinstance(file, (str, os.PathLike)):
         atomic_write(file, lambda stream: stream.write(raw))
     elif isinstance(file, io.TextIOBase):
-        file.write(data if isinstance(data, str) else raw.decode('utf-8'))
+        if isinstance(data, bytes):
+            raise TypeError('a pickle is bytes: open the file in binary mode ("wb")')
+        file.write(data)
     else:
         file.write(raw)
     return None
