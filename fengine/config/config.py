@@ -158,7 +158,7 @@ class Config(Mapping):
         """
         loaded = load_config_file(filename, use_predefined_variables,
                                   use_environment_variables)
-        path = os.fspath(Path(filename).expanduser())
+        path = os.path.expanduser(os.fspath(filename))  # as given, like MMEngine
         _check_reserved(loaded.values)
         if import_custom_modules and loaded.values.get('custom_imports'):
             _import_custom_modules(loaded.values['custom_imports'], path)
