@@ -503,3 +503,80 @@ def test_fromstring_reads_each_format():
     assert Config.fromstring('a: [1]\n', '.yaml').a == [1]
     with pytest.raises(ValueError, match=r"file_format must be one of .*got '\.txt'"):
         Config.fromstring('a: 1', '.txt')
+
+
+# -- MMEngine's pure-Python style: with read_base() -----------------------------------------
+@pytest.fixture
+def pure_python(tmp_path):
+    write(tmp_path, 'schedules/sgd.py', """
+        optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
+        train_cfg = dict(max_epochs=12)
+    """)
+    write(tmp_path, 'models/resnet.py', "model = dict(type='ResNet', depth=50)\n")
+    return tmp_path
+
+
+def test_read_base_binds_the_imported_base_values_as_python_names(pure_python):
+    path = write(pure_python, 'configs/child.py', """
+        from fengine.config import read_base
+        from torch.optim import Adam
+
+        with read_base():
+            from ..models.resnet import *
+            from ..schedules.sgd import optim_wrapper as optim
+
+        model.depth = 101
+        optim.optimizer.type = Adam
+        optim.optimizer.update(lr=0.01)
+        extra = dict(x=1)
+    """)
+    import torch
+
+    cfg = Config.fromfile(path)
+    assert list(cfg) == ['model', 'optim', 'extra']  # train_cfg was not imported, Adam is
+    assert cfg.model == dict(type='ResNet', depth=101)  # an import, not a value
+    assert cfg.optim.optimizer == dict(type=torch.optim.Adam, lr=0.01)
+    assert Config.fromfile(pure_python / 'schedules/sgd.py').optim_wrapper.optimizer.lr == 0.1
+    assert str(pure_python / 'models/resnet.py') in cfg.text
+
+
+def test_read_base_refuses_what_is_not_a_relative_import_of_a_config(pure_python):
+    path = write(pure_python, 'c.py', """
+        from fengine.config import read_base
+        with read_base():
+            import os
+    """)
+    with pytest.raises(ValueError, match=r'c\.py, line 4: inside "with read_base\(\):" only '
+                                         'relative imports'):
+        Config.fromfile(path)
+    path = write(pure_python, 'd.py', """
+        from fengine.config import read_base
+        with read_base():
+            from .schedules.sgd import optim_wraper
+    """)
+    with pytest.raises(ImportError, match=r"d\.py, line 4: .*sgd\.py has no config value "
+                                          r"'optim_wraper'\. Did you mean 'optim_wrapper'\?"):
+        Config.fromfile(path)
+    path = write(pure_python, 'e.py', """
+        from fengine.config import read_base
+        with read_base():
+            from .nowhere import *
+    """)
+    with pytest.raises(FileNotFoundError, match=r'nowhere\.py does not exist \(a _base_ of'):
+        Config.fromfile(path)
+    path = write(pure_python, 'f.py', """
+        from fengine.config import read_base
+        _base_ = 'models/resnet.py'
+        with read_base():
+            from .schedules.sgd import *
+    """)
+    with pytest.raises(ValueError, match=r'f\.py uses both _base_ and "with read_base\(\):"'):
+        Config.fromfile(path)
+
+
+def test_read_base_as_a_context_manager_does_nothing():
+    from fengine.config import read_base
+
+    with read_base():
+        value = 1
+    assert value == 1

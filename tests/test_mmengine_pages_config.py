@@ -255,6 +255,7 @@ def test_custom_imports_register_the_module_the_config_names(page, monkeypatch):
         optimizer = dict(type='CustomOptim')
     """)
     monkeypatch.syspath_prepend(str(page))
+    sys.modules.pop('my_module', None)  # another test's my_module.py, imported before
     try:
         cfg = Config.fromfile('custom_imports.py')
         custom_optim = OPTIMIZERS.build(cfg.optimizer)

@@ -1,6 +1,7 @@
 """``Config``: a config file's values with attribute access (MMEngine: ``mmengine.Config``)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import logging
@@ -18,7 +19,7 @@ from .loader import FORMATS, load_config_file
 from .merge import merge_into
 from .pretty import format_config, is_literal
 
-__all__ = ['Config', 'RESERVED_KEYS']
+__all__ = ['Config', 'RESERVED_KEYS', 'read_base']
 
 #: Top-level keys a config may not define: they are ``Config`` properties.
 RESERVED_KEYS = ('filename', 'text', 'pretty_text', 'env_variables')
@@ -83,6 +84,17 @@ def _non_literal_path(value: Any, prefix: str = '') -> str | None:
                 return found
         return None
     return None if is_literal(value) else prefix
+
+
+@contextlib.contextmanager
+def read_base() -> Iterator[None]:
+    """Marks the imports of base config files in a pure-Python config (MMEngine name).
+
+    ``Config.fromfile`` reads the ``with read_base():`` block itself (its relative
+    imports name config files, e.g. ``from .base import *``) and never runs it; the
+    context manager exists so the config file is valid Python for editors and linters.
+    """
+    yield
 
 
 class Config(Mapping):

@@ -16,6 +16,12 @@ The steps for one file:
 4. Placeholders are replaced by the base values they name, then the file's values are
    merged over its bases' (:func:`fengine.config.merge.merge_into`).
 
+MMEngine's pure-Python style is read too: ``with read_base():`` holding relative imports
+(``from .base import *``, ``from .schedule import optim_wrapper as optim``) binds those
+base values (copies) as plain Python names before the file runs; the file then changes
+them with Python (``optim.optimizer.lr = 0.1``), and what it ends with is the config, as
+in MMEngine. Other imports in such a file run normally (MMEngine defers them).
+
 Nothing is written to disk: the substituted text is compiled under the file's own
 name, so a traceback points at the config's real lines.
 """
@@ -143,6 +149,41 @@ def _python_bases(tree: ast.Module, path: Path) -> list:
     return []
 
 
+def _is_read_base(node: ast.stmt) -> bool:
+    if not (isinstance(node, ast.With) and len(node.items) == 1):
+        return False
+    call = node.items[0].context_expr
+    return isinstance(call, ast.Call) and (
+        isinstance(call.func, ast.Name) and call.func.id == 'read_base'
+        or isinstance(call.func, ast.Attribute) and call.func.attr == 'read_base')
+
+
+def _take_read_base(tree: ast.Module, path: Path) -> list[tuple[Path, list | None, int]]:
+    """Remove the ``with read_base():`` blocks; return what they import.
+
+    Each import is ``(file, [(name, alias), ...] or None for *, line)``.
+    """
+    found: list[tuple[Path, list | None, int]] = []
+    body = []
+    for node in tree.body:
+        if not _is_read_base(node):
+            body.append(node)
+            continue
+        for item in node.body:
+            if not (isinstance(item, ast.ImportFrom) and item.level > 0 and item.module):
+                raise ValueError(
+                    f'{path}, line {item.lineno}: inside "with read_base():" only relative '
+                    'imports of config files are allowed, such as "from .base import *" or '
+                    '"from ..schedules.sgd import optim_wrapper"')
+            parts = ['..'] * (item.level - 1) + item.module.split('.')
+            base_path = path.parent.joinpath(*parts[:-1], parts[-1] + '.py')
+            names = None if item.names[0].name == '*' else [
+                (alias.name, alias.asname or alias.name) for alias in item.names]
+            found.append((base_path, names, item.lineno))
+    tree.body = body
+    return found
+
+
 def _check_base_list(bases: Any, path: Path) -> list[str]:
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
@@ -173,9 +214,10 @@ def _imported_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _run_python(tree: ast.Module, path: Path, base: dict) -> dict:
+def _run_python(tree: ast.Module, path: Path, base: dict, inherited: dict) -> dict:
     namespace: dict[str, Any] = {BASE_KEY: ConfigDict(copy.deepcopy(base)),
                                  '__file__': str(path), '__name__': '__fengine_config__'}
+    namespace.update(ConfigDict(copy.deepcopy(inherited)))
     code = compile(tree, str(path), 'exec')
     try:
         exec(code, namespace)  # noqa: S102 - running the config file is what loading it means
@@ -235,7 +277,8 @@ def load_config_file(filename: str | os.PathLike,
         KeyError: Base files define the same key, or ``{{_base_.x}}`` names a key the
             bases lack.
     """
-    path = Path(filename).expanduser().absolute()
+    # normpath: 'configs/../base.py' is 'base.py' (cycles and messages see one name).
+    path = Path(os.path.normpath(Path(filename).expanduser().absolute()))
     if path.suffix not in FORMATS:
         raise ValueError(f'config file {path} has the suffix {path.suffix!r}; config files '
                          f'are {", ".join(FORMATS)}')
@@ -255,6 +298,10 @@ def load_config_file(filename: str | os.PathLike,
     if path.suffix == '.py':
         tree = _parse_python(text, path)
         bases = _python_bases(tree, path)
+        base_imports = _take_read_base(tree, path)
+        if bases and base_imports:
+            raise ValueError(f'{path} uses both {BASE_KEY} and "with read_base():"; '
+                             'inherit in one way only')
     else:
         data = _parse_data(text, path)
         bases = data.pop(BASE_KEY, [])
@@ -276,7 +323,19 @@ def load_config_file(filename: str | os.PathLike,
         texts.append(loaded.text)
 
     if path.suffix == '.py':
-        values = _run_python(_strip_base_assignments(tree), path, base_values)
+        inherited: dict = {}
+        for base_path, names, line in base_imports:
+            loaded = load_config_file(base_path, use_predefined_variables,
+                                      use_environment_variables, (*_chain, path))
+            texts.append(loaded.text)
+            env_variables.update(loaded.env_variables)
+            for name, alias in names or [(k, k) for k in loaded.values]:
+                if name not in loaded.values:
+                    raise ImportError(f'{path}, line {line}: {base_path} has no config value '
+                                      f'{name!r}.{suggest(name, loaded.values)} Values there: '
+                                      f'{", ".join(map(repr, loaded.values)) or "none"}')
+                inherited[alias] = loaded.values[name]
+        values = _run_python(_strip_base_assignments(tree), path, base_values, inherited)
     else:
         values = data
     values = _fill_base_vars(values, placeholders, base_values, path)
