@@ -20,7 +20,8 @@ from pathlib import Path
 
 MODULES = ['fengine', 'fengine.model', 'fengine.optim', 'fengine.func', 'fengine.registry',
            'fengine.logging', 'fengine.evaluator', 'fengine.hooks', 'fengine.runner',
-           'fengine.visualization', 'fengine.datasets', 'fengine.dist']
+           'fengine.visualization', 'fengine.datasets', 'fengine.dist', 'fengine.config',
+           'fengine.fileio', 'fengine.train']
 
 # Public names that are data, not code: they cannot carry a docstring.
 CONSTANTS = {
@@ -38,6 +39,8 @@ CONSTANTS = {
     'fengine.dist.TIMEOUT_ENV': 'The environment variable that sets the collective timeout '
                                 'in seconds.',
     'fengine.func.ParamTree': 'A parameter tree: a dict from dotted parameter path to tensor.',
+    'fengine.fileio.FILE_FORMATS': 'The file formats `load`/`dump` know, by name and suffix: '
+                                   "`json`, `yaml`/`yml`, `pickle`/`pkl`.",
 }
 
 OUT = Path(__file__).with_name('api.md')

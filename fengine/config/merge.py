@@ -39,8 +39,7 @@ def _path(prefix: str, key: Any) -> str:
     return f'{prefix}.{key}' if prefix else str(key)
 
 
-def merge_into(child: dict, base: dict | list, allow_list_keys: bool = False,
-               _prefix: str = '') -> dict | list:
+def merge_into(child: dict, base: dict | list, allow_list_keys: bool = False) -> dict | list:
     """Return ``base`` with ``child`` laid over it (MMEngine: ``Config._merge_a_into_b``).
 
     Rules: a key of ``child`` whose value is a dict is merged into the base's dict of
@@ -68,6 +67,10 @@ def merge_into(child: dict, base: dict | list, allow_list_keys: bool = False,
         >>> merge_into(dict(opt=dict(_delete_=True, lr=0.1)), dict(opt=dict(type='SGD')))
         {'opt': {'lr': 0.1}}
     """
+    return _merge(child, base, allow_list_keys, '')
+
+
+def _merge(child: dict, base: dict | list, allow_list_keys: bool, _prefix: str) -> dict | list:
     if isinstance(base, list):
         merged_list = [_fresh(v) for v in base]
         for key, value in child.items():
@@ -98,7 +101,7 @@ def _merge_value(value: Any, base_value: Any, allow_list_keys: bool, where: str)
     if replace:
         return _fresh(value)
     if isinstance(base_value, dict) or (allow_list_keys and isinstance(base_value, list)):
-        return merge_into(value, base_value, allow_list_keys, where)
+        return _merge(value, base_value, allow_list_keys, where)
     raise TypeError(
         f'{where}: the config gives a dict {value!r}, but the base value is a '
         f'{type(base_value).__name__} ({base_value!r}), so the two cannot be merged. '
