@@ -321,6 +321,13 @@ def test_a_failing_custom_import_names_the_module(tmp_path, module_folder, fengi
     assert "'fengine_test_custom_gone' failed to import and is skipped" in fengine_log.text
 
 
+def test_allow_failed_imports_must_be_a_bool(tmp_path):
+    path = write(tmp_path, 'c.py', "custom_imports = dict(imports=[], allow_failed_imports=1)\n")
+    with pytest.raises(TypeError, match=r'custom_imports\.allow_failed_imports in .*c\.py must '
+                                        'be a bool, but got 1'):
+        Config.fromfile(path)
+
+
 def test_custom_imports_with_an_unknown_key_is_refused(tmp_path):
     path = write(tmp_path, 'c.py', "custom_imports = dict(modules=['os'])\n")
     with pytest.raises(TypeError, match=r"custom_imports in .*c\.py has unknown key\(s\) "

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
-from .._errors import choices_text
+from .._errors import check_bool, choices_text
 from .._io import write_text_atomic
 from ..logging import print_log
 from .config_dict import ConfigDict
@@ -48,7 +48,8 @@ def _import_custom_modules(spec: Any, filename: str | None = None) -> None:
     if not isinstance(imports, (list, tuple)) or not all(isinstance(m, str) for m in imports):
         raise TypeError(f'custom_imports.imports{where} must be a module name or a list of '
                         f'them, but got {imports!r}')
-    allow_failed = spec.get('allow_failed_imports', False)
+    allow_failed = check_bool(f'custom_imports.allow_failed_imports{where}',
+                              spec.get('allow_failed_imports', False))
     for name in imports:
         try:
             importlib.import_module(name)
