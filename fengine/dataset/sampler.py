@@ -73,8 +73,9 @@ class InfiniteSampler(Sampler[int]):
     MMEngine: ``InfiniteSampler``. The stream is one pass over the data after another
     (each pass a new permutation of a generator seeded once with ``seed``, or in
     order); rank ``r`` of ``w`` takes every ``w``-th index from the ``r``-th. The
-    stream is made once: a new ``iter()`` continues where the last one stopped, so a
-    dataloader re-created over the same sampler does not repeat the first batches.
+    stream is made once: a new ``iter()`` continues where the last one stopped (also
+    after the last iterator was dropped), so a dataloader iterator re-created over the
+    same sampler does not repeat the first batches.
 
     Args:
         dataset: The dataset (only its length is used).
@@ -104,7 +105,10 @@ class InfiniteSampler(Sampler[int]):
         yield from itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        yield from self.indices
+        # next() rather than `yield from`: closing this iterator (a dataloader's iterator
+        # being dropped) must not close the shared stream.
+        while True:
+            yield next(self.indices)
 
     def __len__(self) -> int:
         """The dataset's length (the stream itself has no end)."""

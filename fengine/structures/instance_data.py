@@ -68,9 +68,9 @@ class InstanceData(BaseDataElement):
         other values with their class's ``cat``.
 
         Raises:
-            TypeError: An item is not an ``InstanceData``, or a field's value cannot
-                be joined.
-            ValueError: The list is empty or the elements' fields differ.
+            TypeError: An item is not an ``InstanceData``.
+            ValueError: The list is empty, the elements' fields differ, or a field's
+                value cannot be joined.
         """
         instances_list = list(instances_list)
         if not instances_list:
@@ -142,12 +142,12 @@ def _take(key: str, value: Any, index: slice | torch.Tensor) -> Any:
         # Sequences of other types than these (a custom class) are joined with `cat`.
         return type(value)(value[p] for p in positions) if not isinstance(value, str) \
             else ''.join(value[p] for p in positions)
-    if hasattr(value, '__getitem__') and hasattr(value, 'cat'):
+    if hasattr(value, '__getitem__') and callable(getattr(value, 'cat', None)):
         length = len(value)
         parts = [value[slice(p, None, length)] for p in positions] or [value[slice(None, 0)]]
         return value.cat(parts)
-    raise TypeError(f'field {key!r} ({type(value).__name__}) cannot be indexed by a '
-                    'tensor: it needs __getitem__ and a cat method')
+    raise ValueError(f'field {key!r} ({type(value).__name__}) cannot be indexed by a '
+                     'tensor, list or array: it needs __getitem__ and a cat method')
 
 
 def _join(key: str, values: list) -> Any:
@@ -161,7 +161,7 @@ def _join(key: str, values: list) -> Any:
         for value in values[1:]:
             joined = joined + value
         return joined
-    if hasattr(first, 'cat'):
+    if callable(getattr(first, 'cat', None)):
         return first.cat(values)
-    raise TypeError(f'field {key!r} ({type(first).__name__}) cannot be concatenated: it '
-                    'needs a cat method')
+    raise ValueError(f'field {key!r} ({type(first).__name__}) cannot be concatenated: it '
+                     'needs a cat method')
