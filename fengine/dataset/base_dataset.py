@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import gc
 import json
 import logging
 import numbers
@@ -410,9 +409,9 @@ class BaseDataset(Dataset):
                   for info in self.data_list]
         data_address = np.cumsum([len(piece) for piece in pieces], dtype=np.int64)
         data_bytes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
-        # The list is dropped: the byte array is the one copy workers share.
+        # The list is dropped: the byte array is the one copy workers share. Reference
+        # counting frees the dicts at once; a full gc.collect() would cost ~0.5 s a dataset.
         self.data_list.clear()
-        gc.collect()
         return data_bytes, data_address
 
     def _copy_without_annotation(self, memo: dict | None = None) -> BaseDataset:
