@@ -31,23 +31,9 @@ from fengine.model import BaseModel
 from fengine.registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
 from fengine.runner import Runner, build_dataloader
 from fengine.structures import BaseDataElement, InstanceData, LabelData, PixelData
+from test_dataset import register  # noqa: F401 - the fixture registering objects for a test
 
 META = torch.device('meta')
-
-
-@pytest.fixture
-def register():
-    """Register objects for one test; they are removed after it."""
-    added = []
-
-    def _register(registry, obj, name=None):
-        registry.register_module(name=name, module=obj)
-        added.append((registry, name or obj.__name__))
-        return obj
-
-    yield _register
-    for registry, name in added:
-        registry._module_dict.pop(name, None)
 
 
 # ============================ advanced_tutorials/basedataset.md ============================

@@ -46,12 +46,6 @@ def _full_init(dataset: Any) -> None:
         dataset.full_init()
 
 
-def _warn_lazy(owner: Any) -> None:
-    print_log(f'{type(owner).__name__} is indexed before full_init(): it initializes its '
-              'datasets now; call full_init() first to control when.',
-              logger='current', level=logging.WARNING)
-
-
 def _no_subset(owner: str) -> NotImplementedError:
     return NotImplementedError(
         f'{owner} has no get_subset/get_subset_: a subset of a wrapper is ambiguous. Take '
@@ -65,8 +59,69 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+class _Wrapper:
+    """What the wrappers share: their meta information, lazy first use, no subsets."""
+
+    _metainfo: dict
+    _fully_initialized: bool
+
+    @property
+    def metainfo(self) -> dict:
+        """The (first) wrapped dataset's meta information (a deep copy)."""
+        return copy.deepcopy(self._metainfo)
+
+    def _ensure_initialized(self) -> None:
+        if not self._fully_initialized:
+            print_log(f'{type(self).__name__} is indexed before full_init(): it initializes '
+                      'its datasets now; call full_init() first to control when.',
+                      logger='current', level=logging.WARNING)
+            self.full_init()
+
+    def get_subset_(self, indices: Any) -> None:
+        """Not supported (see the module's docstring)."""
+        raise _no_subset(type(self).__name__)
+
+    def get_subset(self, indices: Any) -> Any:
+        """Not supported (see the module's docstring)."""
+        raise _no_subset(type(self).__name__)
+
+
+class _OneDatasetWrapper(_Wrapper):
+    """A wrapper whose indices map to indices of one dataset (``_get_ori_dataset_idx``);
+    its ``full_init`` initializes the dataset, then calls ``_wrap`` once."""
+
+    dataset: Any
+
+    def _start(self, lazy_init: bool) -> None:
+        """Record the dataset's meta information now; wrap it now or at first use."""
+        self._metainfo = _metainfo(self.dataset)
+        self._fully_initialized = False
+        if not lazy_init:
+            self.full_init()
+
+    def full_init(self) -> None:
+        """Fully initialize the wrapped dataset and wrap it, once."""
+        if self._fully_initialized:
+            return
+        _full_init(self.dataset)
+        self._wrap()
+        self._fully_initialized = True
+
+    def _wrap(self) -> None:
+        raise NotImplementedError
+
+    @force_full_init
+    def get_data_info(self, idx: int) -> dict:
+        """The data info of index ``idx``, from the wrapped dataset."""
+        return self.dataset.get_data_info(self._get_ori_dataset_idx(idx))
+
+    def __getitem__(self, idx: int) -> Any:
+        self._ensure_initialized()
+        return self.dataset[self._get_ori_dataset_idx(idx)]
+
+
 @DATASETS.register_module()
-class ConcatDataset(_TorchConcatDataset):
+class ConcatDataset(_Wrapper, _TorchConcatDataset):
     """Datasets one after the other (MMEngine: ``ConcatDataset``).
 
     The datasets must agree on their meta information, but for the keys in
@@ -126,11 +181,6 @@ class ConcatDataset(_TorchConcatDataset):
                                      f'({first[key]!r}); list it in ignore_keys if that is '
                                      'intended')
 
-    @property
-    def metainfo(self) -> dict:
-        """The first dataset's meta information (a deep copy)."""
-        return copy.deepcopy(self._metainfo)
-
     def full_init(self) -> None:
         """Fully initialize every dataset and build the index table, once."""
         if self._fully_initialized:
@@ -163,23 +213,13 @@ class ConcatDataset(_TorchConcatDataset):
         return super().__len__()
 
     def __getitem__(self, idx: int) -> Any:
-        if not self._fully_initialized:
-            _warn_lazy(self)
-            self.full_init()
+        self._ensure_initialized()
         dataset_idx, sample_idx = self._get_ori_dataset_idx(idx)
         return self.datasets[dataset_idx][sample_idx]
 
-    def get_subset_(self, indices: Any) -> None:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('ConcatDataset')
-
-    def get_subset(self, indices: Any) -> Any:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('ConcatDataset')
-
 
 @DATASETS.register_module()
-class RepeatDataset:
+class RepeatDataset(_OneDatasetWrapper):
     """A dataset repeated ``times`` times (MMEngine: ``RepeatDataset``): an epoch of it
     is ``times`` epochs of the dataset, with less per-epoch overhead.
 
@@ -192,23 +232,10 @@ class RepeatDataset:
     def __init__(self, dataset: Any, times: int, lazy_init: bool = False) -> None:
         self.dataset = _build(dataset, 'RepeatDataset')
         self.times = check_int('RepeatDataset times', times, minimum=1)
-        self._metainfo = _metainfo(self.dataset)
-        self._fully_initialized = False
-        if not lazy_init:
-            self.full_init()
+        self._start(lazy_init)
 
-    @property
-    def metainfo(self) -> dict:
-        """The dataset's meta information (a deep copy)."""
-        return copy.deepcopy(self._metainfo)
-
-    def full_init(self) -> None:
-        """Fully initialize the dataset and record its length, once."""
-        if self._fully_initialized:
-            return
-        _full_init(self.dataset)
+    def _wrap(self) -> None:
         self._ori_len = len(self.dataset)
-        self._fully_initialized = True
 
     @force_full_init
     def _get_ori_dataset_idx(self, idx: int) -> int:
@@ -219,31 +246,12 @@ class RepeatDataset:
         return idx % self._ori_len
 
     @force_full_init
-    def get_data_info(self, idx: int) -> dict:
-        """The data info of index ``idx`` (that of ``idx % len(dataset)``)."""
-        return self.dataset.get_data_info(self._get_ori_dataset_idx(idx))
-
-    def __getitem__(self, idx: int) -> Any:
-        if not self._fully_initialized:
-            _warn_lazy(self)
-            self.full_init()
-        return self.dataset[self._get_ori_dataset_idx(idx)]
-
-    @force_full_init
     def __len__(self) -> int:
         return self.times * self._ori_len
 
-    def get_subset_(self, indices: Any) -> None:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('RepeatDataset')
-
-    def get_subset(self, indices: Any) -> Any:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('RepeatDataset')
-
 
 @DATASETS.register_module()
-class ClassBalancedDataset:
+class ClassBalancedDataset(_OneDatasetWrapper):
     """Samples of rare categories repeated (MMEngine: ``ClassBalancedDataset``).
 
     The repeat-factor sampling of LVIS: with ``f(c)`` the fraction of samples that
@@ -265,25 +273,12 @@ class ClassBalancedDataset:
             raise TypeError(f'oversample_thr must be a number, but got '
                             f'{type(oversample_thr).__name__}: {oversample_thr!r}')
         self.oversample_thr = oversample_thr
-        self._metainfo = _metainfo(self.dataset)
-        self._fully_initialized = False
-        if not lazy_init:
-            self.full_init()
+        self._start(lazy_init)
 
-    @property
-    def metainfo(self) -> dict:
-        """The dataset's meta information (a deep copy)."""
-        return copy.deepcopy(self._metainfo)
-
-    def full_init(self) -> None:
-        """Fully initialize the dataset and compute the repeated indices, once."""
-        if self._fully_initialized:
-            return
-        _full_init(self.dataset)
+    def _wrap(self) -> None:
         factors = self._get_repeat_factors(self.dataset, self.oversample_thr)
         self.repeat_indices = [index for index, factor in enumerate(factors)
                                for _ in range(math.ceil(factor))]
-        self._fully_initialized = True
 
     def _get_repeat_factors(self, dataset: Any, repeat_thr: float) -> list[float]:
         """Each sample's repeat factor (see the class docstring)."""
@@ -311,24 +306,5 @@ class ClassBalancedDataset:
         return self.dataset.get_cat_ids(self._get_ori_dataset_idx(idx))
 
     @force_full_init
-    def get_data_info(self, idx: int) -> dict:
-        """The data info of index ``idx``, from the wrapped dataset."""
-        return self.dataset.get_data_info(self._get_ori_dataset_idx(idx))
-
-    def __getitem__(self, idx: int) -> Any:
-        if not self._fully_initialized:
-            _warn_lazy(self)
-            self.full_init()
-        return self.dataset[self._get_ori_dataset_idx(idx)]
-
-    @force_full_init
     def __len__(self) -> int:
         return len(self.repeat_indices)
-
-    def get_subset_(self, indices: Any) -> None:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('ClassBalancedDataset')
-
-    def get_subset(self, indices: Any) -> Any:
-        """Not supported (see the module's docstring)."""
-        raise _no_subset('ClassBalancedDataset')
