@@ -389,7 +389,8 @@ def test_default_sampler_is_the_one_the_runner_exports_and_orders_by_seed_and_ep
     first = list(a)
     a.set_epoch(1)
 
-    assert runner_sampler is DefaultSampler and DATA_SAMPLERS.get('DefaultSampler') is DefaultSampler
+    assert runner_sampler is DefaultSampler
+    assert DATA_SAMPLERS.get('DefaultSampler') is DefaultSampler
     assert first == list(b) and sorted(first) == data and list(a) != first
     assert list(DefaultSampler(data, shuffle=False)) == data and len(a) == 10
 
@@ -490,14 +491,16 @@ def test_runner_dataloader_configs_build_with_datasets_samplers_and_collate(toy_
     batches = list(loader)
 
     assert loader.dataset._fully_initialized, 'built datasets are fully initialized'
-    assert [b['img_path'] for b in batches] == [['img_0.jpg', 'img_1.jpg'], ['img_2.jpg', 'img_3.jpg']]
+    assert [b['img_path'] for b in batches] == [['img_0.jpg', 'img_1.jpg'],
+                                                ['img_2.jpg', 'img_3.jpg']]
     assert batches[0]['img_label'] == [0, 1]
 
 
 def test_default_collate_config_stacks_labels(toy_registered):
     loader = build_dataloader(dict(
         batch_size=4, dataset=dict(type='TestToyDataset', ann_file=toy_registered),
-        sampler=dict(type='InfiniteSampler', shuffle=False), collate_fn=dict(type='default_collate')))
+        sampler=dict(type='InfiniteSampler', shuffle=False),
+        collate_fn=dict(type='default_collate')))
 
     batch = next(iter(loader))
 

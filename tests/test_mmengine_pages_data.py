@@ -366,7 +366,8 @@ def page_instances() -> InstanceData:
 def test_instance_data_checks_lengths_and_sets_items():
     instance_data = page_instances()
 
-    assert len(instance_data) == 2 and instance_data.keys() == ['det_labels', 'det_scores', 'bboxes']
+    assert len(instance_data) == 2
+    assert instance_data.keys() == ['det_labels', 'det_scores', 'bboxes']
     with pytest.raises(ValueError, match="'bboxes' has length 3, but this InstanceData holds 2"):
         instance_data.bboxes = torch.rand((3, 4))
 
@@ -540,7 +541,8 @@ def test_dataset_the_hand_built_equivalent_gives_the_same_batches():
     dataset = fake_cifar()
     sampler = DefaultSampler(dataset, shuffle=True, seed=0)
     by_hand = DataLoader(batch_size=4, sampler=sampler, dataset=dataset, collate_fn=default_collate)
-    from_dict = build_dataloader(dict(batch_size=4, sampler=dict(type='DefaultSampler', shuffle=True),
+    from_dict = build_dataloader(dict(batch_size=4,
+                                      sampler=dict(type='DefaultSampler', shuffle=True),
                                       dataset=dataset, collate_fn=dict(type='default_collate')),
                                  seed=0)
 

@@ -320,7 +320,8 @@ def test_instance_data_is_indexed_like_its_first_dim(index, picked):
     assert type(out) is InstanceData and out.metainfo == dict(img_id=3) and len(out) == len(picked)
     assert out.bboxes.tolist() == data.bboxes[picked].tolist()
     assert out.labels.tolist() == [5 + p for p in picked]
-    assert out.names == ['abc'[p] for p in picked] and out.chars == ''.join('xyz'[p] for p in picked)
+    assert out.names == ['abc'[p] for p in picked]
+    assert out.chars == ''.join('xyz'[p] for p in picked)
     assert out.ids == tuple(10 + p for p in picked) and type(out.ids) is tuple
     assert out.polygons.points == [[p] for p in picked]
 
@@ -403,7 +404,8 @@ def test_labels_and_one_hot_vectors_convert_both_ways():
 
 
 @pytest.mark.parametrize('call, error, message', [
-    (lambda: LabelData.onehot_to_label([0, 1]), TypeError, r'onehot must be a tensor, but got list'),
+    (lambda: LabelData.onehot_to_label([0, 1]), TypeError,
+     r'onehot must be a tensor, but got list'),
     (lambda: LabelData.onehot_to_label(torch.tensor([0, 2])), ValueError,
      r'onehot must be a 1-D tensor of 0s and 1s, but got shape \(2,\)'),
     (lambda: LabelData.onehot_to_label(torch.ones(2, 2)), ValueError, r'but got shape \(2, 2\)'),

@@ -108,7 +108,8 @@ class _OneDatasetWrapper(_Wrapper):
         self._fully_initialized = True
 
     def _wrap(self) -> None:
-        raise NotImplementedError
+        """Build the index table over the initialized dataset (each wrapper has its own)."""
+        raise NotImplementedError(f'{type(self).__name__} must implement _wrap()')
 
     @force_full_init
     def get_data_info(self, idx: int) -> dict:

@@ -83,9 +83,9 @@ class BaseDataPreprocessor(nn.Module):
         ``torch.utils._pytree.tree_map``. Leaves that are tensors, data elements
         (:class:`~fengine.structures.BaseDataElement`, whose ``to`` moves every tensor
         they hold, nested elements included) or other objects with a ``.to()`` method
-        are moved with ``.to(device)``; ``non_blocking=True`` is passed only when set, so a data sample
-        whose ``to`` takes just a device works by default. Everything else (strings,
-        numbers, ``None``, arrays, classes, modules) is returned unchanged.
+        are moved with ``.to(device)``; ``non_blocking=True`` is passed only when set,
+        so a data sample whose ``to`` takes just a device works by default. Everything
+        else (strings, numbers, ``None``, arrays, classes, modules) is returned unchanged.
 
         Args:
             data: A batch as the dataloader returns it.
