@@ -77,8 +77,9 @@ def test_a_name_cannot_be_both_metainfo_and_data():
         el.img_id = 3
     with pytest.raises(AttributeError, match="cannot set 'scores' as a metainfo field .* "
                                              "already a data field"):
-        el.set_metainfo(dict(scores=1))
+        el.set_metainfo(dict(scale=2, scores=1))
     assert el.img_id == 7 and el.scores.shape == (2,)
+    assert 'scale' not in el, 'a refused metainfo dict sets nothing'
 
 
 def test_the_private_field_sets_cannot_be_replaced_or_deleted():
@@ -100,6 +101,14 @@ def test_the_private_field_sets_cannot_be_replaced_or_deleted():
 def test_setters_refuse_non_dicts_with_type_errors(call, message):
     with pytest.raises(TypeError, match=message):
         call(element())
+
+
+def test_a_read_only_attribute_is_refused_and_leaves_no_field():
+    el = element()
+
+    with pytest.raises(AttributeError):
+        el.metainfo = dict(a=1)
+    assert 'metainfo' not in el and el.keys() == ['scores', 'bboxes']
 
 
 def test_set_field_checks_the_field_type_and_names_the_choices():
@@ -142,6 +151,11 @@ def test_a_property_field_is_listed_under_its_public_name_and_type_checked():
     with pytest.raises(TypeError, match=r'proposals must be a InstanceData, but got Tensor'):
         sample.proposals = torch.ones(3, 4)
     assert sample.proposals is proposals
+
+    refused = DetSample()
+    with pytest.raises(TypeError):
+        refused.proposals = torch.ones(3, 4)
+    assert 'proposals' not in refused and refused.keys() == []
 
 
 def test_a_property_field_can_be_deleted_and_popped():
@@ -471,3 +485,17 @@ def test_pixel_data_refuses_other_indices(index):
     with pytest.raises(TypeError, match=r'PixelData (is indexed by \(height, width\)|indices '
                                         r'must be ints or slices)'):
         pixels[index]
+
+
+@pytest.mark.cuda
+def test_cuda_and_cpu_move_data_tensors_and_nested_elements():
+    el = element()
+    el.nested = InstanceData(b=torch.ones(2, 1))
+
+    on_gpu = el.cuda()
+
+    assert on_gpu.scores.is_cuda and on_gpu.nested.b.is_cuda and not el.scores.is_cuda
+    assert on_gpu.to('cuda:0').bboxes.is_cuda
+    back = on_gpu.cpu()
+    assert back.scores.device.type == 'cpu' and back.nested.b.device.type == 'cpu'
+    assert isinstance(on_gpu.numpy().scores, np.ndarray)

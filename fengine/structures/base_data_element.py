@@ -66,6 +66,11 @@ class BaseDataElement:
         if not isinstance(metainfo, dict):
             raise TypeError(f'metainfo must be a dict, but got {type(metainfo).__name__}: '
                             f'{metainfo!r}')
+        # Checked before any is set, so a refused dict leaves the element as it was.
+        taken = [name for name in metainfo if name in self._data_fields]
+        if taken:
+            raise AttributeError(f'cannot set {taken[0]!r} as a metainfo field of '
+                                 f'{type(self).__name__}: it is already a data field')
         for name, value in copy.deepcopy(metainfo).items():
             self.set_field(value, name, field_type='metainfo')
 
@@ -115,8 +120,10 @@ class BaseDataElement:
         if name in other:
             raise AttributeError(f'cannot set {name!r} as a {field_type} field of '
                                  f'{type(self).__name__}: it is already a {other_kind} field')
-        mine[name] = None
+        # Set first, record after: a property setter that refuses the value (or a
+        # read-only attribute) leaves no field name behind.
         object.__setattr__(self, name, value)
+        mine[name] = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _FIELD_SETS:
