@@ -171,6 +171,31 @@ def test_the_device_anchor_is_a_buffer_but_not_in_the_state_dict():
     assert holder.data_preprocessor._device_anchor.numel() == 0
 
 
+def test_mmengines_device_attribute_reads_the_device_and_cannot_be_set():
+    holder = Holder(BaseDataPreprocessor()).to(META)
+
+    assert holder.data_preprocessor._device == META
+    with pytest.raises(AttributeError):
+        holder.data_preprocessor._device = torch.device('cpu')
+    assert holder.data_preprocessor.device == META
+
+
+def test_cast_data_moves_data_elements_and_their_nested_elements():
+    from fengine.structures import BaseDataElement, InstanceData
+    preprocessor = on_meta(BaseDataPreprocessor()).data_preprocessor
+    sample = BaseDataElement(metainfo=dict(img_shape=(4, 4)),
+                             gt=InstanceData(bboxes=torch.ones(2, 4), names=['a', 'b']),
+                             label=torch.tensor([1]))
+
+    out = preprocessor({'inputs': torch.ones(1), 'data_samples': [sample]})
+
+    moved = out['data_samples'][0]
+    assert type(moved) is BaseDataElement and moved.img_shape == (4, 4)
+    assert moved.label.device == META and moved.gt.bboxes.device == META
+    assert type(moved.gt) is InstanceData and moved.gt.names == ['a', 'b']
+    assert sample.label.device.type == 'cpu', 'the caller sample is not modified'
+
+
 def test_no_shadow_device_attribute_and_no_to_cuda_cpu_overrides():
     preprocessor = BaseDataPreprocessor()
 
@@ -229,6 +254,18 @@ def test_img_one_value_mean_and_std_apply_to_every_channel():
 
     torch.testing.assert_close(rgb['inputs'], torch.full((1, 3, 2, 2), 2.0))
     torch.testing.assert_close(gray['inputs'], torch.full((1, 1, 2, 2), 2.0))
+
+
+@pytest.mark.parametrize('mean, std', [([10.0], [1.0, 2.0, 4.0]), ([10.0, 20.0, 30.0], [2.0])])
+def test_img_one_value_of_mean_or_std_goes_with_three_of_the_other(mean, std):
+    images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
+    per_channel = lambda values: values * 3 if len(values) == 1 else values  # noqa: E731
+
+    out = ImgDataPreprocessor(mean=mean, std=std)({'inputs': list(images)})['inputs']
+
+    for i in range(2):
+        torch.testing.assert_close(out[i], by_hand(images[i], per_channel(mean),
+                                                   per_channel(std)))
 
 
 def test_img_without_mean_and_std_only_converts_uint8_to_float():
@@ -344,9 +381,6 @@ def test_both_preprocessors_build_from_a_models_config():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(mean=[1, 2, 3]), r'mean is given \(\[1, 2, 3\]\) but std is None; pass both'),
     (dict(std=[1]), r'std is given \(\[1\]\) but mean is None; pass both'),
-    (dict(mean=[1, 2, 3], std=[1]),
-     r'mean and std must have the same length, but mean has 3 values \(\[1, 2, 3\]\) '
-     r'and std has 1 \(\[1\]\)'),
     (dict(mean=[1, 2], std=[1, 2]),
      r'mean must have 1 value .* or 3 values .*, as in MMEngine, but got 2 values: \[1, 2\]'),
     (dict(mean=[1], std=[1, 2, 3, 4]), r'std must have 1 value .* but got 4 values'),
@@ -398,10 +432,18 @@ def test_img_rejects_images_with_different_channel_counts_in_a_list():
 def test_img_rejects_a_three_value_mean_for_one_channel_images(inputs, shape):
     preprocessor = ImgDataPreprocessor(mean=[1, 2, 3], std=[1, 2, 3])
 
-    with pytest.raises(ValueError, match=r'mean and std have 3 values .* images must have 3 '
+    with pytest.raises(ValueError, match=r'mean has 3 values .* images must have 3 '
                                          rf'channels, but got an image of shape {shape}. '
                                          r'Use 1-value mean and std for gray images'):
         preprocessor({'inputs': inputs})
+
+
+def test_img_rejects_a_one_value_mean_with_a_three_value_std_for_gray_images():
+    preprocessor = ImgDataPreprocessor(mean=[1], std=[1, 2, 3])
+
+    with pytest.raises(ValueError, match=r'std has 3 values .* but got an image of shape '
+                                         r'\(1, 4, 4\)'):
+        preprocessor({'inputs': [torch.ones(1, 4, 4)]})
 
 
 @pytest.mark.parametrize('inputs, message', [

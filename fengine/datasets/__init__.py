@@ -1,4 +1,5 @@
-"""Datasets (MMEngine: ``mmengine.dataset``; the seed's example uses torchvision's)."""
+"""FashionMNIST for the seed's example, offline too (MMEngine's ``mmengine.dataset`` API is
+:mod:`fengine.dataset`)."""
 from .fashion_mnist import FASHION_MNIST_CLASSES, SyntheticFashionMNIST, load_fashion_mnist
 
 __all__ = ['FASHION_MNIST_CLASSES', 'SyntheticFashionMNIST', 'load_fashion_mnist']

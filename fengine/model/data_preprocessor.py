@@ -70,15 +70,22 @@ class BaseDataPreprocessor(nn.Module):
         """The device batches are moved to: wherever this module currently is."""
         return self._device_anchor.device
 
+    @property
+    def _device(self) -> torch.device:
+        """MMEngine's attribute for :attr:`device`, kept readable for code that uses it;
+        read-only, since the device follows the module."""
+        return self._device_anchor.device
+
     def cast_data(self, data: Any) -> Any:
         """Move every tensor in ``data`` to :attr:`device` (MMEngine: ``cast_data``).
 
         Walks dicts, lists, tuples and namedtuples (each keeps its type) with
-        ``torch.utils._pytree.tree_map``. Leaves that are tensors, or objects with a
-        ``.to()`` method such as MMEngine-style data samples, are moved with
-        ``.to(device)``; ``non_blocking=True`` is passed only when set, so a data sample
-        whose ``to`` takes just a device works by default. Everything else (strings,
-        numbers, ``None``, arrays, classes, modules) is returned unchanged.
+        ``torch.utils._pytree.tree_map``. Leaves that are tensors, data elements
+        (:class:`~fengine.structures.BaseDataElement`, whose ``to`` moves every tensor
+        they hold, nested elements included) or other objects with a ``.to()`` method
+        are moved with ``.to(device)``; ``non_blocking=True`` is passed only when set,
+        so a data sample whose ``to`` takes just a device works by default. Everything
+        else (strings, numbers, ``None``, arrays, classes, modules) is returned unchanged.
 
         Args:
             data: A batch as the dataloader returns it.
@@ -215,7 +222,8 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
     Args:
         mean: Per-channel mean (1 or 3 values), in the channel order after the flip.
             ``None`` (with ``std=None``) disables normalization.
-        std: Per-channel standard deviation, as many values as ``mean``.
+        std: Per-channel standard deviation (1 or 3 values; as in MMEngine, one value
+            may go with three of ``mean`` and the other way round).
         pad_size_divisor: Padded heights and widths are multiples of this.
         pad_value: The value of padded pixels (after normalization).
         bgr_to_rgb: Reverse the channel order of 3-channel images.
@@ -223,8 +231,8 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
         non_blocking: Passed to ``Tensor.to`` (see :class:`BaseDataPreprocessor`).
 
     Raises:
-        ValueError: Only one of ``mean``/``std`` is given, they differ in length, their
-            length is not 1 or 3, or both flips are set, or ``pad_size_divisor`` < 1.
+        ValueError: Only one of ``mean``/``std`` is given, the length of one is not 1
+            or 3, both flips are set, or ``pad_size_divisor`` < 1.
         TypeError: ``mean``/``std`` are not sequences of numbers.
 
     Example:
@@ -264,10 +272,6 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
         self._enable_normalize = mean is not None
         if mean is not None:
             mean_t, std_t = _channel_stats('mean', mean), _channel_stats('std', std)
-            if mean_t.numel() != std_t.numel():
-                raise ValueError(f'mean and std must have the same length, but mean has '
-                                 f'{mean_t.numel()} values ({mean!r}) and std has '
-                                 f'{std_t.numel()} ({std!r})')
             if (std_t == 0).any():
                 raise ValueError(f'std must not contain 0 (normalization divides by it), '
                                  f'but got {std!r}')
@@ -280,11 +284,14 @@ class ImgDataPreprocessor(BaseDataPreprocessor):
         self.pad_value = pad_value
 
     def _check_channels(self, channels: int, shape: tuple[int, ...]) -> None:
-        # A 3-value mean broadcast over 1 channel would silently make 3 channels.
-        if self._enable_normalize and self.mean.shape[0] == 3 and channels != 3:
-            raise ValueError(f'mean and std have 3 values (one per channel), so images '
-                             f'must have 3 channels, but got an image of shape {shape}. '
-                             'Use 1-value mean and std for gray images.')
+        # A 3-value mean (or std) broadcast over 1 channel would silently make 3 channels.
+        if not self._enable_normalize or channels == 3:
+            return
+        for name, stats in (('mean', self.mean), ('std', self.std)):
+            if stats.shape[0] == 3:
+                raise ValueError(f'{name} has 3 values (one per channel), so images must '
+                                 f'have 3 channels, but got an image of shape {shape}. Use '
+                                 '1-value mean and std for gray images.')
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         if self._enable_normalize:

@@ -1,76 +1,27 @@
-"""Dataloaders from configs, and the sampler that makes their order reproducible.
+"""Dataloaders from configs.
 
-MMEngine: ``Runner.build_dataloader``, ``mmengine.dataset.DefaultSampler``,
-``default_collate``/``pseudo_collate``.
+MMEngine: ``Runner.build_dataloader``. The samplers and collate functions live in
+:mod:`fengine.dataset` (re-exported here, where fengine first had them).
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import random
-from typing import Any, Callable, Iterator, Sized
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data import default_collate as _torch_default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from .._errors import check_keys, choices_text, suggest
-from ..dist import get_rank, get_world_size
-from ..registry import DATA_SAMPLERS, DATASETS
+from ..dataset import (COLLATE_FUNCTIONS, DefaultSampler, InfiniteSampler, default_collate,
+                       pseudo_collate)
+from ..dist import get_rank
+from ..registry import DATA_SAMPLERS, DATASETS, FUNCTIONS
 
-__all__ = ['DefaultSampler', 'build_dataloader', 'default_collate', 'pseudo_collate',
-           'COLLATE_FUNCTIONS', 'set_sampler_epoch']
-
-
-@DATA_SAMPLERS.register_module()
-class DefaultSampler(Sampler[int]):
-    """Shuffled (or sequential) indices, the same for a (seed, epoch) on every machine.
-
-    MMEngine: ``DefaultSampler``. Under ``torch.distributed`` each rank takes every
-    ``world_size``-th index, so the ranks see disjoint parts of the data; with
-    ``round_up`` the indices are padded by repetition to a multiple of the world size.
-
-    Args:
-        dataset: The dataset (only its length is used).
-        shuffle: Shuffle with ``torch.randperm`` seeded by ``seed + epoch``.
-        seed: The shuffle seed (default: the runner's seed, else 0).
-        round_up: Pad so every rank gets the same number of indices.
-    """
-
-    def __init__(self, dataset: Sized, shuffle: bool = True, seed: int | None = None,
-                 round_up: bool = True) -> None:
-        self.dataset = dataset
-        self.shuffle = shuffle
-        self.seed = 0 if seed is None else int(seed)
-        self.round_up = round_up
-        self.rank, self.world_size = get_rank(), get_world_size()
-        self.epoch = 0
-        total = len(dataset)
-        if round_up:
-            self.num_samples = -(-total // self.world_size)
-            self.total_size = self.num_samples * self.world_size
-        else:
-            self.num_samples = -(-(total - self.rank) // self.world_size)
-            self.total_size = total
-
-    def __iter__(self) -> Iterator[int]:
-        total = len(self.dataset)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(total, generator=generator).tolist()
-        else:
-            indices = list(range(total))
-        if self.round_up and self.total_size > total:
-            indices = (indices * (self.total_size // total + 1))[:self.total_size]
-        return iter(indices[self.rank:self.total_size:self.world_size])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by :class:`~fengine.hooks.DistSamplerSeedHook` before every epoch."""
-        self.epoch = epoch
+__all__ = ['DefaultSampler', 'InfiniteSampler', 'build_dataloader', 'default_collate',
+           'pseudo_collate', 'COLLATE_FUNCTIONS', 'set_sampler_epoch']
 
 
 def set_sampler_epoch(dataloader: Any, epoch: int) -> bool:
@@ -89,27 +40,6 @@ def set_sampler_epoch(dataloader: Any, epoch: int) -> bool:
             return True
     return False
 
-
-# torch's own: stack samples into batched tensors.
-default_collate = _torch_default_collate
-
-
-def pseudo_collate(batch: list) -> Any:
-    """MMEngine's ``pseudo_collate``: group fields into lists without stacking."""
-    first = batch[0]
-    if isinstance(first, dict):
-        return {key: pseudo_collate([sample[key] for sample in batch]) for key in first}
-    if isinstance(first, (tuple, list)) and not isinstance(first, str):
-        return type(first)(pseudo_collate(list(field)) for field in zip(*batch)) \
-            if not hasattr(first, '_fields') else type(first)(
-                *(pseudo_collate(list(field)) for field in zip(*batch)))
-    return list(batch)
-
-
-COLLATE_FUNCTIONS: dict[str, Callable[[list], Any]] = {
-    'default_collate': default_collate,
-    'pseudo_collate': pseudo_collate,
-}
 
 # DataLoader's own arguments, read from torch: every one torch accepts (``generator``,
 # ``multiprocessing_context``, ``in_order``...) is accepted here. fengine's configs for
@@ -141,8 +71,9 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
     one's), given ``seed`` when its class takes a ``seed`` the config does not set;
     ``batch_sampler`` a batch sampler or a ``DATA_SAMPLERS`` config, built (as
     MMEngine) around the sampler with the loader's ``batch_size`` (and ``drop_last``,
-    when it takes one); ``collate_fn`` a callable or
-    ``dict(type='default_collate'|'pseudo_collate')`` (default ``default_collate``).
+    when it takes one); ``collate_fn`` a callable or a ``FUNCTIONS`` config such as
+    ``dict(type='pseudo_collate')`` (its other keys are bound to the function; default
+    ``default_collate``). A dataset built from a config is fully initialized here.
     Workers are seeded from the run's generator, their rank and id (:func:`seed_worker`).
 
     Raises:
@@ -179,7 +110,10 @@ def _check_loader_keys(cfg: dict, what: str) -> None:
 def _build_dataset(cfg: dict, what: str) -> Any:
     dataset = cfg.pop('dataset')
     if isinstance(dataset, dict):
-        return DATASETS.build(dataset)
+        dataset = DATASETS.build(dataset)
+        if hasattr(dataset, 'full_init'):  # a lazy_init dataset loads before the workers fork
+            dataset.full_init()
+        return dataset
     if not isinstance(dataset, Dataset) and not hasattr(dataset, '__getitem__'):
         raise TypeError(f'{what}: dataset must be a Dataset or a dict config for DATASETS, '
                         f'but got {type(dataset).__name__}')
@@ -271,12 +205,19 @@ def _takes(factory: Any, name: str) -> bool:
 
 
 def _build_collate(collate: Any, what: str) -> Callable[[list], Any]:
+    """A collate function from a callable or a ``FUNCTIONS`` config (MMEngine's rule:
+    the config's other keys are bound with ``functools.partial``)."""
     collate = collate or dict(type='default_collate')
     if not isinstance(collate, dict):
         return collate
-    name = collate.get('type')
-    if name not in COLLATE_FUNCTIONS:
-        raise ValueError(f'{what}: unknown collate_fn {name!r}'
-                         f'{suggest(str(name), COLLATE_FUNCTIONS)}; choose one of '
-                         f'{choices_text(COLLATE_FUNCTIONS)} or pass a callable')
-    return COLLATE_FUNCTIONS[name]
+    collate = dict(collate)
+    name = collate.pop('type', None)
+    if callable(name):
+        function = name
+    elif name in FUNCTIONS:
+        function = FUNCTIONS.get(name)
+    else:
+        raise ValueError(f'{what}: unknown collate_fn {name!r}{suggest(str(name), FUNCTIONS)}; '
+                         f'choose one of {choices_text(FUNCTIONS)} (the FUNCTIONS registry), '
+                         'or pass a callable')
+    return functools.partial(function, **collate) if collate else function
