@@ -170,15 +170,17 @@ def test_load_errors_name_the_file_and_what_is_wrong(tmp_path):
     (tmp_path / 'list.json').write_text('[1, 2]')
     (tmp_path / 'keys.json').write_text('{"data_list": []}')
     (tmp_path / 'broken.json').write_text('{"metainfo": ')
-    (tmp_path / 'a.yaml').write_text('metainfo: {}')
+    (tmp_path / 'a.pkl').write_bytes(b'')
+    (tmp_path / 'broken.yaml').write_text('metainfo: [')
     cases = [
         ('list.json', ValueError, r"must hold a dict with \"metainfo\" and \"data_list\", but "
                                   r"holds a list"),
         ('keys.json', ValueError, r"has no \['metainfo'\]; it must hold .* keys are "
                                   r"\['data_list'\]"),
         ('broken.json', ValueError, r'is not valid JSON: Expecting value'),
-        ('a.yaml', ValueError, r'only JSON \(.json\) is read; convert it, or override '
-                               r'load_data_list\(\)'),
+        ('broken.yaml', ValueError, r'(?s)is not valid YAML: .*line 1'),
+        ('a.pkl', ValueError, r'only JSON \(.json\) and YAML \(.yaml, .yml\) are read; convert '
+                              r'it, or override load_data_list\(\) .* allow_pickle=True'),
         ('absent.json', FileNotFoundError, r'absent.json'),
     ]
     for name, error, message in cases:
@@ -204,11 +206,14 @@ def test_a_failed_full_init_leaves_the_dataset_as_it_was(tmp_path):
     assert len(dataset) == 1 and dataset.metainfo == dict(a=1, extra=1)
 
 
-def test_load_annotation_file_reads_json(tmp_path):
+def test_load_annotation_file_reads_json_and_yaml(tmp_path):
     path = tmp_path / 'x.json'
     path.write_text('{"metainfo": {}, "data_list": [{"a": 1}]}')
+    yaml_path = tmp_path / 'x.yml'
+    yaml_path.write_text('metainfo: {}\ndata_list:\n  - a: 1\n')
 
     assert load_annotation_file(str(path)) == dict(metainfo={}, data_list=[dict(a=1)])
+    assert load_annotation_file(str(yaml_path)) == dict(metainfo={}, data_list=[dict(a=1)])
 
 
 @pytest.mark.parametrize('kwargs, error, message', [

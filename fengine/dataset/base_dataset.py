@@ -97,24 +97,34 @@ def force_full_init(method: Callable) -> Callable:
 
 
 def load_annotation_file(path: str) -> Any:
-    """Read an annotation file: JSON, with the standard ``json`` module.
+    """Read an annotation file: JSON or YAML, with :func:`fengine.fileio.load`.
 
-    MMEngine reads annotations with ``mmengine.fileio.load`` (JSON, YAML, pickle);
-    fengine reads JSON here until ``fengine.fileio`` takes over this one function.
+    MMEngine reads pickle annotation files too; unpickling runs whatever code the file
+    names, so fengine reads a pickle only when a subclass asks for it explicitly
+    (override :meth:`BaseDataset.load_data_list` and call
+    ``fengine.fileio.load(path, allow_pickle=True)`` for a file you trust).
 
     Raises:
         FileNotFoundError: There is no file at ``path``.
-        ValueError: The file is not ``.json`` or not valid JSON (named, with the
+        ValueError: The file is neither JSON nor YAML, or not valid (named, with the
             position of the error).
     """
-    if not str(path).lower().endswith('.json'):
-        raise ValueError(f'annotation file {path!r}: only JSON (.json) is read; convert it, '
-                         'or override load_data_list() to read your format')
-    with open(path, encoding='utf-8') as file:
-        try:
-            return json.load(file)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f'annotation file {path!r} is not valid JSON: {exc}') from None
+    import yaml
+
+    from ..fileio import load
+
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in ('.json', '.yaml', '.yml'):
+        raise ValueError(f'annotation file {path!r}: only JSON (.json) and YAML (.yaml, .yml) '
+                         'are read; convert it, or override load_data_list() to read your '
+                         'format (a trusted pickle: fengine.fileio.load(path, '
+                         'allow_pickle=True))')
+    try:
+        return load(path)
+    # json's and YAML's errors name the line and column.
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = 'JSON' if suffix == '.json' else 'YAML'
+        raise ValueError(f'annotation file {path!r} is not valid {kind}: {exc}') from None
 
 
 def _lines_of(path: str) -> list[str]:
