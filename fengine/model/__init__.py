@@ -1,6 +1,7 @@
 """Modules with configurable initialization (MMEngine: ``mmengine.model``)."""
 from .base_model import BaseModel
 from .base_module import BaseModule, ModuleDict, ModuleList, Sequential
+from .test_time_aug import BaseTTAModel
 from .data_preprocessor import BaseDataPreprocessor, ImgDataPreprocessor, stack_batch
 from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit, NormalInit,
                           PretrainedInit, TruncNormalInit, UniformInit, XavierInit,
@@ -10,7 +11,7 @@ from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit,
 from .wrappers import MMDistributedDataParallel, is_model_wrapper, unwrap_model
 
 __all__ = [
-    'BaseModule', 'BaseModel', 'BaseDataPreprocessor', 'ImgDataPreprocessor', 'stack_batch',
+    'BaseModule', 'BaseModel', 'BaseTTAModel', 'BaseDataPreprocessor', 'ImgDataPreprocessor', 'stack_batch',
     'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
     'ConstantInit', 'XavierInit', 'NormalInit', 'TruncNormalInit', 'UniformInit',
     'KaimingInit', 'Caffe2XavierInit', 'PretrainedInit', 'constant_init', 'xavier_init',
