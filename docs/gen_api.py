@@ -20,7 +20,7 @@ from pathlib import Path
 
 MODULES = ['fengine', 'fengine.model', 'fengine.optim', 'fengine.func', 'fengine.registry',
            'fengine.logging', 'fengine.evaluator', 'fengine.hooks', 'fengine.runner',
-           'fengine.visualization', 'fengine.datasets', 'fengine.dist']
+           'fengine.visualization', 'fengine.datasets', 'fengine.dist', 'fengine.analysis']
 
 # Public names that are data, not code: they cannot carry a docstring.
 CONSTANTS = {
