@@ -302,7 +302,9 @@ def get_local_rank() -> int:
 
 
 def get_local_size() -> int:
-    """The number of processes on this machine (MMEngine: ``get_local_size``); 1 if not distributed.
+    """The number of processes on this machine; 1 when not distributed.
+
+    MMEngine: ``get_local_size``.
 
     Read from ``LOCAL_WORLD_SIZE``, which ``torchrun`` sets (MMEngine needs its own
     local process group for this; fengine does not make one).
@@ -325,12 +327,18 @@ def get_local_size() -> int:
 
 
 def get_dist_info(group: Any = None) -> tuple[int, int]:
-    """``(rank, world_size)`` in ``group``; ``(0, 1)`` when not distributed (MMEngine: ``get_dist_info``)."""
+    """``(rank, world_size)`` in ``group``; ``(0, 1)`` when not distributed.
+
+    MMEngine: ``get_dist_info``.
+    """
     return get_rank(group), get_world_size(group)
 
 
 def get_default_group() -> Any:
-    """The default process group; ``None`` when not distributed (MMEngine: ``get_default_group``)."""
+    """The default process group; ``None`` when not distributed.
+
+    MMEngine: ``get_default_group``.
+    """
     if not is_distributed():
         return None
     return torch_dist.distributed_c10d._get_default_group()

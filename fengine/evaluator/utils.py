@@ -28,10 +28,11 @@ def get_metric_value(indicator: str, metrics: Mapping[str, Any]) -> Any:
             return metrics[indicator]
         raise ValueError(f'the metric {indicator!r} can not match any metric in '
                          f'{list(metrics)}.{suggest(indicator, metrics)}')
-    matched = [key for key in metrics if key.split('/')[-1] == indicator]
+    bare_names = [key.split('/')[-1] for key in metrics]
+    matched = [key for key, bare in zip(metrics, bare_names) if bare == indicator]
     if not matched:
         raise ValueError(f'the metric {indicator!r} can not match any metric in '
-                         f'{list(metrics)}.{suggest(indicator, [k.split("/")[-1] for k in metrics])}')
+                         f'{list(metrics)}.{suggest(indicator, bare_names)}')
     if len(matched) > 1:
         raise ValueError(f'the metric {indicator!r} matches multiple metrics {matched}; '
                          'name one with its prefix')

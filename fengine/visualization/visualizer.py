@@ -133,7 +133,7 @@ class Visualizer(ManagerMixin):
         (MMEngine does the same).
         """
         instance = super().get_instance(name, **kwargs)
-        Visualizer._instance_dict.setdefault(name, instance)
+        Visualizer._instance_dict[name] = instance
         return instance
 
     @property
