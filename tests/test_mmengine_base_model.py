@@ -183,6 +183,9 @@ def test_tta_test_step_merges_every_augmentation_of_dict_and_tuple_batches():
     for loader in (dict_loader, tuple_loader):
         results = [tta.test_step(data) for data in loader]
         assert results == [[7, 7]] * 5
+    # A tensor field holds the augmentations along its first dimension.
+    assert tta.test_step(dict(inputs=torch.zeros(2, 3), data_samples=[[1, 2, 3], [4, 5, 6]])) \
+        == [5, 7, 9]
 
 
 def test_tta_wraps_a_module_or_builds_it_from_a_config(tta_registered):

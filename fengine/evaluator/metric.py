@@ -22,7 +22,7 @@ __all__ = ['BaseMetric', 'DumpResults']
 
 def is_data_element(obj: Any) -> bool:
     """Whether ``obj`` is a data element (``BaseDataElement`` and its kind): it has
-    ``to_dict``, ``metainfo_keys`` and ``to``, and is neither a tensor nor a dict."""
+    ``to_dict`` and ``metainfo_keys``, and is neither a tensor nor a dict."""
     return (not isinstance(obj, (dict, torch.Tensor))
             and callable(getattr(obj, 'to_dict', None)) and hasattr(obj, 'metainfo_keys'))
 

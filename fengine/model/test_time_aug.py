@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from ..registry import MODELS
@@ -36,7 +37,8 @@ def split_augmentations(data: Any) -> list:
         raise ValueError('a test-time-augmented batch has no fields')
     counts = {}
     for key, value in fields.items():
-        if not isinstance(value, Sequence) or isinstance(value, str):
+        # A tensor field holds the augmentations along its first dimension.
+        if not isinstance(value, (Sequence, torch.Tensor)) or isinstance(value, str):
             raise TypeError(f'field {key!r} of a test-time-augmented batch must be a list with '
                             f'one entry per augmentation, but got {type(value).__name__}')
         counts[key] = len(value)
