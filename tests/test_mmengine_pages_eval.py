@@ -97,7 +97,8 @@ def test_a_list_of_metric_configs_evaluates_every_metric(registered):
     evaluator = build_evaluator([dict(type='SimpleAccuracy'),
                                  dict(type='SimpleAccuracy', prefix='second')])
     assert len(evaluator.metrics) == 2
-    evaluator.process(dict(pred_label=np.array([1, 0]), data_sample=dict(gt_label=np.array([1, 1]))))
+    evaluator.process(dict(pred_label=np.array([1, 0]),
+                           data_sample=dict(gt_label=np.array([1, 1]))))
     assert evaluator.evaluate(size=2) == {'ACC/accuracy': 0.5, 'second/accuracy': 0.5}
 
 

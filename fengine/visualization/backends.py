@@ -18,7 +18,7 @@ import torch
 from .._io import write_text_atomic
 from ..registry import VISBACKENDS
 
-__all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend', 'check_image']
+__all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend']
 
 
 def check_image(owner: str, image: Any) -> np.ndarray:
