@@ -21,7 +21,7 @@ from pathlib import Path
 MODULES = ['fengine', 'fengine.model', 'fengine.optim', 'fengine.func', 'fengine.registry',
            'fengine.logging', 'fengine.evaluator', 'fengine.hooks', 'fengine.runner',
            'fengine.visualization', 'fengine.datasets', 'fengine.dataset', 'fengine.structures',
-           'fengine.dist', 'fengine.config', 'fengine.fileio', 'fengine.train']
+           'fengine.dist', 'fengine.analysis', 'fengine.config', 'fengine.fileio', 'fengine.train']
 
 # Public names that are data, not code: they cannot carry a docstring.
 CONSTANTS = {

@@ -21,7 +21,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import itertools
 import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
@@ -31,10 +36,13 @@ from torch.utils._pytree import tree_map
 from ._errors import check_choice
 
 __all__ = [
-    'init_dist', 'is_distributed', 'get_rank', 'get_world_size', 'get_local_rank',
-    'is_main_process', 'barrier', 'all_reduce', 'broadcast', 'broadcast_coalesced',
-    'all_gather_object', 'broadcast_object_list', 'collect_results', 'master_only',
-    'sync_random_seed', 'explain_collective_error', 'default_timeout', 'TIMEOUT_ENV'
+    'init_dist', 'infer_launcher', 'is_distributed', 'get_rank', 'get_world_size',
+    'get_dist_info', 'get_local_rank', 'get_local_size', 'get_backend', 'get_comm_device',
+    'get_default_group', 'is_main_process', 'barrier', 'all_reduce', 'all_reduce_dict',
+    'all_gather', 'gather', 'broadcast', 'broadcast_coalesced', 'all_gather_object',
+    'gather_object', 'broadcast_object_list', 'collect_results', 'collect_results_cpu',
+    'collect_results_gpu', 'master_only', 'sync_random_seed', 'explain_collective_error',
+    'default_timeout', 'TIMEOUT_ENV'
 ]
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -46,6 +54,9 @@ _REDUCE_OPS = {
     'max': 'MAX',
     'min': 'MIN',
     'product': 'PRODUCT',
+    'band': 'BAND',
+    'bor': 'BOR',
+    'bxor': 'BXOR',
 }
 COLLECT_DEVICES = ('cpu', 'gpu')
 LAUNCHERS = ('pytorch',)
@@ -290,6 +301,79 @@ def get_local_rank() -> int:
                          f'{value!r}') from None
 
 
+def get_local_size() -> int:
+    """The number of processes on this machine; 1 when not distributed.
+
+    MMEngine: ``get_local_size``.
+
+    Read from ``LOCAL_WORLD_SIZE``, which ``torchrun`` sets (MMEngine needs its own
+    local process group for this; fengine does not make one).
+
+    Raises:
+        RuntimeError: Distributed, but ``LOCAL_WORLD_SIZE`` is not set (not started by
+            ``torchrun``).
+        ValueError: ``LOCAL_WORLD_SIZE`` is not a positive integer.
+    """
+    if not is_distributed():
+        return 1
+    value = os.environ.get('LOCAL_WORLD_SIZE')
+    if value is None:
+        raise RuntimeError('get_local_size reads LOCAL_WORLD_SIZE, which torchrun sets, but '
+                           'it is not set; start the processes with torchrun or set it')
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f'the environment variable LOCAL_WORLD_SIZE must be a positive '
+                         f'integer, but got {value!r}')
+    return int(value)
+
+
+def get_dist_info(group: Any = None) -> tuple[int, int]:
+    """``(rank, world_size)`` in ``group``; ``(0, 1)`` when not distributed.
+
+    MMEngine: ``get_dist_info``.
+    """
+    return get_rank(group), get_world_size(group)
+
+
+def get_default_group() -> Any:
+    """The default process group; ``None`` when not distributed.
+
+    MMEngine: ``get_default_group``.
+    """
+    if not is_distributed():
+        return None
+    return torch_dist.distributed_c10d._get_default_group()
+
+
+def get_backend(group: Any = None) -> str | None:
+    """The backend of ``group`` as a lower-case string (``'gloo'``, ``'nccl'``...); ``None``
+    when not distributed (MMEngine: ``get_backend``)."""
+    if not is_distributed():
+        return None
+    return str(torch_dist.get_backend(group if group is not None else get_default_group()))
+
+
+def get_comm_device(group: Any = None) -> torch.device:
+    """Where the tensors of a collective on ``group`` must be: this rank's GPU for NCCL, the
+    CPU for gloo, MPI or no process group (MMEngine: ``get_comm_device``)."""
+    if get_backend(group) == 'nccl':
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def infer_launcher() -> str:
+    """How this process was started, from the environment (MMEngine: ``infer_launcher``).
+
+    ``'pytorch'`` when ``WORLD_SIZE`` is set (``torchrun``), ``'slurm'`` with
+    ``SLURM_NTASKS``, ``'mpi'`` with ``OMPI_COMM_WORLD_LOCAL_RANK``, else ``'none'``.
+    Only ``'pytorch'`` can be given to :func:`init_dist`.
+    """
+    for variable, launcher in (('WORLD_SIZE', 'pytorch'), ('SLURM_NTASKS', 'slurm'),
+                               ('OMPI_COMM_WORLD_LOCAL_RANK', 'mpi')):
+        if variable in os.environ:
+            return launcher
+    return 'none'
+
+
 def is_main_process(group: Any = None) -> bool:
     """Whether this process is rank 0 (always True when not distributed)."""
     return get_rank(group) == 0
@@ -306,8 +390,9 @@ def all_reduce(tensor: torch.Tensor, op: str = 'sum', group: Any = None) -> torc
 
     Args:
         tensor: The tensor, the same shape on every rank; overwritten with the result.
-        op: ``'sum'``, ``'mean'`` (sum divided by the world size), ``'max'``, ``'min'`` or
-            ``'product'``.
+        op: ``'sum'``, ``'mean'`` (sum divided by the world size), ``'max'``, ``'min'``,
+            ``'product'``, or the bitwise ``'band'``, ``'bor'``, ``'bxor'`` (integer and
+            bool tensors).
         group: The process group; ``None`` for the default one.
 
     Returns:
@@ -333,6 +418,81 @@ def all_reduce(tensor: torch.Tensor, op: str = 'sum', group: Any = None) -> torc
     if op_name == 'mean':
         tensor.div_(get_world_size(group))
     return tensor
+
+
+def all_reduce_dict(data: dict[str, torch.Tensor], op: str = 'sum',
+                    group: Any = None) -> None:
+    """Reduce every tensor of ``data`` across ranks; each value is replaced by its result.
+
+    MMEngine: ``all_reduce_dict``. Every rank must hold the same keys with tensors of
+    the same shapes; they travel as one flat tensor per dtype, in sorted key order.
+    Unchanged when not distributed.
+
+    Args:
+        data: Names to tensors.
+        op: As :func:`all_reduce`.
+        group: The process group; ``None`` for the default one.
+
+    Raises:
+        TypeError: ``data`` is not a dict of tensors (the message names the key), or
+            ``op='mean'`` for an integer tensor.
+        ValueError: ``op`` is not one of the choices.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f'all_reduce_dict expects a dict of tensors, but got '
+                        f'{type(data).__name__}')
+    for key, value in data.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f'all_reduce_dict expects a dict of tensors, but {key!r} is '
+                            f'{type(value).__name__}: {value!r}')
+    keys = sorted(data)
+    if not is_distributed():
+        for key in keys:  # checks op against each dtype, as a distributed run would
+            all_reduce(data[key], op=op)
+        return
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for key in keys:
+        by_dtype.setdefault(data[key].dtype, []).append(key)
+    for same_dtype in by_dtype.values():
+        flat = torch.cat([data[k].reshape(-1) for k in same_dtype])
+        all_reduce(flat, op=op, group=group)
+        for key, part in zip(same_dtype, flat.split([data[k].numel() for k in same_dtype])):
+            data[key] = part.view_as(data[key])
+
+
+def all_gather(data: torch.Tensor, group: Any = None) -> list[torch.Tensor]:
+    """Every rank's ``data``, in rank order, on every rank (MMEngine: ``all_gather``).
+
+    ``data`` must have the same shape and dtype on every rank. The results are on
+    ``data``'s device, whatever device the backend communicates on.
+
+    Returns:
+        ``[data_rank0, data_rank1, ...]``; ``[data]`` when not distributed.
+    """
+    world_size = get_world_size(group)
+    if world_size == 1:
+        return [data]
+    comm = get_comm_device(group)
+    gathered = [torch.empty_like(data, device=comm) for _ in range(world_size)]
+    torch_dist.all_gather(gathered, data.to(comm), group=group)
+    return [t.to(data.device) for t in gathered]
+
+
+def gather(data: torch.Tensor, dst: int = 0, group: Any = None) -> list[torch.Tensor]:
+    """Every rank's ``data``, in rank order, on rank ``dst`` only (MMEngine: ``gather``).
+
+    Returns:
+        The list on ``dst``, ``[]`` on the other ranks; ``[data]`` when not distributed.
+    """
+    world_size = get_world_size(group)
+    if world_size == 1:
+        return [data]
+    comm = get_comm_device(group)
+    is_dst = get_rank(group) == dst
+    gathered = [torch.empty_like(data, device=comm) for _ in range(world_size)] if is_dst \
+        else None
+    torch_dist.gather(data.to(comm), gathered, dst=dst, group=group)
+    return [t.to(data.device) for t in gathered] if gathered is not None else []
 
 
 def _checked_timeout(timeout: Any) -> datetime.timedelta:
@@ -389,6 +549,21 @@ def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
     return gathered
 
 
+def gather_object(data: Any, dst: int = 0, group: Any = None) -> list[Any] | None:
+    """Gather a picklable object from every rank on rank ``dst`` (MMEngine: ``gather_object``).
+
+    Returns:
+        ``[obj_rank0, obj_rank1, ...]`` on ``dst``, ``None`` on the other ranks;
+        ``[data]`` when not distributed.
+    """
+    if not is_distributed():
+        return [data]
+    gathered: list[Any] | None = [None] * get_world_size(group) \
+        if get_rank(group) == dst else None
+    torch_dist.gather_object(data, gathered, dst=dst, group=group)
+    return gathered
+
+
 def broadcast_object_list(objects: list[Any], src: int = 0, group: Any = None) -> list[Any]:
     """Replace every rank's ``objects`` items with rank ``src``'s, in place; return the list.
 
@@ -403,7 +578,8 @@ def _to_cpu(data: Any) -> Any:
     return tree_map(lambda x: x.cpu() if isinstance(x, torch.Tensor) else x, data)
 
 
-def collect_results(results: list, size: int, device: str = 'cpu') -> list | None:
+def collect_results(results: list, size: int, device: str = 'cpu',
+                    tmpdir: str | os.PathLike | None = None) -> list | None:
     """Gather every rank's results into one list in dataset order (MMEngine: ``collect_results``).
 
     ``DistributedSampler`` deals sample ``i`` to rank ``i % world_size`` at position
@@ -416,9 +592,14 @@ def collect_results(results: list, size: int, device: str = 'cpu') -> list | Non
         results: This rank's results, one item per sample.
         size: The number of samples in the dataset.
         device: ``'cpu'`` moves tensors in ``results`` to the CPU before they are
-            pickled and sent; ``'gpu'`` sends them as they are (both go through
-            ``torch.distributed.all_gather_object``, so no shared temporary
-            directory is needed, unlike MMEngine's ``'cpu'`` mode).
+            sent; ``'gpu'`` sends them as they are.
+        tmpdir: Only with ``'cpu'``: a folder every rank can reach, where each rank
+            writes its results as a pickle file for rank 0 to read (MMEngine's
+            ``'cpu'`` mode, which keeps large results out of GPU memory under NCCL).
+            The files go into a new subfolder that rank 0 removes afterwards; the
+            folder itself and anything else in it are left alone. ``None``: results
+            travel through ``torch.distributed.all_gather_object`` (no shared folder
+            needed, unlike MMEngine's default).
 
     Returns:
         The ordered list of ``size`` items (fewer if fewer were gathered) on the main
@@ -426,10 +607,16 @@ def collect_results(results: list, size: int, device: str = 'cpu') -> list | Non
         ``results[:size]``.
 
     Raises:
-        ValueError: ``device`` is not ``'cpu'`` or ``'gpu'``.
+        ValueError: ``device`` is not ``'cpu'`` or ``'gpu'``, or ``tmpdir`` is given
+            with ``'gpu'``.
         TypeError: ``results`` is not a list, or ``size`` is not an int.
+        FileNotFoundError: On rank 0, a rank's file is missing from ``tmpdir`` (the
+            folder is not shared between the machines).
     """
     check_choice('collect_results device', device, COLLECT_DEVICES)
+    if tmpdir is not None and device != 'cpu':
+        raise ValueError(f"collect_results tmpdir={str(tmpdir)!r} is used only with "
+                         f"device='cpu', but got device={device!r}")
     if not isinstance(results, list):
         raise TypeError(f'collect_results expects results as a list, but got '
                         f'{type(results).__name__}')
@@ -438,14 +625,63 @@ def collect_results(results: list, size: int, device: str = 'cpu') -> list | Non
                         f'{type(size).__name__}: {size!r}')
     if not is_distributed():
         return results[:size]
-    parts = all_gather_object(_to_cpu(results) if device == 'cpu' else results)
-    if not is_main_process():
+    if device == 'cpu':
+        results = _to_cpu(results)
+    if tmpdir is not None:
+        parts = _exchange_through_files(results, Path(tmpdir))
+    else:
+        parts = all_gather_object(results)
+    if parts is None or not is_main_process():
         return None
-    ordered: list = []
     # Ranks may hold unequal counts (a sampler without padding); take what each has.
-    for position in range(max(len(part) for part in parts)):
-        ordered.extend(part[position] for part in parts if position < len(part))
+    ordered = [item for round_ in itertools.zip_longest(*parts, fillvalue=_MISSING)
+               for item in round_ if item is not _MISSING]
     return ordered[:size]
+
+
+_MISSING = object()
+
+
+def _exchange_through_files(results: list, tmpdir: Path) -> list[list] | None:
+    """Each rank pickles ``results`` into a fresh subfolder of ``tmpdir``; rank 0 reads
+    them all (its own run's files, written a moment ago) and removes the subfolder.
+
+    Returns every rank's list on rank 0, ``None`` elsewhere.
+    """
+    rank, world_size = get_dist_info()
+    folder = [None]
+    if rank == 0:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        folder = [tempfile.mkdtemp(prefix='collect_results_', dir=tmpdir)]
+    broadcast_object_list(folder, src=0)
+    part = Path(folder[0]) / f'part_{rank}.pkl'
+    with open(part, 'wb') as file:
+        pickle.dump(results, file)
+    barrier()
+    if rank != 0:
+        return None
+    parts = []
+    for other in range(world_size):
+        path = Path(folder[0]) / f'part_{other}.pkl'
+        if not path.exists():
+            raise FileNotFoundError(f'collect_results: rank {other} wrote no {path.name} into '
+                                    f'{folder[0]}; tmpdir must be a folder every rank shares '
+                                    '(the same file system on every machine)')
+        with open(path, 'rb') as file:
+            parts.append(pickle.load(file))
+    shutil.rmtree(folder[0])
+    return parts
+
+
+def collect_results_cpu(result_part: list, size: int,
+                        tmpdir: str | os.PathLike | None = None) -> list | None:
+    """:func:`collect_results` with ``device='cpu'`` (MMEngine: ``collect_results_cpu``)."""
+    return collect_results(result_part, size, 'cpu', tmpdir=tmpdir)
+
+
+def collect_results_gpu(result_part: list, size: int) -> list | None:
+    """:func:`collect_results` with ``device='gpu'`` (MMEngine: ``collect_results_gpu``)."""
+    return collect_results(result_part, size, 'gpu')
 
 
 def master_only(func: F) -> F:

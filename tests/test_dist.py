@@ -147,6 +147,68 @@ def test_master_only_runs_the_function_on_the_main_process_and_keeps_its_name():
     assert save.__name__ == 'save' and save.__doc__ == 'Save x.'
 
 
+def test_the_info_helpers_answer_for_a_world_of_one(monkeypatch):
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '8')  # read only when distributed
+    assert dist.get_dist_info() == (0, 1)
+    assert dist.get_local_size() == 1
+    assert dist.get_backend() is None
+    assert dist.get_default_group() is None
+    assert dist.get_comm_device() == torch.device('cpu')
+
+
+@pytest.mark.parametrize('env, launcher', [
+    (dict(WORLD_SIZE='2', SLURM_NTASKS='2'), 'pytorch'),
+    (dict(SLURM_NTASKS='4'), 'slurm'),
+    (dict(OMPI_COMM_WORLD_LOCAL_RANK='0'), 'mpi'),
+    ({}, 'none'),
+])
+def test_infer_launcher_reads_what_each_launcher_sets(monkeypatch, env, launcher):
+    for name in ('WORLD_SIZE', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_LOCAL_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert dist.infer_launcher() == launcher
+
+
+def test_gather_helpers_in_a_single_process_return_a_list_of_this_rank_only():
+    data = torch.arange(2)
+    assert dist.all_gather(data)[0] is data and len(dist.all_gather(data)) == 1
+    assert dist.gather(data)[0] is data and len(dist.gather(data)) == 1
+    assert dist.gather_object(['foo', 12]) == [['foo', 12]]
+
+
+def test_all_reduce_dict_in_a_single_process_leaves_the_dict_as_it_was():
+    data = {'b': torch.arange(3), 'a': torch.tensor([1.5])}
+    before = dict(data)
+    assert dist.all_reduce_dict(data) is None
+    assert all(data[k] is before[k] for k in data)
+
+
+def test_all_reduce_dict_names_a_value_that_is_not_a_tensor_and_checks_the_op():
+    with pytest.raises(TypeError, match=r"all_reduce_dict expects a dict of tensors, but 'n' "
+                                        r"is int: 3"):
+        dist.all_reduce_dict({'x': torch.ones(1), 'n': 3})
+    with pytest.raises(TypeError, match='expects a dict of tensors, but got list'):
+        dist.all_reduce_dict([torch.ones(1)])
+    with pytest.raises(TypeError, match=r"op='mean'.*torch.int64"):
+        dist.all_reduce_dict({'x': torch.ones(1), 'n': torch.tensor([3])}, op='mean')
+
+
+def test_all_reduce_accepts_the_bitwise_ops():
+    tensor = torch.tensor([5, 3])
+    for op in ('band', 'bor', 'bxor'):
+        assert dist.all_reduce(tensor, op=op) is tensor
+
+
+def test_collect_results_refuses_a_tmpdir_with_gpu_and_ignores_it_in_one_process(tmp_path):
+    with pytest.raises(ValueError, match=r"tmpdir='d' is used only with device='cpu', but got "
+                                         r"device='gpu'"):
+        dist.collect_results([1], size=1, device='gpu', tmpdir='d')
+    assert dist.collect_results_cpu([1, 2, 3], 2, tmpdir=str(tmp_path / 'x')) == [1, 2]
+    assert dist.collect_results_gpu([1, 2, 3], 5) == [1, 2, 3]
+    assert not (tmp_path / 'x').exists()
+
+
 # ------------------------------------------------------------------ two processes
 class _SampleCorrect(BaseMetric):
     """Appends one result per sample, counts its compute_metrics calls."""
@@ -180,7 +242,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     """One rank: run every collective once and write what it saw to ``rank{rank}.json``."""
     # What torchrun would set.
     os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
-                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+                      LOCAL_WORLD_SIZE=str(WORLD_SIZE), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
     dist.init_dist(backend='gloo', timeout=60)
     dist.init_dist(backend='gloo', timeout=60)  # a second call finds the group and returns
     try:
@@ -207,6 +270,37 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         tensors = dist.collect_results([torch.tensor(i) for i in indices], DATASET_SIZE,
                                        device='gpu')
         seen['collected_tensors'] = None if tensors is None else [t.item() for t in tensors]
+        # MMEngine's 'cpu' mode: the ranks exchange files in a shared folder.
+        shared = os.path.join(out_dir, 'shared')
+        os.makedirs(shared, exist_ok=True)
+        with open(os.path.join(shared, 'keep.txt'), 'w') as file:
+            file.write('not ours')
+        seen['collected_files'] = dist.collect_results_cpu(
+            [dict(i=i, t=torch.tensor([i])) for i in indices], DATASET_SIZE, tmpdir=shared)
+        if seen['collected_files'] is not None:
+            seen['collected_files'] = [(r['i'], r['t'].tolist()) for r in seen['collected_files']]
+        dist.barrier()
+        seen['shared_after'] = sorted(os.listdir(shared))
+        seen['info'] = [dist.get_dist_info(), dist.get_backend(), str(dist.get_comm_device()),
+                        dist.get_local_size(), dist.infer_launcher()]
+        mine = torch.tensor([rank, 10 * rank])
+        seen['all_gather'] = [t.tolist() for t in dist.all_gather(mine)]
+        seen['gather'] = [t.tolist() for t in dist.gather(mine, dst=1)]
+        seen['gather_object'] = dist.gather_object(dict(rank=rank), dst=0)
+        reduced = {'b': torch.full((2, 2), float(rank + 1)), 'a': torch.tensor([rank + 1]),
+                   'c': torch.tensor(rank * 3.0, dtype=torch.float64)}
+        dist.all_reduce_dict(reduced)
+        seen['all_reduce_dict'] = {k: (v.tolist(), str(v.dtype)) for k, v in reduced.items()}
+        halves = {'x': torch.tensor([float(rank)])}
+        dist.all_reduce_dict(halves, op='mean')
+        seen['all_reduce_dict_mean'] = halves['x'].tolist()
+        bits = torch.tensor([0b0110 if rank == 0 else 0b0011])
+        seen['band'] = dist.all_reduce(bits.clone(), op='band').tolist()
+        seen['bxor'] = dist.all_reduce(bits.clone(), op='bxor').tolist()
+        dir_metric = _SampleCorrect(prefix='dir', collect_dir=shared)
+        dir_metric.process(None, [f's{i}' for i in indices])
+        seen['dir_metric'] = dir_metric.evaluate(DATASET_SIZE)
+        _SampleCorrect.calls = 0
 
         seen['master_only'] = dist.master_only(lambda: 'ran')()
         seen['seed'] = dist.sync_random_seed()
@@ -364,3 +458,41 @@ def test_a_metric_that_fails_on_rank_0_fails_on_every_rank_instead_of_hanging(ra
     assert ranks[0]['broken'] == 'ZeroDivisionError: no samples'
     assert ranks[1]['broken'].startswith('RuntimeError: _Broken.compute_metrics failed')
     assert 'ZeroDivisionError: no samples' in ranks[1]['broken']
+
+
+def test_collect_results_through_a_shared_folder_orders_results_and_cleans_up_after_itself(
+        ranks):
+    assert ranks[0]['collected_files'] == [[i, [i]] for i in range(DATASET_SIZE)]
+    assert ranks[1]['collected_files'] is None
+    # Only the subfolder it made is removed; what the folder held stays.
+    assert [seen['shared_after'] for seen in ranks] == [['keep.txt']] * 2
+
+
+def test_a_metric_with_collect_dir_gathers_through_files(ranks):
+    expected = {'dir/order': ['s0', 's1', 's2', 's3', 's4'], 'dir/n': 5}
+    assert [seen['dir_metric'] for seen in ranks] == [expected, expected]
+
+
+def test_the_info_helpers_describe_the_gloo_group(ranks):
+    for rank, seen in enumerate(ranks):
+        assert seen['info'] == [[rank, 2], 'gloo', 'cpu', 2, 'pytorch']
+
+
+def test_all_gather_and_gather_return_every_rank_tensor_in_rank_order(ranks):
+    expected = [[0, 0], [1, 10]]
+    assert [seen['all_gather'] for seen in ranks] == [expected, expected]
+    assert [seen['gather'] for seen in ranks] == [[], expected]
+    assert [seen['gather_object'] for seen in ranks] == [[dict(rank=0), dict(rank=1)], None]
+
+
+def test_all_reduce_dict_reduces_every_value_and_keeps_shapes_and_dtypes(ranks):
+    expected = {'a': ([3], 'torch.int64'), 'b': ([[3.0, 3.0], [3.0, 3.0]], 'torch.float32'),
+                'c': (3.0, 'torch.float64')}
+    for seen in ranks:
+        assert {k: tuple(v) for k, v in seen['all_reduce_dict'].items()} == expected
+        assert seen['all_reduce_dict_mean'] == [0.5]
+
+
+def test_the_bitwise_reductions_combine_both_ranks(ranks):
+    for seen in ranks:
+        assert seen['band'] == [0b0010] and seen['bxor'] == [0b0101]

@@ -81,7 +81,8 @@ def test_the_seed_metric_runs_unchanged_and_averages_over_batches():
 
 
 def test_evaluate_without_results_warns_that_process_added_nothing(fengine_log):
-    assert Recorder().evaluate(size=10) == {}
+    metric = Recorder(prefix='rec')
+    assert metric.evaluate(size=10) == {}
     warnings = fengine_log.messages(logging.WARNING)
     assert len(warnings) == 1
     assert 'Recorder' in warnings[0] and 'process' in warnings[0]
@@ -304,8 +305,8 @@ def test_the_seed_config_trains_its_metric_through_build_evaluator():
 
 
 def test_build_evaluator_rejects_what_it_cannot_build():
-    with pytest.raises(ValueError, match=r"evaluator type must be one of 'Evaluator', but got "
-                                         r"'Evaluater'"):
+    with pytest.raises(KeyError, match=r"'Evaluater' is not in the evaluator registry. Did you "
+                                       r"mean 'Evaluator'\?"):
         build_evaluator(dict(type='Evaluater', metrics=Recorder()))
     with pytest.raises(TypeError, match=r"also got 'extra'"):
         build_evaluator(dict(metrics=Recorder(), extra=1))
@@ -428,3 +429,78 @@ def test_accuracy_topk_must_be_positive_ints(topk):
 def test_an_accuracy_error_through_the_evaluator_keeps_its_type_and_names_accuracy():
     with pytest.raises(TypeError, match=r'^Accuracy\.process raised TypeError: Accuracy cannot'):
         Evaluator(Accuracy()).process('cat', (None, torch.tensor([0])))
+
+
+# -- MMEngine's arguments and names around BaseMetric and Evaluator ----------------------
+
+def test_a_metric_without_prefix_or_default_prefix_warns_naming_its_class(fengine_log):
+    Recorder()
+    Recorder(prefix='rec')
+    Accuracy()  # default_prefix 'accuracy'
+    warnings = fengine_log.messages(logging.WARNING)
+    assert len(warnings) == 1
+    assert warnings[0].startswith('Recorder has no prefix') and "prefix='...'" in warnings[0]
+
+
+def test_collect_dir_goes_with_collect_device_cpu_only(tmp_path):
+    assert Recorder(prefix='r', collect_dir=str(tmp_path)).collect_dir == str(tmp_path)
+    with pytest.raises(ValueError, match=r"Recorder collect_dir='d' is where the ranks exchange "
+                                         r"results as files, which only collect_device='cpu' "
+                                         r"does, but collect_device='gpu'"):
+        Recorder(prefix='r', collect_device='gpu', collect_dir='d')
+    with pytest.raises(TypeError, match='Recorder collect_dir must be a folder path or None, '
+                                        'but got int: 3'):
+        Recorder(prefix='r', collect_dir=3)
+    with pytest.raises(ValueError, match="Recorder collect_device must be one of 'cpu', 'gpu', "
+                                         "but got 'cuda'"):
+        Recorder(prefix='r', collect_device='cuda')
+
+
+def test_evaluate_in_one_process_ignores_collect_dir_and_writes_nothing(tmp_path):
+    metric = Recorder(prefix='r', collect_dir=str(tmp_path / 'exchange'))
+    metric.process(None, [1])
+    assert metric.evaluate(size=1) == {'r/calls': 1}
+    assert not (tmp_path / 'exchange').exists()
+
+
+def test_the_evaluator_is_registered_and_build_evaluator_builds_a_registered_subclass():
+    from fengine.registry import EVALUATOR
+
+    assert EVALUATOR.get('Evaluator') is Evaluator
+
+    class CountingEvaluator(Evaluator):
+        pass
+
+    EVALUATOR.register_module(module=CountingEvaluator)
+    try:
+        built = build_evaluator(dict(type='CountingEvaluator', metrics=Recorder(prefix='r')))
+    finally:
+        EVALUATOR._module_dict.pop('CountingEvaluator')
+    assert type(built) is CountingEvaluator
+
+
+def test_dump_results_output_evaluates_offline_to_the_same_metrics(tmp_path):
+    import pickle
+
+    from fengine.evaluator import DumpResults
+
+    path = tmp_path / 'preds.pkl'
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    labels = torch.tensor([0, 1, 1])
+    online = Evaluator([Accuracy(), DumpResults(out_file_path=str(path))])
+    samples = [dict(pred_score=s, gt_label=g) for s, g in zip(scores, labels)]
+    online.process(samples[:2])
+    online.process(samples[2:])
+    expected = online.evaluate(size=3)
+    with open(path, 'rb') as f:
+        saved = pickle.load(f)  # written by this test
+    assert Evaluator(Accuracy()).offline_evaluate(saved, chunk_size=2) == expected
+    assert expected == {'accuracy/top1': pytest.approx(200 / 3)}
+
+
+def test_dump_results_is_a_registered_metric_and_refuses_other_extensions():
+    from fengine.evaluator import DumpResults
+
+    assert METRICS.get('DumpResults') is DumpResults
+    with pytest.raises(ValueError, match=r"must end in '.pkl' or '.pickle', but got 'out.pt'"):
+        METRICS.build(dict(type='DumpResults', out_file_path='out.pt'))

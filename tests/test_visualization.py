@@ -1,10 +1,8 @@
 """Visualizer and its backends: scalars.json lines, config.json, TensorBoard events."""
 from __future__ import annotations
 
-import gc
 import json
 import sys
-import weakref
 
 import numpy as np
 import pytest
@@ -196,8 +194,8 @@ def test_both_backends_are_registered_under_their_class_names():
     assert VISBACKENDS.get('TensorboardVisBackend') is TensorboardVisBackend
 
 
-def test_visualizer_writes_scalars_to_save_dir_vis_data_by_default(tmp_path):
-    vis = Visualizer(save_dir=tmp_path)
+def test_visualizer_writes_scalars_to_save_dir_vis_data(tmp_path):
+    vis = Visualizer(save_dir=tmp_path, vis_backends=[dict(type='LocalVisBackend')])
     vis.add_scalars({'loss': torch.tensor(0.5)}, step=10)
     vis.add_scalar('lr', 0.1, step=10)
     vis.close()
@@ -205,6 +203,12 @@ def test_visualizer_writes_scalars_to_save_dir_vis_data_by_default(tmp_path):
     assert list(vis.backends) == ['LocalVisBackend']
     assert read_lines(tmp_path / 'vis_data' / 'scalars.json') == [
         {'loss': 0.5, 'step': 10}, {'lr': 0.1, 'step': 10}]
+
+
+def test_a_visualizer_has_no_backend_unless_given_one_as_in_mmengine(tmp_path):
+    vis = Visualizer(save_dir=tmp_path)
+    vis.add_scalars({'loss': 1.0})
+    assert vis.backends == {} and list(tmp_path.iterdir()) == []
 
 
 def test_visualizer_sends_scalars_and_config_to_every_backend(tmp_path):
@@ -241,9 +245,11 @@ def test_an_empty_backend_list_writes_nothing(tmp_path):
     assert vis.backends == {} and list(tmp_path.iterdir()) == []
 
 
-def test_backends_without_a_save_dir_are_skipped_unless_their_config_names_one(tmp_path):
-    vis = Visualizer(vis_backends=[dict(type='TensorboardVisBackend'),
-                                   dict(type='LocalVisBackend', save_dir=tmp_path)])
+def test_backends_without_a_save_dir_are_skipped_with_a_warning_unless_they_name_one(tmp_path):
+    with pytest.warns(UserWarning, match="skipped the backend 'TensorboardVisBackend': it needs "
+                                         "a save_dir"):
+        vis = Visualizer(vis_backends=[dict(type='TensorboardVisBackend'),
+                                       dict(type='LocalVisBackend', save_dir=tmp_path)])
     vis.add_scalars({'loss': 1.0})
 
     assert list(vis.backends) == ['LocalVisBackend']
@@ -258,38 +264,112 @@ def test_backend_instances_are_used_as_they_are(tmp_path):
     assert vis.get_backend('TensorboardVisBackend') is None
 
 
-def test_the_last_built_visualizer_is_the_current_instance(tmp_path):
-    vis = Visualizer(save_dir=tmp_path, name='this run')
+@pytest.fixture
+def forget_visualizers():
+    """Visualizers registered by the test are forgotten after it."""
+    before = dict(Visualizer._instance_dict)
+    yield
+    for cls in (Visualizer, Subclassed):
+        cls._instance_dict.clear()
+    Visualizer._instance_dict.update(before)
 
-    assert Visualizer.get_current_instance() is vis
-    assert Visualizer.get_instance('this run') is vis
+
+class Subclassed(Visualizer):
+    pass
 
 
-def test_a_visualizer_nobody_holds_is_freed_unless_it_is_the_current_one(tmp_path):
-    # Every Runner builds one; the class must not keep each (and its open files) alive.
-    first = Visualizer(save_dir=tmp_path / 'a', name='first run')
-    first_ref = weakref.ref(first)
-    del first
-    gc.collect()
-    assert first_ref() is not None  # still the current instance
-    assert Visualizer.get_current_instance() is first_ref()
+def test_get_instance_builds_once_and_get_current_instance_returns_the_newest(
+        tmp_path, forget_visualizers):
+    plain = Visualizer(save_dir=tmp_path, name='not registered')
+    first = Visualizer.get_instance('first', save_dir=tmp_path / 'a')
+    second = Visualizer.get_instance('second', vis_backends=[dict(type='LocalVisBackend')],
+                                     save_dir=tmp_path / 'b')
 
-    second = Visualizer(save_dir=tmp_path / 'b', name='second run')
-    gc.collect()
-    assert first_ref() is None
+    assert first.instance_name == 'first' and first.save_dir == tmp_path / 'a'
+    assert Visualizer.get_instance('first') is first
     assert Visualizer.get_current_instance() is second
-    assert Visualizer.get_instance('second run') is second
+    assert plain is not Visualizer.get_current_instance()  # only get_instance registers
+    assert list(second.backends) == ['LocalVisBackend']
 
 
-def test_get_instance_builds_a_missing_one_and_makes_it_current(tmp_path):
-    held = Visualizer(save_dir=tmp_path / 'held', name='held')
-    built = Visualizer.get_instance('built on demand', save_dir=tmp_path / 'new')
+def test_a_subclass_instance_is_the_current_visualizer_too(tmp_path, forget_visualizers):
+    made = Subclassed.get_instance('task visualizer', save_dir=tmp_path)
+    assert Subclassed.get_current_instance() is made
+    assert Visualizer.get_current_instance() is made
 
-    assert built.name == 'built on demand' and built.save_dir == tmp_path / 'new'
-    assert Visualizer.get_current_instance() is built
-    assert Visualizer.get_instance('built on demand') is built
-    assert Visualizer.get_instance('held') is held  # held elsewhere: still known
-    assert Visualizer.get_current_instance() is held
+
+def test_build_visualizer_registers_the_run_visualizer_under_its_name(
+        tmp_path, forget_visualizers):
+    old = build_visualizer(None, save_dir=tmp_path / 'old', name='run')
+    new = build_visualizer(None, save_dir=tmp_path / 'new', name='run')
+    # Two runs with one name (started in the same second): each gets its own.
+    assert new is not old and new.save_dir == tmp_path / 'new'
+    assert Visualizer.get_instance('run') is new
+    assert Visualizer.get_current_instance() is new
+    custom = build_visualizer(dict(type=Subclassed, name='custom'), save_dir=tmp_path)
+    assert type(custom) is Subclassed and Visualizer.get_current_instance() is custom
+
+
+def test_visualizers_are_registered_in_visualizers():
+    from fengine.registry import VISUALIZERS
+
+    assert VISUALIZERS.get('Visualizer') is Visualizer
+
+
+def test_add_image_writes_a_png_and_a_tensorboard_image(tmp_path):
+    from PIL import Image
+
+    image = np.zeros((4, 6, 3), dtype=np.uint8)
+    image[..., 0] = 255  # red
+    vis = Visualizer(save_dir=tmp_path, vis_backends=[dict(type='LocalVisBackend'),
+                                                      dict(type='TensorboardVisBackend')])
+    vis.add_image('demo', image, step=3)
+    vis.close()
+
+    png = np.asarray(Image.open(tmp_path / 'vis_data' / 'vis_image' / 'demo_3.png'))
+    assert png.shape == (4, 6, 3) and (png == image).all()
+    acc, _ = tensorboard_scalars(tmp_path / 'vis_data')
+    assert acc.Tags()['images'] == ['demo']
+    assert [(e.step, e.width, e.height) for e in acc.Images('demo')] == [(3, 6, 4)]
+
+
+def test_backends_without_images_ignore_them_as_in_mmengine(tmp_path):
+    class Memory(BaseVisBackend):
+        def add_scalars(self, scalar_dict, step=0, **kwargs):
+            pass
+
+    Visualizer(vis_backends=[Memory(tmp_path)]).add_image('x', np.zeros((2, 2, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('image, error, match', [
+    ([[0]], TypeError, 'image must be a numpy array of shape \\(H, W, 3\\) in RGB order, but '
+                       'got list'),
+    (np.zeros((2, 2)), ValueError, 'image must have shape \\(H, W, 3\\) in RGB order, but '
+                                   'got shape \\(2, 2\\)'),
+])
+def test_a_bad_image_is_refused_naming_what_it_is(tmp_path, image, error, match):
+    vis = Visualizer(save_dir=tmp_path, vis_backends=[dict(type='LocalVisBackend')])
+    with pytest.raises(error, match=f'LocalVisBackend: {match}'):
+        vis.add_image('bad', image)
+    with pytest.raises(error, match=f'Visualizer.set_image: {match}'):
+        vis.set_image(image)
+
+
+def test_set_image_keeps_an_rgb_uint8_copy_that_get_image_returns():
+    vis = Visualizer(image=np.full((2, 3, 3), 7.9))
+    assert vis.get_image().dtype == np.uint8 and vis.get_image().shape == (2, 3, 3)
+    assert (vis.get_image() == 7).all()
+    with pytest.raises(RuntimeError, match='no image was set; call set_image'):
+        Visualizer().get_image()
+
+
+def test_add_datasample_of_the_base_class_draws_nothing_and_dataset_meta_is_kept(tmp_path):
+    vis = Visualizer(save_dir=tmp_path, vis_backends=[dict(type='LocalVisBackend')])
+    assert vis.add_datasample('sample', np.zeros((2, 2, 3), np.uint8), step=1) is None
+    assert list(tmp_path.iterdir()) == []
+    vis.dataset_meta = dict(classes=('cat', 'dog'))
+    assert vis.dataset_meta == dict(classes=('cat', 'dog'))
 
 
 def test_an_unknown_backend_type_names_the_close_match(tmp_path):
@@ -304,8 +384,8 @@ def test_an_unknown_visualizer_type_names_the_close_match(tmp_path):
 
 
 def test_a_misspelt_visualizer_argument_lists_the_accepted_ones(tmp_path):
-    with pytest.raises(TypeError, match='vis_backend.*Accepted arguments: save_dir, '
-                                        'vis_backends, name'):
+    with pytest.raises(TypeError, match='vis_backend.*Accepted arguments: name, image, '
+                                        'vis_backends, save_dir'):
         build_visualizer(dict(vis_backend=[dict(type='LocalVisBackend')]), save_dir=tmp_path)
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .._errors import check_choice, check_int
-from ..registry import METRICS
-from .metric import BaseMetric
+from .._errors import check_int
+from ..registry import EVALUATOR, METRICS
+from .metric import BaseMetric, is_data_element
 
 __all__ = ['Evaluator', 'build_evaluator']
 
@@ -42,6 +42,7 @@ def _rename_error(exc: Exception, metric: BaseMetric, stage: str) -> Exception:
     return renamed
 
 
+@EVALUATOR.register_module()
 class Evaluator:
     """Feeds every batch to each metric and merges their results (MMEngine: ``Evaluator``).
 
@@ -179,14 +180,9 @@ class Evaluator:
 def _to_plain(data_samples: Any) -> Any:
     """MMEngine data elements (anything with ``to_dict`` but not a tensor/dict) -> dicts."""
     if isinstance(data_samples, (list, tuple)) and any(
-            _is_data_element(s) for s in data_samples):
-        return [s.to_dict() if _is_data_element(s) else s for s in data_samples]
+            is_data_element(s) for s in data_samples):
+        return [s.to_dict() if is_data_element(s) else s for s in data_samples]
     return data_samples
-
-
-def _is_data_element(obj: Any) -> bool:
-    return (not isinstance(obj, dict) and callable(getattr(obj, 'to_dict', None))
-            and hasattr(obj, 'metainfo_keys'))
 
 
 def build_evaluator(cfg: Evaluator | BaseMetric | dict | Sequence) -> Evaluator:
@@ -196,14 +192,15 @@ def build_evaluator(cfg: Evaluator | BaseMetric | dict | Sequence) -> Evaluator:
 
     - an :class:`Evaluator` (returned as it is);
     - a :class:`BaseMetric`, or a list of metrics and metric configs;
-    - ``dict(metrics=...)``, optionally with ``type='Evaluator'`` (the seed's
-      ``val_evaluator=dict(metrics=MyMetric())``);
+    - ``dict(metrics=...)``, optionally with ``type`` naming an entry of
+      ``fengine.registry.EVALUATOR`` (default ``'Evaluator'``), or an Evaluator class
+      (the seed's ``val_evaluator=dict(metrics=MyMetric())``);
     - a metric config, ``dict(type='Accuracy', topk=(1, 5))``.
 
     Raises:
         TypeError: ``cfg`` is of another type, or a ``dict(metrics=...)`` has other keys.
-        ValueError: ``dict(metrics=..., type=...)`` names a type other than ``Evaluator``.
-        KeyError: A dict has neither ``metrics`` nor ``type``.
+        KeyError: A dict has neither ``metrics`` nor ``type``, or its ``type`` is not
+            registered in ``EVALUATOR`` (the message lists close names).
     """
     if isinstance(cfg, Evaluator):
         return cfg
@@ -213,11 +210,10 @@ def build_evaluator(cfg: Evaluator | BaseMetric | dict | Sequence) -> Evaluator:
         if 'metrics' in cfg:
             cfg = dict(cfg)
             evaluator_type = cfg.pop('type', 'Evaluator')
-            if isinstance(evaluator_type, type) and issubclass(evaluator_type, Evaluator):
-                evaluator_cls = evaluator_type
-            else:
-                check_choice('evaluator type', evaluator_type, ['Evaluator'])
-                evaluator_cls = Evaluator
+            evaluator_cls = evaluator_type if isinstance(evaluator_type, type) \
+                else EVALUATOR.get(evaluator_type)
+            if evaluator_cls is None:  # a registry whose get() answers None for a miss
+                raise KeyError(f'{evaluator_type!r} is not in the evaluator registry')
             metrics = cfg.pop('metrics')
             if cfg:
                 raise TypeError(f'an evaluator config takes only "metrics" (and "type"), but '

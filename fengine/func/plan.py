@@ -70,7 +70,13 @@ class PlanEntry(NamedTuple):
 
 
 def is_base_init_weights(module: nn.Module) -> bool:
-    """True when ``module.init_weights`` is fengine's own ``BaseModule.init_weights``."""
+    """True when ``module.init_weights`` is fengine's own ``BaseModule.init_weights``.
+
+    A function set on the instance (``child.init_weights = fn``) replaces the class's,
+    as Python's attribute lookup (and MMEngine's chain) does.
+    """
+    if 'init_weights' in vars(module):
+        return False
     method = getattr(type(module), 'init_weights', None)
     return bool(getattr(method, '_fengine_base_init_weights', False))
 

@@ -7,11 +7,12 @@ from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit,
                           bias_init_with_prob, caffe2_xavier_init, constant_init, initialize,
                           kaiming_init, normal_init, trunc_normal_init, uniform_init,
                           xavier_init)
+from .test_time_aug import BaseTTAModel
 from .wrappers import MMDistributedDataParallel, is_model_wrapper, unwrap_model
 
 __all__ = [
-    'BaseModule', 'BaseModel', 'BaseDataPreprocessor', 'ImgDataPreprocessor', 'stack_batch',
-    'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
+    'BaseModule', 'BaseModel', 'BaseTTAModel', 'BaseDataPreprocessor', 'ImgDataPreprocessor',
+    'stack_batch', 'Sequential', 'ModuleList', 'ModuleDict', 'initialize', 'BaseInit',
     'ConstantInit', 'XavierInit', 'NormalInit', 'TruncNormalInit', 'UniformInit',
     'KaimingInit', 'Caffe2XavierInit', 'PretrainedInit', 'constant_init', 'xavier_init',
     'normal_init', 'trunc_normal_init', 'uniform_init', 'kaiming_init', 'caffe2_xavier_init',

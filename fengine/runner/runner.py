@@ -209,8 +209,8 @@ class Runner:
         self.log_dir = self.work_dir / self.timestamp
         self.logger = self._build_logger(log_level)
         self.message_hub = MessageHub()
-        self.visualizer = build_visualizer(visualizer, save_dir=self.log_dir) \
-            if is_main_process() else build_visualizer([], save_dir=self.log_dir)
+        self.visualizer = build_visualizer(visualizer if is_main_process() else [],
+                                           save_dir=self.log_dir, name=self.experiment_name)
 
         self.device = self._pick_device()
         self.model = self._build_model(model, model_wrapper_cfg)

@@ -1,4 +1,4 @@
-"""Recording scalars and configs (MMEngine: ``mmengine.visualization``)."""
+"""Recording scalars, configs and images (MMEngine: ``mmengine.visualization``)."""
 from .backends import BaseVisBackend, LocalVisBackend, TensorboardVisBackend
 from .visualizer import Visualizer, build_visualizer
 

@@ -21,6 +21,23 @@ from ..registry import VISBACKENDS
 __all__ = ['BaseVisBackend', 'LocalVisBackend', 'TensorboardVisBackend']
 
 
+def check_image(owner: str, image: Any) -> np.ndarray:
+    """``image`` as a ``uint8`` array of shape (H, W, 3), RGB, as MMEngine's ``add_image``
+    takes it (values are cast to ``uint8`` as MMEngine does).
+
+    Raises:
+        TypeError: ``image`` is not a NumPy array.
+        ValueError: Its shape is not (H, W, 3).
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f'{owner}: image must be a numpy array of shape (H, W, 3) in RGB '
+                        f'order, but got {type(image).__name__}')
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f'{owner}: image must have shape (H, W, 3) in RGB order, but got '
+                         f'shape {image.shape}')
+    return np.ascontiguousarray(image.astype(np.uint8, copy=False))
+
+
 def _is_one_element(value: Any) -> bool:
     """Whether ``value`` is a one-element tensor or array, or a NumPy scalar (``.item()``
     gives it as a Python scalar). The one test of the scalar conversions here and in
@@ -85,6 +102,10 @@ class BaseVisBackend:
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Record the run's config."""
 
+    def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
+        """Record an RGB image; backends that cannot store images keep this no-op
+        (MMEngine's interface does the same)."""
+
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
         """Record one scalar at ``step``."""
         self.add_scalars({name: value}, step=step, **kwargs)
@@ -148,6 +169,23 @@ class LocalVisBackend(BaseVisBackend):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, 'a', encoding='utf-8') as f:
             f.write(line)
+
+    def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
+        """Write ``image`` (RGB, (H, W, 3)) to ``save_dir/vis_image/{name}_{step}.png``.
+
+        Raises:
+            TypeError, ValueError: ``image`` is not an (H, W, 3) array.
+            ImportError: Pillow, which encodes the PNG, is not installed.
+        """
+        image = check_image(type(self).__name__, image)
+        try:  # Pillow comes with torchvision (fengine[vision]); TensorBoard uses it too
+            from PIL import Image
+        except ImportError as exc:
+            raise ImportError('LocalVisBackend.add_image writes PNG files with Pillow: pip '
+                              f'install pillow (or pip install fengine[vision]). ({exc})') from exc
+        folder = self._save_dir / 'vis_image'
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f'{name}_{_scalar("step", step)}.png')
 
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Write ``config`` to ``save_dir/config.json``; what JSON cannot hold, as repr."""
@@ -234,6 +272,16 @@ class TensorboardVisBackend(BaseVisBackend):
         text = json.dumps(_jsonable(config), indent=2)
         # TensorBoard renders text as Markdown; indenting keeps it a code block.
         self.experiment.add_text('config', '    ' + text.replace('\n', '\n    '))
+        self._writer.flush()
+
+    def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
+        """Record ``image`` (RGB, (H, W, 3)) as the image summary ``name`` at ``step``.
+
+        Raises:
+            TypeError, ValueError: ``image`` is not an (H, W, 3) array.
+        """
+        image = check_image(type(self).__name__, image)
+        self.experiment.add_image(name, image, _scalar('step', step), dataformats='HWC')
         self._writer.flush()
 
     def add_scalars(self, scalar_dict: dict, step: int = 0, **kwargs: Any) -> None:

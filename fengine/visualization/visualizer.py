@@ -1,38 +1,47 @@
-"""One object that sends scalars and configs to every backend (MMEngine: ``Visualizer``).
+"""One object that sends scalars, configs and images to every backend (MMEngine: ``Visualizer``).
 
-MMEngine's ``Visualizer`` also draws images; fengine keeps its recording half: the
-scalars a ``LoggerHook`` sends and the run's config.
+MMEngine's ``Visualizer`` also draws on images with matplotlib (``draw_bboxes``,
+``draw_texts``, ``show``...); fengine keeps its recording half: scalars, configs,
+images given as arrays, and the image a subclass draws on (``set_image``/``get_image``).
 """
 from __future__ import annotations
 
 import os
-import weakref
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..registry import VISBACKENDS, Registry
-from .backends import BaseVisBackend
+import numpy as np
+
+from ..dist import master_only
+from ..registry import VISBACKENDS, VISUALIZERS, build_from_cfg
+from ..utils import ManagerMixin
+from .backends import BaseVisBackend, check_image
 
 __all__ = ['Visualizer', 'build_visualizer']
 
 
-class Visualizer:
-    """Forwards ``add_scalars``/``add_config`` to its backends (MMEngine: ``Visualizer``).
+@VISUALIZERS.register_module()
+class Visualizer(ManagerMixin):
+    """Forwards scalars, configs and images to its backends (MMEngine: ``Visualizer``).
 
+    Reached from anywhere by name, as MMEngine's (``fengine.utils.ManagerMixin``):
+    ``Visualizer.get_instance(name, vis_backends=..., save_dir=...)`` builds it once,
+    ``Visualizer.get_current_instance()`` returns the newest one, also when it is a
+    subclass's. The Runner builds its own and registers it under its experiment name.
     Every backend built from a config writes to ``save_dir/vis_data`` (MMEngine's
-    layout, so a Runner's scalars land in ``work_dir/<timestamp>/vis_data/scalars.json``)
-    unless its config names its own ``save_dir``.
+    layout) unless its config names its own ``save_dir``.
 
     Args:
-        save_dir: The run's folder; backends write to ``save_dir/vis_data``. With
-            ``None``, backend configs that name no ``save_dir`` of their own are
-            skipped, as MMEngine does: nothing is written.
+        name: The instance's name.
+        image: An RGB image (H, W, 3) to start from, see :meth:`set_image`.
         vis_backends: Backend configs (``dict(type='LocalVisBackend')``, optionally
             with a ``name``) or backend instances; a single one may be given bare.
-            ``None`` means ``[dict(type='LocalVisBackend')]``; ``[]`` means none.
-        name: The instance's name (MMEngine's ``ManagerMixin`` name). The class
-            keeps the current instance alive; the others only while something else
-            (a Runner, say) holds them.
+            ``None`` or ``[]``: none, as in MMEngine (the Runner's default is one
+            ``LocalVisBackend``).
+        save_dir: The run's folder; backends write to ``save_dir/vis_data``. With
+            ``None``, backend configs that name no ``save_dir`` of their own are
+            skipped with a warning, as MMEngine does.
 
     Raises:
         TypeError: A backend is neither a dict nor a :class:`BaseVisBackend`.
@@ -42,31 +51,31 @@ class Visualizer:
     Example:
         >>> import json, tempfile
         >>> run_dir = tempfile.mkdtemp()
-        >>> vis = Visualizer(save_dir=run_dir)
+        >>> vis = Visualizer.get_instance('demo', vis_backends=[dict(type='LocalVisBackend')],
+        ...                               save_dir=run_dir)
+        >>> Visualizer.get_current_instance() is vis
+        True
         >>> vis.add_scalars({'loss': 0.25}, step=10)
         >>> path = vis.get_backend('LocalVisBackend').save_dir / 'scalars.json'
         >>> path.relative_to(run_dir).as_posix(), json.loads(path.read_text())
         ('vis_data/scalars.json', {'loss': 0.25, 'step': 10})
     """
 
-    # Weak, so that a finished run's visualizer (and its open TensorBoard writer) is
-    # freed with the run instead of living as long as the process; the current
-    # instance alone is held strongly, so get_current_instance() keeps working for
-    # an instance nobody else holds (MMEngine's ManagerMixin keeps every one).
-    _instances: weakref.WeakValueDictionary[str, Visualizer] = weakref.WeakValueDictionary()
-    _current: Visualizer | None = None
-
     def __init__(self,
-                 save_dir: str | os.PathLike | None = None,
+                 name: str = 'visualizer',
+                 image: np.ndarray | None = None,
                  vis_backends: Any = None,
-                 name: str = 'visualizer') -> None:
+                 save_dir: str | os.PathLike | None = None) -> None:
+        super().__init__(name)
         if save_dir is not None and not isinstance(save_dir, (str, os.PathLike)):
             raise TypeError(f'Visualizer: save_dir must be None, a str or a path, but got '
                             f'{type(save_dir).__name__}: {save_dir!r}')
         self.name = name
         self.save_dir = None if save_dir is None else Path(save_dir)
+        self._dataset_meta: dict | None = None
+        self._image: np.ndarray | None = None
         if vis_backends is None:
-            vis_backends = [dict(type='LocalVisBackend')]
+            vis_backends = []
         elif isinstance(vis_backends, (dict, BaseVisBackend)):
             vis_backends = [vis_backends]
         elif not isinstance(vis_backends, (list, tuple)):
@@ -85,8 +94,8 @@ class Visualizer:
                     f"different name, e.g. dict(type='{type(backend).__name__}', "
                     f"name='{backend_name}_2')")
             self._vis_backends[backend_name] = backend
-        Visualizer._instances[name] = self
-        Visualizer._current = self
+        if image is not None:
+            self.set_image(image)
 
     @property
     def vis_data_dir(self) -> Path | None:
@@ -104,6 +113,9 @@ class Visualizer:
         name = cfg.pop('name', None)
         if 'save_dir' not in cfg:
             if self.vis_data_dir is None:
+                warnings.warn(f'Visualizer: skipped the backend {cfg.get("type")!r}: it needs '
+                              'a save_dir; give the Visualizer a save_dir or the backend '
+                              'config its own', stacklevel=3)
                 return None
             cfg['save_dir'] = self.vis_data_dir
         backend = VISBACKENDS.build(cfg)
@@ -113,29 +125,25 @@ class Visualizer:
         return (name or type(backend).__name__), backend
 
     @classmethod
-    def get_instance(cls, name: str, **kwargs: Any) -> 'Visualizer':
-        """The visualizer named ``name``, built from ``kwargs`` if there is none yet.
+    def get_instance(cls, name: str, **kwargs: Any) -> Visualizer:
+        """The instance called ``name``, built with ``kwargs`` if there is none yet.
 
-        MMEngine's ``ManagerMixin.get_instance``: hooks find the run's visualizer
-        without holding the runner.
+        A subclass's instance is also recorded on ``Visualizer``, so code that knows
+        only the base class finds it with ``Visualizer.get_current_instance()``
+        (MMEngine does the same).
         """
-        instance = cls._instances.get(name)
-        if instance is None:
-            instance = cls(name=name, **kwargs)
-        cls._current = instance
+        instance = super().get_instance(name, **kwargs)
+        Visualizer._instance_dict[name] = instance
         return instance
 
-    @classmethod
-    def get_current_instance(cls) -> 'Visualizer':
-        """The visualizer built (or fetched with :meth:`get_instance`) last.
+    @property
+    def dataset_meta(self) -> dict | None:
+        """Meta information of the dataset (class names, palette...) for subclasses that draw."""
+        return self._dataset_meta
 
-        Raises:
-            RuntimeError: No visualizer has been built yet.
-        """
-        if cls._current is None:
-            raise RuntimeError('no Visualizer has been built yet; build one with '
-                               'Visualizer(save_dir=...) or Visualizer.get_instance(name)')
-        return cls._current
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict | None) -> None:
+        self._dataset_meta = dataset_meta
 
     @property
     def backends(self) -> dict[str, BaseVisBackend]:
@@ -146,16 +154,43 @@ class Visualizer:
         """The backend named ``name`` (its class name unless its config gave one), or None."""
         return self._vis_backends.get(name)
 
+    def set_image(self, image: np.ndarray) -> None:
+        """Set the RGB image (H, W, 3) that :meth:`get_image` returns and a subclass draws on.
+
+        Raises:
+            TypeError, ValueError: ``image`` is not an (H, W, 3) array.
+        """
+        self._image = check_image('Visualizer.set_image', image)
+
+    def get_image(self) -> np.ndarray:
+        """The image set last, as ``uint8`` RGB (H, W, 3).
+
+        Raises:
+            RuntimeError: No image was set.
+        """
+        if self._image is None:
+            raise RuntimeError('Visualizer.get_image: no image was set; call '
+                               'set_image(image) or pass image= when building it')
+        return self._image
+
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Record the run's config in every backend."""
         for backend in self._vis_backends.values():
             backend.add_config(config, **kwargs)
 
+    @master_only
+    def add_image(self, name: str, image: np.ndarray, step: int = 0) -> None:
+        """Record an RGB image (H, W, 3) in every backend that stores images."""
+        for backend in self._vis_backends.values():
+            backend.add_image(name, image, step)
+
+    @master_only
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
         """Record one scalar at ``step`` in every backend."""
         for backend in self._vis_backends.values():
             backend.add_scalar(name, value, step, **kwargs)
 
+    @master_only
     def add_scalars(self, scalar_dict: dict, step: int = 0, file_path: str | None = None,
                     **kwargs: Any) -> None:
         """Record several scalars at ``step`` in every backend.
@@ -171,55 +206,83 @@ class Visualizer:
             else:
                 backend.add_scalars(scalar_dict, step, **kwargs)
 
+    @master_only
+    def add_datasample(self, name: str, image: np.ndarray, data_sample: Any = None,
+                       draw_gt: bool = True, draw_pred: bool = True, show: bool = False,
+                       wait_time: float = 0, step: int = 0) -> None:
+        """Draw a sample's ground truth and prediction; the base class draws nothing.
+
+        MMEngine's base ``add_datasample`` does nothing either: task visualizers (a
+        detection one, say) override it, and hooks call it without knowing which.
+        """
+
     def close(self) -> None:
         """Close every backend."""
         for backend in self._vis_backends.values():
             backend.close()
 
     def __repr__(self) -> str:
-        return (f'Visualizer(name={self.name!r}, save_dir={self.save_dir}, '
+        return (f'{type(self).__name__}(name={self.name!r}, save_dir={self.save_dir}, '
                 f'vis_backends={list(self._vis_backends.values())!r})')
 
 
-# Lets build_visualizer check a config's type and arguments with the registry's messages.
-_VISUALIZERS = Registry('visualizer')
-_VISUALIZERS.register_module(module=Visualizer)
+def _register(instance: Visualizer) -> Visualizer:
+    """Make ``instance`` the one its name reaches, and the current one, on its class and
+    on ``Visualizer``; it replaces an earlier instance of that name."""
+    for cls in {type(instance), Visualizer}:
+        cls._instance_dict.pop(instance.instance_name, None)
+        cls._instance_dict[instance.instance_name] = instance
+    return instance
 
 
-def build_visualizer(cfg: Any, save_dir: str | os.PathLike | None = None) -> Visualizer:
-    """A :class:`Visualizer` from what a user passed as ``Runner(visualizer=...)``.
+def build_visualizer(cfg: Any, save_dir: str | os.PathLike | None = None,
+                     name: str = 'visualizer') -> Visualizer:
+    """The :class:`Visualizer` of a run, from what a user passed as ``Runner(visualizer=...)``.
+
+    MMEngine: ``Runner.build_visualizer``. A visualizer built here is registered under
+    ``name`` (the Runner passes its experiment name), so ``Visualizer.get_instance(name)``
+    and ``Visualizer.get_current_instance()`` return it; it replaces an earlier instance
+    of that name, so two runs that start in the same second do not share one.
 
     Args:
-        cfg: ``None`` (the default ``LocalVisBackend``), a :class:`Visualizer` (used
-            as it is), ``dict(type='Visualizer', vis_backends=[...])`` or
-            ``dict(vis_backends=[...])``, or a list of backend configs (``[]``: none).
+        cfg: ``None`` (one ``LocalVisBackend``), a :class:`Visualizer` (used as it is),
+            ``dict(type='Visualizer', vis_backends=[...])`` (``type`` defaults to
+            ``'Visualizer'``; any class registered in ``VISUALIZERS``), or a list of
+            backend configs (``[]``: none).
         save_dir: The run's folder, unless ``cfg`` names its own; backends write to
             ``save_dir/vis_data``.
+        name: The instance's name, unless ``cfg`` names its own.
 
     Raises:
         TypeError: ``cfg`` is of another type, or a dict with unknown arguments.
-        KeyError: A ``type`` that is not ``'Visualizer'`` or a backend type that is not
-            registered (the messages list close names).
+        KeyError: A visualizer or backend type that is not registered (the messages list
+            close names).
 
     Example:
         >>> import tempfile
         >>> cfg = dict(vis_backends=[dict(type='LocalVisBackend', name='local')])
-        >>> list(build_visualizer(cfg, save_dir=tempfile.mkdtemp()).backends)
-        ['local']
+        >>> vis = build_visualizer(cfg, save_dir=tempfile.mkdtemp(), name='run 1')
+        >>> list(vis.backends), Visualizer.get_instance('run 1') is vis
+        (['local'], True)
     """
     if cfg is None:
-        return Visualizer(save_dir=save_dir)
+        cfg = dict(vis_backends=[dict(type='LocalVisBackend')])
     if isinstance(cfg, Visualizer):
         return cfg
     if isinstance(cfg, BaseVisBackend):
-        return Visualizer(save_dir=save_dir, vis_backends=[cfg])
-    if isinstance(cfg, (list, tuple)):
-        return Visualizer(save_dir=save_dir, vis_backends=list(cfg))
-    if isinstance(cfg, dict):
-        cfg = dict(cfg)
-        cfg.setdefault('type', 'Visualizer')
-        cfg.setdefault('save_dir', save_dir)
-        return _VISUALIZERS.build(cfg)
-    raise TypeError('visualizer must be None, a Visualizer, a dict such as '
-                    "dict(vis_backends=[dict(type='LocalVisBackend')]) or a list of backend "
-                    f'configs, but got {type(cfg).__name__}: {cfg!r}')
+        cfg = dict(vis_backends=[cfg])
+    elif isinstance(cfg, (list, tuple)):
+        cfg = dict(vis_backends=list(cfg))
+    if not isinstance(cfg, dict):
+        raise TypeError('visualizer must be None, a Visualizer, a dict such as '
+                        "dict(vis_backends=[dict(type='LocalVisBackend')]) or a list of "
+                        f'backend configs, but got {type(cfg).__name__}: {cfg!r}')
+    cfg = dict(cfg)
+    cfg.setdefault('type', 'Visualizer')
+    cfg.setdefault('save_dir', save_dir)
+    cfg.setdefault('name', name)
+    built = build_from_cfg(cfg, VISUALIZERS)
+    if not isinstance(built, Visualizer):
+        raise TypeError(f'visualizer type {cfg["type"]!r} built a {type(built).__name__}, '
+                        'which is not a Visualizer')
+    return _register(built)
