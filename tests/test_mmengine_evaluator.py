@@ -20,23 +20,7 @@ import torch
 
 from fengine.evaluator import BaseMetric, DumpResults, Evaluator, get_metric_value
 from fengine.registry import METRICS
-
-try:  # the data elements of fengine.structures, where that package exists
-    from fengine.structures import BaseDataElement as Element
-except ImportError:  # a stand-in with the parts the evaluator reads
-    class Element:  # type: ignore[no-redef]
-        metainfo_keys = ()
-
-        def __init__(self, **fields):
-            self.__dict__.update(fields)
-
-        def to_dict(self):
-            return {k: v for k, v in self.__dict__.items()}
-
-        def to(self, device):
-            return Element(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                              for k, v in self.__dict__.items()})
-
+from fengine.structures import BaseDataElement as Element
 
 class ToyMetric(BaseMetric):
     """Accuracy of ``pred`` against ``label`` per sample, or fixed ``dummy_metrics``."""
