@@ -724,41 +724,34 @@ def test_a_scope_that_is_not_a_str_is_refused(tree):
         tree['root'].build(dict(type='Shared', _scope_=3))
 
 
-def test_naming_a_scope_imports_its_registry_module(tmp_packages, fresh_registries):
-    tmp_packages({
-        'gammaproj/registry.py': """
+def project_files(package: str, model: str) -> dict[str, str]:
+    """An OpenMMLab-style project: ``<package>/registry.py`` makes a child of MODELS whose
+    scope comes from its location, ``<package>/models.py`` registers ``model`` there."""
+    return {
+        f'{package}/registry.py': f"""
             from fengine.registry import MODELS as FENGINE_MODELS, Registry
-            MODELS = Registry('model', parent=FENGINE_MODELS, locations=['gammaproj.models'])
+            MODELS = Registry('model', parent=FENGINE_MODELS, locations=['{package}.models'])
         """,
-        'gammaproj/models.py': """
+        f'{package}/models.py': f"""
             from torch import nn
-            from gammaproj.registry import MODELS
+            from {package}.registry import MODELS
 
             @MODELS.register_module()
-            class GammaNet(nn.Module):
+            class {model}(nn.Module):
                 pass
         """,
-    })
+    }
+
+
+def test_naming_a_scope_imports_its_registry_module(tmp_packages, fresh_registries):
+    tmp_packages(project_files('gammaproj', 'GammaNet'))
     assert 'gammaproj' not in reg.MODELS.children
     assert type(reg.MODELS.build(dict(type='gammaproj.GammaNet'))).__name__ == 'GammaNet'
     assert reg.MODELS.children['gammaproj'].scope == 'gammaproj'
 
 
 def test_a_default_scope_imports_its_registry_module(tmp_packages, fresh_registries):
-    tmp_packages({
-        'deltaproj/registry.py': """
-            from fengine.registry import MODELS as FENGINE_MODELS, Registry
-            MODELS = Registry('model', parent=FENGINE_MODELS, locations=['deltaproj.models'])
-        """,
-        'deltaproj/models.py': """
-            from torch import nn
-            from deltaproj.registry import MODELS
-
-            @MODELS.register_module()
-            class DeltaNet(nn.Module):
-                pass
-        """,
-    })
+    tmp_packages(project_files('deltaproj', 'DeltaNet'))
     init_default_scope('deltaproj')
     assert type(reg.MODELS.build(dict(type='DeltaNet'))).__name__ == 'DeltaNet'
 

@@ -81,12 +81,7 @@ def build_runner_from_cfg(cfg: Mapping, registry: Registry) -> Any:
             or the class has no ``from_cfg``.
         KeyError: ``runner_type`` is not registered.
     """
-    if not isinstance(registry, Registry):
-        raise TypeError(f'registry must be a fengine Registry, but got '
-                        f'{type(registry).__name__}: {registry!r}')
-    if not isinstance(cfg, Mapping):
-        raise TypeError(f'a {registry.name} config must be a dict (or another mapping, such '
-                        f'as a Config), but got {type(cfg).__name__}: {cfg!r}')
+    _check_cfg(cfg, registry)
     scope = cfg.get('_scope_')
     runner_type = cfg.get('runner_type', 'Runner')
     args = _without(cfg, ('_scope_', 'runner_type'))
@@ -104,13 +99,17 @@ def build_runner_from_cfg(cfg: Mapping, registry: Registry) -> Any:
         return runner_cls.from_cfg(args)
 
 
-def _merged_args(cfg: Any, registry: Any, default_args: Any) -> dict:
+def _check_cfg(cfg: Any, registry: Any) -> None:
     if not isinstance(registry, Registry):
         raise TypeError(f'registry must be a fengine Registry, but got '
                         f'{type(registry).__name__}: {registry!r}')
     if not isinstance(cfg, Mapping):
         raise TypeError(f'a {registry.name} config must be a dict (or another mapping, such '
-                        f'as a ConfigDict), but got {type(cfg).__name__}: {cfg!r}')
+                        f'as a Config), but got {type(cfg).__name__}: {cfg!r}')
+
+
+def _merged_args(cfg: Any, registry: Any, default_args: Any) -> dict:
+    _check_cfg(cfg, registry)
     if default_args is not None and not isinstance(default_args, Mapping):
         raise TypeError(f'default_args must be a dict or None, but got '
                         f'{type(default_args).__name__}: {default_args!r}')

@@ -26,22 +26,11 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from ..logging import print_log
+from ._scopes import (ROOT_SCOPE, canonical_scope, import_object, import_scope_registry,
+                      missing_module)
 from .default_scope import DefaultScope
 
-__all__ = ['Registry', 'ROOT_SCOPE', 'SCOPE_ALIASES']
-
-#: The scope of fengine's root registries.
-ROOT_SCOPE = 'fengine'
-#: Scope names that mean another scope. Configs of MMEngine projects name the root
-#: registries' scope ``'mmengine'`` (``type='mmengine.RReLU'``, ``_scope_='mmengine'``,
-#: ``default_scope='mmengine'``); a config is data, not an import, so renaming imports
-#: does not reach it.
-SCOPE_ALIASES = {'mmengine': ROOT_SCOPE}
-
-
-def _canonical(scope: str | None) -> str | None:
-    return SCOPE_ALIASES.get(scope, scope) if scope is not None else None
-
+__all__ = ['Registry']
 
 def _defined_in_fengine(obj: object) -> bool:
     module = getattr(obj, '__module__', None) or ''
@@ -235,9 +224,9 @@ class Registry:
 
     def _search_child(self, scope: str) -> Registry | None:
         """The registry of ``scope`` in this one's subtree (itself included), or ``None``."""
-        wanted = _canonical(scope)
+        wanted = canonical_scope(scope)
         for registry in self._walk():
-            if registry._scope is not None and _canonical(registry._scope) == wanted:
+            if registry._scope is not None and canonical_scope(registry._scope) == wanted:
                 return registry
         return None
 
@@ -246,7 +235,7 @@ class Registry:
             self._unscoped_children.append(registry)
             return
         for scope, child in self._children.items():
-            if _canonical(scope) == _canonical(registry.scope):
+            if canonical_scope(scope) == canonical_scope(registry.scope):
                 raise ValueError(
                     f'the {self._describe()} already has a child of scope {registry.scope!r}: '
                     f'{child!r}. A parent has one child per scope; register into that '
@@ -260,10 +249,10 @@ class Registry:
         naming a scope (``default_scope='mmdet'``, ``'mmdet.RetinaNet'``) is enough to
         reach them, as in MMEngine.
         """
-        if self._scope is not None and _canonical(self._scope) == _canonical(scope):
+        if self._scope is not None and canonical_scope(self._scope) == canonical_scope(scope):
             return self
         found = self._search_child(scope) or self.root._search_child(scope)
-        if found is None and _import_scope_registry(scope):
+        if found is None and import_scope_registry(scope):
             found = self._search_child(scope) or self.root._search_child(scope)
         return found
 
@@ -315,7 +304,7 @@ class Registry:
                 try:
                     importlib.import_module(location)
                 except ModuleNotFoundError as exc:
-                    if _missing_module(exc, location):
+                    if missing_module(exc, location):
                         raise ModuleNotFoundError(
                             f'the {self._describe()} cannot import its location '
                             f'{location!r}: {exc}. Check Registry(locations=...) and that '
@@ -366,7 +355,7 @@ class Registry:
         chain = target._ancestry() if target is not None else []
         obj = _lookup(chain, name)
         if obj is None:
-            obj = _import_object(key)
+            obj = import_object(key)
         if obj is None and target is None:
             notes.append(f'no registry of scope {scope!r} is in the tree of the '
                          f'{self._describe()} (scopes: {self._tree_scopes()}), and '
@@ -552,52 +541,4 @@ def _lookup(chain: list[Registry], name: str) -> Any:
         registry.import_from_location()
         if name in registry._module_dict:
             return registry._module_dict[name]
-    return None
-
-
-def _missing_module(exc: ModuleNotFoundError, module: str) -> bool:
-    """Whether ``exc`` says ``module`` itself (or a package above it) does not exist,
-    rather than a module that ``module`` imports."""
-    return exc.name is not None and (module == exc.name or module.startswith(exc.name + '.'))
-
-
-def _import_scope_registry(scope: str) -> bool:
-    """Import ``<scope>.registry`` if there is one; whether it was imported."""
-    scope = _canonical(scope)
-    if not scope.isidentifier():
-        return False
-    module = f'{scope}.registry'
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if _missing_module(exc, module):
-            return False
-        raise
-    return True
-
-
-def _import_object(path: str) -> Any:
-    """The callable a dotted path names (``'torch.nn.ReLU'``), or ``None``.
-
-    MMEngine configs written with lazy imports name classes by path; a path under
-    ``mmengine`` names the same object under ``fengine``.
-    """
-    parts = path.split('.')
-    if parts[0] in SCOPE_ALIASES:
-        parts[0] = SCOPE_ALIASES[parts[0]]
-    if not all(p.isidentifier() for p in parts):
-        return None
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = '.'.join(parts[:split])
-        try:
-            obj = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if _missing_module(exc, module_name):
-                continue
-            raise
-        for attr in parts[split:]:
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        return obj if obj is not None and callable(obj) else None
     return None

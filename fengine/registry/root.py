@@ -5,7 +5,8 @@ downstream project makes children of these (``Registry('model', parent=MODELS,
 scope='myproj')``) so its names are found first and fengine's after.
 """
 from .build_functions import build_model_from_cfg, build_runner_from_cfg
-from .registry import ROOT_SCOPE, Registry
+from ._scopes import ROOT_SCOPE
+from .registry import Registry
 
 __all__ = [
     'RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'HOOKS', 'STRATEGIES', 'DATASETS',
