@@ -1068,3 +1068,20 @@ def test_fengine_exports_mmengines_utility_names_it_has():
     assert (fengine.ManagerMixin, fengine.ManagerMeta, fengine.print_log) == (
         ManagerMixin, ManagerMeta, print_log)
     assert fengine.version_info == tuple(int(p) for p in fengine.__version__.split('.'))
+
+
+def test_a_key_may_name_scopes_down_the_tree_one_after_the_other(tree):
+    deep = tree['alpha_sub'].get('Deep')
+    assert tree['root'].get('alpha.alphasub.Deep') is deep
+    assert tree['beta'].get('base.alpha.alphasub.Deep') is deep
+    assert tree['alpha'].get('alphasub.Shared') is tree['root'].get('Shared')
+    with pytest.raises(KeyError) as exc:
+        tree['beta'].get('alpha.alphasub.Nowhere')
+    assert "'alpha.alphasub.Nowhere' is not in the model registry (scope 'alphasub')" in \
+        message(exc)
+
+
+def test_a_dotted_path_is_not_taken_for_scopes_below_the_first(tmp_packages, tree):
+    tmp_packages({'layers_pkg_registry_test/registry.py': 'raise RuntimeError("imported")'})
+    with pytest.raises(KeyError):
+        tree['root'].get('base.layers_pkg_registry_test.Conv')

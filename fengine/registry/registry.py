@@ -32,6 +32,7 @@ from .default_scope import DefaultScope
 
 __all__ = ['Registry']
 
+
 def _defined_in_fengine(obj: object) -> bool:
     module = getattr(obj, '__module__', None) or ''
     return module == ROOT_SCOPE or module.startswith(ROOT_SCOPE + '.')
@@ -242,17 +243,18 @@ class Registry:
                     'registry, or give the new one another scope.')
         self._children[registry.scope] = registry
 
-    def _registry_of_scope(self, scope: str) -> Registry | None:
-        """The registry of ``scope`` in this tree; imports ``<scope>.registry`` if needed.
+    def _registry_of_scope(self, scope: str, import_registry: bool = True) -> Registry | None:
+        """The registry of ``scope`` in this tree (this registry's subtree first).
 
-        OpenMMLab projects create their child registries in ``<scope>/registry.py``, so
+        With ``import_registry``, a scope the tree lacks makes it import
+        ``<scope>.registry``: OpenMMLab projects create their child registries there, so
         naming a scope (``default_scope='mmdet'``, ``'mmdet.RetinaNet'``) is enough to
         reach them, as in MMEngine.
         """
         if self._scope is not None and canonical_scope(self._scope) == canonical_scope(scope):
             return self
         found = self._search_child(scope) or self.root._search_child(scope)
-        if found is None and import_scope_registry(scope):
+        if found is None and import_registry and import_scope_registry(scope):
             found = self._search_child(scope) or self.root._search_child(scope)
         return found
 
@@ -351,16 +353,32 @@ class Registry:
         if scope is None:
             chain = _unique(self._default_scope_chain(notes) + self._ancestry())
             return _lookup(chain, name), chain, notes
-        target = self._registry_of_scope(scope)
-        chain = target._ancestry() if target is not None else []
-        obj = _lookup(chain, name)
+        obj, chain = self._find_in_scope(scope, name, import_registry=True)
         if obj is None:
             obj = import_object(key)
-        if obj is None and target is None:
+        if obj is None and not chain:
             notes.append(f'no registry of scope {scope!r} is in the tree of the '
                          f'{self._describe()} (scopes: {self._tree_scopes()}), and '
                          f'{key!r} is not an importable dotted path either.')
         return obj, chain, notes
+
+    def _find_in_scope(self, scope: str, rest: str,
+                       import_registry: bool) -> tuple[Any, list[Registry]]:
+        """Find ``rest`` from the registry of ``scope``: (the object or None, the
+        registries searched). ``rest`` may name further scopes below it
+        (``'hound.little_hound.Dachshund'``); only the first scope of a key may import
+        ``<scope>.registry``, so a dotted import path does not import its parts as
+        scopes."""
+        target = self._registry_of_scope(scope, import_registry)
+        if target is None:
+            return None, []
+        inner, name = self.split_scope_key(rest)
+        if inner is not None:
+            obj, chain = target._find_in_scope(inner, name, import_registry=False)
+            if chain:
+                return obj, chain
+        chain = target._ancestry()
+        return _lookup(chain, rest), chain
 
     def _default_scope_chain(self, notes: list[str]) -> list[Registry]:
         current = DefaultScope.get_current_instance()
