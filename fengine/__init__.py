@@ -1,5 +1,5 @@
 """fengine: MMEngine's model API on a functional, compiled core."""
-from . import func, logging, model, optim, registry
+from . import func, logging, model, optim, registry, utils
 from .logging import print_log
 from .registry import (DATA_SAMPLERS, DATASETS, EVALUATOR, FUNCTIONS, HOOKS, INFERENCERS,
                        LOG_PROCESSORS, LOOPS, METRICS, MODEL_WRAPPERS, MODELS,
@@ -21,5 +21,5 @@ from .runner import Runner  # noqa: E402
 
 # As ``from mmengine import X``: the registry's names, ManagerMixin and print_log.
 __all__ = ['__version__', 'version_info', 'Runner', 'dist', 'evaluator', 'func', 'hooks',
-           'logging', 'model', 'optim', 'registry', 'runner', 'visualization',
+           'logging', 'model', 'optim', 'registry', 'runner', 'utils', 'visualization',
            'print_log', 'ManagerMeta', 'ManagerMixin', *registry.__all__]

@@ -558,6 +558,16 @@ def test_a_miss_in_a_tree_names_every_registry_searched(tree):
     assert "Registered: AlphaOnly, Twice (scope 'alpha'); Shared, Twice (scope 'base')." in msg
 
 
+def test_a_registry_alone_is_named_without_its_scope_and_one_in_a_tree_with_it(tree):
+    alone = Registry('layer', scope='solo')
+    with pytest.raises(KeyError) as exc:
+        alone.get('Nothing')
+    assert message(exc).startswith("'Nothing' is not in the layer registry. ")
+    with pytest.raises(KeyError) as exc:
+        tree['beta'].get('Nothing')
+    assert message(exc).startswith("'Nothing' is not in the model registry (scope 'beta'), ")
+
+
 def test_a_miss_says_in_which_other_scope_the_name_is_registered(tree):
     with pytest.raises(KeyError) as exc:
         tree['beta'].get('AlphaOnly')
@@ -624,7 +634,7 @@ def test_a_missing_location_is_an_error_naming_the_registry_and_location():
     with pytest.raises(ModuleNotFoundError) as exc:
         registry.get('Tanh')
     msg = str(exc.value)
-    assert "layer registry (scope 'ghost')" in msg and "'ghostproj_404.layers'" in msg
+    assert "the layer registry cannot import its location 'ghostproj_404.layers'" in msg
 
 
 def test_an_error_inside_a_location_propagates_with_a_note_naming_it(tmp_packages):
@@ -803,7 +813,7 @@ def test_a_user_registration_replaces_a_builtin_with_an_info_line(fresh_registri
 
     assert type(reg.METRICS.build(dict(type='Accuracy'))) is Accuracy
     info, = fengine_log.messages(logging.INFO)
-    assert "'Accuracy' in the metric registry (scope 'fengine') now names" in info
+    assert "'Accuracy' in the metric registry now names" in info
     assert "fengine's built-in fengine.evaluator.accuracy.Accuracy" in info
     assert not fengine_log.messages(logging.WARNING)
 

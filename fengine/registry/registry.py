@@ -396,7 +396,9 @@ class Registry:
         return ', '.join(repr(s) for s in scopes) or 'none'
 
     def _describe(self) -> str:
-        if self._scope is None:
+        # The scope tells registries of one tree apart; a registry alone needs no more.
+        root = self.root
+        if self._scope is None or not (root._children or root._unscoped_children):
             return f'{self._name} registry'
         return f'{self._name} registry (scope {self._scope!r})'
 
