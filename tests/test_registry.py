@@ -1,15 +1,26 @@
 """Spec for :mod:`fengine.registry`.
 
-Test classes are registered on fresh ``Registry`` objects made in fixtures, never
-on the global registries.
+Test classes are registered on fresh ``Registry`` objects made in fixtures; a test
+that must use fengine's root registries (built-ins, default scopes) does so inside the
+``fresh_registries`` fixture, which undoes what it registers.
 """
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
 import pytest
+from torch import nn
 
 import fengine
 from fengine import registry as reg
-from fengine.registry import Registry, build_from_cfg
+from fengine.registry import (DefaultScope, Registry, build_from_cfg, build_model_from_cfg,
+                              build_runner_from_cfg, count_registered_modules,
+                              init_default_scope, traverse_registry_tree)
 
 
 @pytest.fixture
@@ -336,17 +347,6 @@ def test_weight_initializers_holds_exactly_mmengines_eight_after_import_fengine(
 
 
 # ======================================================================= the full API
-from collections.abc import Mapping  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from torch import nn  # noqa: E402
-
-from fengine.registry import (DefaultScope, build_model_from_cfg,  # noqa: E402
-                              build_runner_from_cfg, count_registered_modules,
-                              init_default_scope, traverse_registry_tree)
 
 
 @pytest.fixture
@@ -905,8 +905,9 @@ def test_every_entry_fengine_registers_is_a_builtin():
         '       for k, v in getattr(registry, n)._module_dict.items()\n'
         '       if getattr(registry, n)._builtins.get(k) is not v]\n'
         'print(bad)\n')
+    root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=root).stdout
     assert out.strip() == '[]'
 
 
