@@ -26,6 +26,7 @@ MODULES = ['fengine', 'fengine.model', 'fengine.optim', 'fengine.func', 'fengine
 # Public names that are data, not code: they cannot carry a docstring.
 CONSTANTS = {
     'fengine.__version__': "fengine's version string.",
+    'fengine.version_info': 'The version as a tuple of ints, e.g. `(0, 1, 0)`.',
     'fengine.hooks.PRIORITIES': 'Named hook priorities: `HIGHEST` 0 ... `NORMAL` 50 ... '
                                 '`LOWEST` 100 (a smaller number runs first).',
     'fengine.runner.DEFAULT_HOOKS': 'The hooks every Runner registers, by name; '

@@ -68,3 +68,55 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'cuda' in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fresh_registries():
+    """What a test registers in fengine's root registries (entries, child registries) and
+    the default scopes it creates are undone after it. fengine's own built-ins are imported
+    first (the registries' ``locations``), so they are part of what is kept."""
+    from fengine import registry
+    from fengine.registry import DefaultScope
+    tables = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
+    for table in tables:
+        table.import_from_location()
+    saved = [(dict(t._module_dict), dict(t._builtins), dict(t._children),
+              list(t._unscoped_children)) for t in tables]
+    scopes = dict(DefaultScope._instance_dict)
+    yield
+    for table, (entries, builtins, children, unscoped) in zip(tables, saved):
+        for current, kept in ((table._module_dict, entries), (table._builtins, builtins),
+                              (table._children, children)):
+            current.clear()
+            current.update(kept)
+        table._unscoped_children[:] = unscoped
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(scopes)
+
+
+@pytest.fixture
+def tmp_packages(tmp_path, monkeypatch):
+    """Write small packages (``{'mmalpha/registry.py': source, ...}``) that can be
+    imported; they leave ``sys.path`` and ``sys.modules`` after the test."""
+    import importlib
+    import sys
+    import textwrap
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written: set[str] = set()
+
+    def write(files: dict[str, str]) -> None:
+        for relative, source in files.items():
+            path = tmp_path / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for folder in path.relative_to(tmp_path).parents:
+                if folder.parts and not (tmp_path / folder / '__init__.py').exists():
+                    (tmp_path / folder / '__init__.py').write_text('')
+            path.write_text(textwrap.dedent(source))
+            written.add(relative.split('/')[0].removesuffix('.py'))
+        importlib.invalidate_caches()
+
+    yield write
+    for name in list(sys.modules):
+        if name.split('.')[0] in written:
+            del sys.modules[name]

@@ -102,20 +102,6 @@ def aot_eager_compile(monkeypatch):
     monkeypatch.setattr(torch, 'compile', compile_with_default_backend)
 
 
-@pytest.fixture
-def fresh_registries():
-    """A page may register its own classes (``@MODELS.register_module()``); the other
-    tests, and the next page, must not see them."""
-    import fengine.datasets  # noqa: F401 - fengine's own registrations are not the page's
-    from fengine import registry
-    tables = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
-    saved = [dict(r._module_dict) for r in tables]
-    yield
-    for table, entries in zip(tables, saved):
-        table._module_dict.clear()
-        table._module_dict.update(entries)
-
-
 @pytest.mark.parametrize('page', PAGES, ids=page_id)
 def test_every_python_block_of_the_page_runs(page, tmp_path, monkeypatch, aot_eager_compile,
                                              fresh_registries):

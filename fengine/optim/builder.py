@@ -42,7 +42,7 @@ def register_torch_optimizers() -> list[str]:
             continue
         obj = getattr(torch.optim, name)
         if inspect.isclass(obj) and issubclass(obj, Optimizer) and obj is not Optimizer:
-            OPTIMIZERS.register_module(name=name, module=obj)
+            OPTIMIZERS.register_builtin(obj, name=name)
             names.append(name)
     return names
 

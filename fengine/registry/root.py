@@ -1,8 +1,11 @@
 """The root registries, one per kind of thing a config can name (MMEngine's set).
 
-A downstream project makes children of these (``Registry('model', parent=MODELS,
+All have the scope ``'fengine'`` (configs may also call it ``'mmengine'``). A
+downstream project makes children of these (``Registry('model', parent=MODELS,
 scope='myproj')``) so its names are found first and fengine's after.
 """
+from .build_functions import build_model_from_cfg, build_runner_from_cfg
+from ._scopes import ROOT_SCOPE
 from .registry import Registry
 
 __all__ = [
@@ -13,26 +16,29 @@ __all__ = [
     'INFERENCERS', 'FUNCTIONS',
 ]
 
-RUNNERS = Registry('runner')
-RUNNER_CONSTRUCTORS = Registry('runner constructor')
-LOOPS = Registry('loop')
-HOOKS = Registry('hook')
-STRATEGIES = Registry('strategy')
-DATASETS = Registry('dataset')
-DATA_SAMPLERS = Registry('data sampler')
-TRANSFORMS = Registry('transform')
-MODELS = Registry('model')
-MODEL_WRAPPERS = Registry('model wrapper')
-WEIGHT_INITIALIZERS = Registry('weight initializer')
-OPTIMIZERS = Registry('optimizer')
-OPTIM_WRAPPERS = Registry('optimizer wrapper')
-OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor')
-PARAM_SCHEDULERS = Registry('parameter scheduler')
-METRICS = Registry('metric')
-EVALUATOR = Registry('evaluator')
-TASK_UTILS = Registry('task util')
-VISUALIZERS = Registry('visualizer')
-VISBACKENDS = Registry('visualization backend')
-LOG_PROCESSORS = Registry('log processor')
-INFERENCERS = Registry('inferencer')
-FUNCTIONS = Registry('function')
+# `locations` name fengine's modules that `import fengine` does not import, so that
+# their built-ins are there on the first lookup.
+RUNNERS = Registry('runner', build_func=build_runner_from_cfg, scope=ROOT_SCOPE,
+                   locations=['fengine.runner'])
+RUNNER_CONSTRUCTORS = Registry('runner constructor', scope=ROOT_SCOPE)
+LOOPS = Registry('loop', scope=ROOT_SCOPE)
+HOOKS = Registry('hook', scope=ROOT_SCOPE)
+STRATEGIES = Registry('strategy', scope=ROOT_SCOPE)
+DATASETS = Registry('dataset', scope=ROOT_SCOPE, locations=['fengine.datasets'])
+DATA_SAMPLERS = Registry('data sampler', scope=ROOT_SCOPE)
+TRANSFORMS = Registry('transform', scope=ROOT_SCOPE)
+MODELS = Registry('model', build_func=build_model_from_cfg, scope=ROOT_SCOPE)
+MODEL_WRAPPERS = Registry('model wrapper', scope=ROOT_SCOPE)
+WEIGHT_INITIALIZERS = Registry('weight initializer', scope=ROOT_SCOPE)
+OPTIMIZERS = Registry('optimizer', scope=ROOT_SCOPE)
+OPTIM_WRAPPERS = Registry('optimizer wrapper', scope=ROOT_SCOPE)
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', scope=ROOT_SCOPE)
+PARAM_SCHEDULERS = Registry('parameter scheduler', scope=ROOT_SCOPE)
+METRICS = Registry('metric', scope=ROOT_SCOPE)
+EVALUATOR = Registry('evaluator', scope=ROOT_SCOPE)
+TASK_UTILS = Registry('task util', scope=ROOT_SCOPE)
+VISUALIZERS = Registry('visualizer', scope=ROOT_SCOPE)
+VISBACKENDS = Registry('visualization backend', scope=ROOT_SCOPE)
+LOG_PROCESSORS = Registry('log processor', scope=ROOT_SCOPE)
+INFERENCERS = Registry('inferencer', scope=ROOT_SCOPE)
+FUNCTIONS = Registry('function', scope=ROOT_SCOPE)

@@ -30,7 +30,7 @@ from ..logging import _formatter, get_logger
 from ..optim import build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
 from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
-from ..registry import HOOKS, LOOPS, MODELS
+from ..registry import HOOKS, LOOPS, MODELS, RUNNERS
 from ..visualization import build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
 from .data import build_dataloader
@@ -128,6 +128,7 @@ def _check_resume(resume: Any, load_from: Any) -> None:
                          'load_from, or only one of them')
 
 
+@RUNNERS.register_module()
 class Runner:
     """Train, validate and test a model (MMEngine: ``mmengine.runner.Runner``).
 
