@@ -1,5 +1,7 @@
 """fengine: MMEngine's model API on a functional, compiled core."""
-from . import func, logging, model, optim, registry, utils
+from . import config, fileio, func, logging, model, optim, registry, utils
+from .config import Config, ConfigDict, DictAction, read_base
+from .fileio import dump, load
 from .logging import print_log
 from .registry import (DATA_SAMPLERS, DATASETS, EVALUATOR, FUNCTIONS, HOOKS, INFERENCERS,
                        LOG_PROCESSORS, LOOPS, METRICS, MODEL_WRAPPERS, MODELS,
@@ -19,7 +21,8 @@ version_info = tuple(int(part) for part in __version__.split('.'))
 from . import dist, evaluator, hooks, runner, visualization  # noqa: E402
 from .runner import Runner  # noqa: E402
 
-# As ``from mmengine import X``: the registry's names, ManagerMixin and print_log.
-__all__ = ['__version__', 'version_info', 'Runner', 'dist', 'evaluator', 'func', 'hooks',
-           'logging', 'model', 'optim', 'registry', 'runner', 'utils', 'visualization',
+# As ``from mmengine import X``: the config, fileio, logging, registry and utils names.
+__all__ = ['__version__', 'version_info', 'Runner', 'config', 'dist', 'evaluator', 'fileio',
+           'func', 'hooks', 'logging', 'model', 'optim', 'registry', 'runner', 'utils',
+           'visualization', 'Config', 'ConfigDict', 'DictAction', 'read_base', 'dump', 'load',
            'print_log', 'ManagerMeta', 'ManagerMixin', *registry.__all__]
