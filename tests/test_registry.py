@@ -805,6 +805,8 @@ def test_a_user_registration_replaces_a_builtin_with_an_info_line(fresh_registri
 
     @reg.METRICS.register_module()
     class Accuracy(BaseMetric):
+        default_prefix = 'acc'
+
         def process(self, data_batch, data_samples):
             pass
 
