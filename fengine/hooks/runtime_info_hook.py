@@ -14,16 +14,17 @@ import numpy as np
 import torch
 
 from ..registry import HOOKS
+from ..visualization.backends import _is_one_element
 from .hook import Hook
 
 __all__ = ['RuntimeInfoHook']
 
 
 def _is_scalar(value: Any) -> bool:
-    """A number, or a tensor or array of one element."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return value.numel() == 1 if isinstance(value, torch.Tensor) else value.size == 1
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    """A number (not a bool), or a one-element tensor or array: what the hub records
+    as a scalar and the visualizer writes as a number."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            or _is_one_element(value))
 
 
 @HOOKS.register_module()

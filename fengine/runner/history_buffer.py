@@ -79,6 +79,8 @@ class HistoryBuffer:
             warnings.warn(f'HistoryBuffer: {len(log_history)} values given but max_length is '
                           f'{max_length}; the oldest are dropped', stacklevel=2)
             log_history, count_history = log_history[-max_length:], count_history[-max_length:]
+        # MMEngine's buffers keep ints as ints (a count metric shows as 8, not 8.0000).
+        self._ints = all(_is_int(v) for v in log_history)
         self._values = array('d', (_number('log_history', v) for v in log_history))
         self._counts = array('d', (_number('count_history', c) for c in count_history))
         # (value, count) recorded but not read yet: tensors, and numbers that came after one.
@@ -96,6 +98,7 @@ class HistoryBuffer:
             ValueError: ``log_val`` is a tensor of more than one element.
         """
         count = _number('count', count)
+        self._ints = self._ints and _is_int(log_val)
         if isinstance(log_val, torch.Tensor):
             if log_val.numel() != 1:
                 raise ValueError(f'HistoryBuffer.update takes one value, but got a tensor of '
@@ -161,24 +164,27 @@ class HistoryBuffer:
         window = self._window(window_size, 'mean')
         return math.fsum(self._values[-window:]) / math.fsum(self._counts[-window:])
 
-    def max(self, window_size: int | None = None) -> float:
+    def max(self, window_size: int | None = None) -> int | float:
         """The largest of the last ``window_size`` values (all when ``None``)."""
         window = self._window(window_size, 'max')
-        return max(self._values[-window:])
+        return self._typed(max(self._values[-window:]))
 
-    def min(self, window_size: int | None = None) -> float:
+    def min(self, window_size: int | None = None) -> int | float:
         """The smallest of the last ``window_size`` values (all when ``None``)."""
         window = self._window(window_size, 'min')
-        return min(self._values[-window:])
+        return self._typed(min(self._values[-window:]))
 
-    def current(self) -> float:
-        """The value recorded last.
+    def current(self) -> int | float:
+        """The value recorded last (an int while every value recorded was one).
 
         Raises:
             ValueError: nothing was recorded yet.
         """
         self._window(None, 'current')
-        return self._values[-1]
+        return self._typed(self._values[-1])
+
+    def _typed(self, value: float) -> int | float:
+        return int(value) if self._ints else value
 
     # -- statistics by name ----------------------------------------------------------------
     @classmethod
@@ -224,6 +230,13 @@ class HistoryBuffer:
 _BUILT_IN: dict[str, Callable[..., Any]] = {
     'mean': HistoryBuffer.mean, 'min': HistoryBuffer.min, 'max': HistoryBuffer.max,
     'current': HistoryBuffer.current}
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() and not value.is_complex()
+    return isinstance(value, (int, np.integer)) or (
+        isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer))
 
 
 def _number(what: str, value: Any) -> float:
