@@ -389,3 +389,25 @@ def test_logs_are_copied_to_out_dir_at_the_end_of_the_run(tmp_path, keep_local):
 def test_bad_logger_hook_arguments_are_refused_by_name(kwargs, error, message):
     with pytest.raises(error, match=message):
         LoggerHook(**kwargs)
+
+
+def test_a_compiled_run_reads_the_device_once_per_log_line(tmp_path, monkeypatch):
+    runner = toy_runner(tmp_path, batches=6, epochs=1, compile=dict(backend='aot_eager'),
+                        logger=dict(type='LoggerHook', interval=3),
+                        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
+    reads = []
+    for name in ('item', 'tolist', '__float__', '__bool__', '__int__'):
+        original = getattr(torch.Tensor, name)
+
+        def counted(tensor, *args, _original=original, _name=name, **kwargs):
+            # Float values only: the DataLoader draws its integer base seed on the host.
+            if tensor.is_floating_point():
+                reads.append((runner.iter, _name))
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    runner.train()
+    # Iterations 3 and 6 write a line (index 2 and 5): one read each, of the losses,
+    # the lr and the momentum of three iterations at once.
+    assert reads == [(2, 'tolist'), (5, 'tolist')]
+    assert runner.message_hub.history('train/momentum') == pytest.approx([0.9] * 6)
