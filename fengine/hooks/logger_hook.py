@@ -93,12 +93,13 @@ class LoggerHook(Hook):
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.out_suffix = tuple(out_suffix)
         self.json_log_path: str | None = None
+        self._copy_to: Path | None = None  # out_dir/<work_dir's name>, set per run
 
     # -- the run ---------------------------------------------------------------------
     def before_run(self, runner) -> None:
         if self.out_dir is not None:
-            self.out_dir = self.out_dir / Path(runner.work_dir).name
-            runner.logger.info(f'Text logs will be copied to {self.out_dir} after the run.')
+            self._copy_to = self.out_dir / Path(runner.work_dir).name
+            runner.logger.info(f'Text logs will be copied to {self._copy_to} after the run.')
         self.json_log_path = f'{runner.timestamp}.json'
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
@@ -159,14 +160,14 @@ class LoggerHook(Hook):
         visualizer = getattr(runner, 'visualizer', None)
         if visualizer is not None:
             visualizer.close()
-        if self.out_dir is None:
+        if self._copy_to is None:
             return
         log_dir = Path(runner.log_dir)
         copied = []
         for path in sorted(p for p in log_dir.rglob('*') if p.is_file()):
             if not path.name.endswith(self.out_suffix):
                 continue
-            target = self.out_dir / path.relative_to(log_dir)
+            target = self._copy_to / path.relative_to(log_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
             copied.append(path)
@@ -182,7 +183,7 @@ class LoggerHook(Hook):
         for path in copied:
             path.unlink()
         runner.logger.info(f'The local logs were removed (keep_local=False); they are in '
-                           f'{self.out_dir}')
+                           f'{self._copy_to}')
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,6 +9,6 @@ from .randomness import set_random_seed
 from .runner import DEFAULT_HOOKS, Runner
 
 __all__ = ['Runner', 'DEFAULT_HOOKS', 'EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop',
-           'TestLoop', 'MessageHub', 'HistoryBuffer', 'LogProcessor', 'NonFiniteLossError', 'DefaultSampler',
-           'build_dataloader', 'default_collate', 'pseudo_collate', 'set_random_seed',
+           'TestLoop', 'MessageHub', 'HistoryBuffer', 'LogProcessor', 'NonFiniteLossError',
+           'DefaultSampler', 'build_dataloader', 'default_collate', 'pseudo_collate', 'set_random_seed',
            'atomic_save', 'find_last_checkpoint']

@@ -223,8 +223,8 @@ class HistoryBuffer:
         return state
 
     def __repr__(self) -> str:
-        return (f'HistoryBuffer({len(self)} values, last {self.current() if len(self) else None}'
-                f', max_length={self.max_length})')
+        # Reads nothing from the device: a repr must not synchronize (or raise).
+        return f'HistoryBuffer({len(self)} values, max_length={self.max_length})'
 
 
 _BUILT_IN: dict[str, Callable[..., Any]] = {

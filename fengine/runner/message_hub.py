@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .._errors import check_keys, suggest
 from ..logging import print_log
 from ..utils import ManagerMixin
 from .history_buffer import HistoryBuffer, read_tensors
@@ -178,8 +179,6 @@ class MessageHub(ManagerMixin):
             KeyError: no scalar ``key`` was recorded (the message lists those that were).
         """
         if key not in self._log_scalars:
-            from .._errors import suggest
-
             raise KeyError(f'MessageHub {self.instance_name!r} has no scalar {key!r}'
                            f'{suggest(key, self._log_scalars)}; recorded: '
                            f'{list(self._log_scalars)}')
@@ -217,8 +216,9 @@ class MessageHub(ManagerMixin):
                 value, count = buffer._pending[index]
                 entries.append((key, iteration, value, count))
                 taken[key] = index + 1
-        for key in taken:
-            self._log_scalars[key]._pending = []
+        for key, count in taken.items():
+            buffer = self._log_scalars[key]
+            buffer._pending = buffer._pending[count:]
         tensors = [value for _, _, value, _ in entries if isinstance(value, torch.Tensor)]
         read = iter(read_tensors(tensors))
         values = [(key, iteration, next(read) if isinstance(value, torch.Tensor) else value,
@@ -342,8 +342,6 @@ class MessageHub(ManagerMixin):
             info = copy.deepcopy(dict(state_dict._runtime_info))
             resumed = dict(state_dict._resumed_keys)
         elif isinstance(state_dict, Mapping):
-            from .._errors import check_keys
-
             check_keys('MessageHub state', state_dict,
                        ('log_scalars', 'runtime_info', 'resumed_keys'))
             buffers = {key: _buffer(key, saved)

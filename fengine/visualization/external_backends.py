@@ -38,43 +38,18 @@ class _TrackerBackend(BaseVisBackend):
             'TensorboardVisBackend')
 
 
-@VISBACKENDS.register_module()
-class WandbVisBackend(_TrackerBackend):
-    """MMEngine's Weights & Biases backend: refused (needs ``wandb``)."""
-
-    package = 'wandb'
-
-
-@VISBACKENDS.register_module()
-class MLflowVisBackend(_TrackerBackend):
-    """MMEngine's MLflow backend: refused (needs ``mlflow``)."""
-
-    package = 'mlflow'
+def _tracker(name: str, package: str, tracker: str) -> type[_TrackerBackend]:
+    """Register the refusing backend ``name`` for ``tracker`` (needs ``package``)."""
+    backend = type(name, (_TrackerBackend,), {
+        'package': package, '__module__': __name__,
+        '__doc__': f"MMEngine's {tracker} backend: refused (needs ``{package}``)."})
+    VISBACKENDS.register_module(module=backend)
+    return backend
 
 
-@VISBACKENDS.register_module()
-class ClearMLVisBackend(_TrackerBackend):
-    """MMEngine's ClearML backend: refused (needs ``clearml``)."""
-
-    package = 'clearml'
-
-
-@VISBACKENDS.register_module()
-class NeptuneVisBackend(_TrackerBackend):
-    """MMEngine's Neptune backend: refused (needs ``neptune``)."""
-
-    package = 'neptune'
-
-
-@VISBACKENDS.register_module()
-class DVCLiveVisBackend(_TrackerBackend):
-    """MMEngine's DVCLive backend: refused (needs ``dvclive``)."""
-
-    package = 'dvclive'
-
-
-@VISBACKENDS.register_module()
-class AimVisBackend(_TrackerBackend):
-    """MMEngine's Aim backend: refused (needs ``aim``)."""
-
-    package = 'aim'
+WandbVisBackend = _tracker('WandbVisBackend', 'wandb', 'Weights & Biases')
+MLflowVisBackend = _tracker('MLflowVisBackend', 'mlflow', 'MLflow')
+ClearMLVisBackend = _tracker('ClearMLVisBackend', 'clearml', 'ClearML')
+NeptuneVisBackend = _tracker('NeptuneVisBackend', 'neptune', 'Neptune')
+DVCLiveVisBackend = _tracker('DVCLiveVisBackend', 'dvclive', 'DVCLive')
+AimVisBackend = _tracker('AimVisBackend', 'aim', 'Aim')
