@@ -3,7 +3,6 @@ and CheckpointHook."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 from types import SimpleNamespace
 

@@ -277,3 +277,16 @@ def test_the_log_processor_is_registered_and_built_by_the_runner(tmp_path):
         runner.build_log_processor(['window_size'])
     with pytest.raises(TypeError, match=re.escape("unexpected keyword argument 'window'")):
         Runner(model=NeuralNetwork(), work_dir=tmp_path, log_processor=dict(window=3))
+
+
+@pytest.mark.cuda
+def test_on_cuda_a_line_shows_the_peak_memory_since_the_last_line():
+    runner = stub_runner()
+    runner.device = torch.device('cuda', torch.cuda.current_device())
+    record_train(runner.message_hub, [1.0])
+    block = torch.empty(64 * 2**20, dtype=torch.uint8, device=runner.device)
+    del block  # freed, but part of the peak
+    tag, line = LogProcessor().get_log_after_iter(runner, 0, 'train')
+    assert tag['memory'] >= 64 and f'memory: {tag["memory"]}  loss: ' in line
+    tag, _ = LogProcessor().get_log_after_iter(runner, 0, 'train')
+    assert tag['memory'] < 64  # the first line reset the peak

@@ -85,6 +85,7 @@ class MessageHub(ManagerMixin):
         # Keys, in recording order, whose buffers hold values not read yet, with the
         # training iteration each value belongs to (for NonFiniteLossError).
         self._pending: list[tuple[str, int | None]] = []
+        self._unsaved_warned: set[str] = set()
 
     @classmethod
     def get_current_instance(cls) -> MessageHub:
@@ -300,7 +301,7 @@ class MessageHub(ManagerMixin):
         ``{'data': float64 tensor, 'count': float64 tensor}`` and facts are kept only
         when they are numbers, strings, tensors or lists/dicts of them, so the state
         loads with ``torch.load(weights_only=True)``. A fact of another type is left out
-        with a warning.
+        (with a warning, the first time).
 
         Raises:
             NonFiniteLossError: see :meth:`sync`.
@@ -318,7 +319,8 @@ class MessageHub(ManagerMixin):
                 continue
             if _plain(value):
                 info[key] = copy.deepcopy(value)
-            else:
+            elif key not in self._unsaved_warned:  # once, not at every checkpoint
+                self._unsaved_warned.add(key)
                 print_log(f'MessageHub: runtime info {key!r} ({type(value).__name__}) is not '
                           'saved: checkpoints hold numbers, strings, tensors and lists or '
                           'dicts of them', logger='current', level=logging.WARNING)
