@@ -172,7 +172,8 @@ class MMLogger(logging.Logger, ManagerMixin):
         ManagerMixin.__init__(self, name)
         if file_mode not in ('w', 'a'):
             raise ValueError(f"MMLogger: file_mode must be 'w' or 'a', but got {file_mode!r}")
-        level = logging.NOTSET if log_level is None else parse_level(log_level, 'MMLogger log_level')
+        level = logging.NOTSET if log_level is None else \
+            parse_level(log_level, 'MMLogger log_level')
         self.setLevel(level)
         self.parent = get_logger()
         self._log_file: str | None = None

@@ -287,7 +287,8 @@ def test_a_fact_checkpoints_cannot_hold_is_left_out_with_a_warning(fengine_log):
 def test_the_state_of_an_older_fengine_loads():
     hub = MessageHub('old_state')
     hub.load_state_dict({'runtime_info': {'best': 0.5},
-                         'log_scalars': {'train/loss': torch.tensor([1.0, 3.0], dtype=torch.float64)}})
+                         'log_scalars': {'train/loss': torch.tensor([1.0, 3.0],
+                                                                    dtype=torch.float64)}})
     assert hub.history('train/loss') == [1.0, 3.0] and hub.get_scalar('train/loss').mean() == 2.0
 
 

@@ -10,5 +10,6 @@ from .runner import DEFAULT_HOOKS, Runner
 
 __all__ = ['Runner', 'DEFAULT_HOOKS', 'EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop',
            'TestLoop', 'MessageHub', 'HistoryBuffer', 'LogProcessor', 'NonFiniteLossError',
-           'DefaultSampler', 'build_dataloader', 'default_collate', 'pseudo_collate', 'set_random_seed',
+           'DefaultSampler', 'build_dataloader', 'default_collate', 'pseudo_collate',
+           'set_random_seed',
            'atomic_save', 'find_last_checkpoint']

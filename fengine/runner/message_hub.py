@@ -161,7 +161,8 @@ class MessageHub(ManagerMixin):
             if isinstance(value, Mapping):
                 if 'value' not in value:
                     raise KeyError(f'MessageHub.update_scalars: {key!r} is a dict without a '
-                                   f"'value' key ({dict(value)!r}); use dict(value=..., count=...)")
+                                   f"'value' key ({dict(value)!r}); use "
+                                   'dict(value=..., count=...)')
                 count = value.get('count', 1)
                 if isinstance(count, (torch.Tensor, np.ndarray, np.generic)):
                     count = int(count.item())
