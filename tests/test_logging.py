@@ -230,3 +230,157 @@ def test_import_fengine_does_not_configure_its_own_logger_yet(fresh_import):
 
 def test_import_fengine_imports_neither_torchvision_triton_nor_mmengine(fresh_import):
     assert fresh_import['probe']['imported'] == []
+
+
+# ------------------------------------------------------------------------ levels
+LEVEL_PROBE = textwrap.dedent('''
+    import logging
+    logging.getLogger('fengine').setLevel(logging.WARNING)
+    from fengine.logging import get_logger, print_log
+    print_log('info is hidden', logger='current')
+    print_log('a warning shows', logger='current', level=logging.WARNING)
+    print(logging.getLevelName(get_logger().level))
+''')
+
+
+def test_a_level_the_user_set_before_fengine_logs_is_kept():
+    done = subprocess.run([sys.executable, '-c', LEVEL_PROBE], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = lines(done.stdout)
+    assert [LINE.match(line)['msg'] for line in out[:-1]] == ['a warning shows']
+    assert out[-1] == 'WARNING'
+
+
+def seed_free_runner(tmp_path, **kwargs):
+    from fengine import Runner
+    from seed_models import NeuralNetwork
+
+    return Runner(model=NeuralNetwork(), work_dir=tmp_path, **kwargs)
+
+
+def test_the_runners_log_level_sets_the_fengine_logger(tmp_path):
+    get_logger().setLevel(logging.WARNING)
+    seed_free_runner(tmp_path, log_level='DEBUG')
+    assert get_logger().level == logging.DEBUG
+
+
+def test_log_level_debug_writes_debug_lines_to_the_console_and_the_log_file(tmp_path, capsys):
+    runner = seed_free_runner(tmp_path, log_level='DEBUG')
+    print_log('a debug line', logger='current', level=logging.DEBUG)
+    out = [LINE.match(line) for line in lines(capsys.readouterr().out)]
+    assert any(m and m['level'] == 'DEBUG' and m['msg'].startswith('log processor: ')
+               for m in out)
+    log = (runner.log_dir / f'{runner.timestamp}.log').read_text()
+    assert '- DEBUG - a debug line' in log and '- DEBUG - log processor: LogProcessor(' in log
+
+
+def test_log_level_info_hides_debug_lines(tmp_path, capsys):
+    runner = seed_free_runner(tmp_path, log_level='INFO')
+    print_log('a debug line', logger='current', level=logging.DEBUG)
+    assert 'DEBUG' not in capsys.readouterr().out
+    assert 'DEBUG' not in (runner.log_dir / f'{runner.timestamp}.log').read_text()
+
+
+@pytest.mark.parametrize('level', ['LOUD', -1, None, True])
+def test_a_bad_log_level_names_the_choices(tmp_path, level):
+    with pytest.raises(ValueError, match=r'log_level must be a logging level, one of CRITICAL, '
+                                         rf'ERROR, WARNING, INFO, DEBUG, NOTSET .*{level!r}'):
+        seed_free_runner(tmp_path, log_level=level)
+
+
+def test_other_ranks_print_only_errors_and_write_no_file(tmp_path, capsys):
+    from fengine.logging import configure_run_logging
+
+    logger = configure_run_logging(tmp_path / 'run.log', 'INFO', rank=1, world_size=2)
+    logger.info('rank 1 info')
+    logger.error('rank 1 error')
+    assert [LINE.match(x)['msg'] for x in lines(capsys.readouterr().out)] == ['rank 1 error']
+    assert list(tmp_path.iterdir()) == []
+    configure_run_logging(None, 'INFO')  # back to rank 0's console
+
+
+def test_at_debug_every_rank_writes_its_own_log_file(tmp_path, capsys):
+    from fengine.logging import configure_run_logging
+
+    logger = configure_run_logging(tmp_path / 'run.log', 'DEBUG', rank=3, world_size=4)
+    logger.debug('rank 3 details')
+    assert capsys.readouterr().out == ''  # the console of another rank shows errors only
+    assert 'rank 3 details' in (tmp_path / 'run_rank3.log').read_text()
+    configure_run_logging(None, 'INFO')
+
+
+# ---------------------------------------------------------------------------- MMLogger
+@pytest.fixture
+def fresh_mmloggers():
+    from fengine.logging import MMLogger
+
+    saved = MMLogger._instance_dict.copy()
+    MMLogger._instance_dict.clear()
+    yield MMLogger
+    for logger in MMLogger._instance_dict.values():
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    MMLogger._instance_dict.clear()
+    MMLogger._instance_dict.update(saved)
+
+
+def test_mmlogger_current_instance_is_created_on_demand_and_prints_as_fengine(
+        fresh_mmloggers, capsys):
+    logger = fresh_mmloggers.get_current_instance()
+    assert logger.instance_name == 'fengine' and logger.name == 'fengine'
+    assert isinstance(logger, logging.Logger)
+    logger.info('from the current MMLogger')
+    (line,) = lines(capsys.readouterr().out)
+    assert LINE.match(line)['msg'] == 'from the current MMLogger'
+
+
+def test_mmlogger_instances_are_found_by_name_and_print_log_uses_them(
+        fresh_mmloggers, tmp_path, fengine_log):
+    mine = fresh_mmloggers.get_instance('mine', logger_name='fengine.mine',
+                                        log_file=str(tmp_path / 'mine.log'))
+    assert fresh_mmloggers.get_instance('mine') is mine
+    assert fresh_mmloggers.get_current_instance() is mine
+    assert mine.log_file == str(tmp_path / 'mine.log')
+    print_log('by instance name', logger='mine')
+    print_log('through current', logger='current', level=logging.WARNING)
+    assert fengine_log.messages() == ['by instance name', 'through current']
+    assert {r.name for r in fengine_log.records} == {'fengine.mine'}
+    text = (tmp_path / 'mine.log').read_text()
+    assert '- fengine.mine - INFO - by instance name' in text
+    assert '- WARNING - through current' in text
+
+
+def test_mmlogger_follows_the_fengine_loggers_level_unless_given_one(fresh_mmloggers,
+                                                                      fengine_log):
+    follows = fresh_mmloggers.get_instance('follows')
+    own = fresh_mmloggers.get_instance('own', log_level='DEBUG')
+    follows.debug('hidden')
+    own.debug('shown')
+    get_logger().setLevel(logging.ERROR)
+    follows.warning('hidden too')
+    assert fengine_log.messages() == ['shown']
+
+
+def test_mmlogger_takes_a_file_handler_config(fresh_mmloggers, tmp_path):
+    logger = fresh_mmloggers.get_instance('rotating', log_file=str(tmp_path / 'r.log'),
+                                          file_handler_cfg=dict(type='RotatingFileHandler',
+                                                                maxBytes=1000, backupCount=1))
+    assert type(logger.handlers[0]).__name__ == 'RotatingFileHandler'
+    with pytest.raises(ValueError, match=r"file_handler_cfg type 'RotatingHandler' is not a "
+                                         r"file handler of logging Did you mean "
+                                         r"'RotatingFileHandler'"):
+        fresh_mmloggers.get_instance('bad_handler', log_file=str(tmp_path / 'b.log'),
+                                     file_handler_cfg=dict(type='RotatingHandler'))
+    with pytest.raises(ValueError, match="file_mode must be 'w' or 'a', but got 'x'"):
+        fresh_mmloggers.get_instance('bad_mode', file_mode='x')
+
+
+def test_message_hub_and_history_buffer_are_importable_from_fengine_logging():
+    import fengine.logging as flog
+    from fengine.runner import HistoryBuffer, MessageHub
+
+    assert flog.MessageHub is MessageHub and flog.HistoryBuffer is HistoryBuffer
+    with pytest.raises(AttributeError, match="has no attribute 'LogBuffer'"):
+        flog.LogBuffer  # noqa: B018

@@ -111,19 +111,25 @@ def test_a_run_writes_its_log_scalars_and_checkpoints(tmp_path):
     assert (tmp_path / 'last_checkpoint').read_text().strip() == str(tmp_path / 'epoch_2.pth')
 
 
-def test_the_logged_loss_is_the_mean_over_the_interval(tmp_path):
+@pytest.mark.parametrize('window', [2, 10])
+def test_the_logged_loss_is_the_mean_over_the_log_processors_window(tmp_path, window):
     seen = []
 
     class Losses(Hook):
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             seen.append(float(outputs['loss']))
 
-    runner = seed_runner(tmp_path, epochs=1, custom_hooks=[Losses()])
+    runner = seed_runner(tmp_path, epochs=1, custom_hooks=[Losses()],
+                         log_processor=dict(window_size=window))
     runner.train()
     lines = [json.loads(x) for x in
              (tmp_path / runner.timestamp / 'vis_data' / 'scalars.json').read_text().splitlines()]
     logged = [x['loss'] for x in lines if 'loss' in x]
-    assert logged == pytest.approx([(seen[i] + seen[i + 1]) / 2 for i in range(0, 6, 2)])
+    # A line every 2 iterations (LoggerHook interval=2), each the mean of the last
+    # `window` losses (MMEngine's LogProcessor window_size).
+    expected = [sum(seen[max(0, end - window):end]) / len(seen[max(0, end - window):end])
+                for end in (2, 4, 6)]
+    assert logged == pytest.approx(expected)
 
 
 def test_compiled_steps_train_like_eager_steps(tmp_path):
@@ -637,33 +643,32 @@ def test_log_values_are_read_once_per_log_line_not_every_iteration(tmp_path, mon
     runner = seed_runner(tmp_path, epochs=1, compile=EAGER, default_hooks=dict(
         logger=dict(type='LoggerHook', interval=3), checkpoint=None))
     runner.train()
-    assert reads == [3, 3]  # 6 iterations: two log lines, each reading 3 queued iterations
+    # 6 iterations: two log lines, each reading 3 queued iterations; then the
+    # validation line reads the metrics (tensors) in one more.
+    assert reads == [3, 3, 1]
 
 
-def test_the_message_hub_state_keeps_its_facts_and_the_last_scalars():
-    from fengine.runner.message_hub import SCALARS_KEPT, MessageHub
+def test_the_message_hub_state_keeps_its_facts_and_every_kept_scalar():
+    from fengine.runner.message_hub import MessageHub
 
-    hub = MessageHub()
+    hub = MessageHub('state')
     hub.update_info('best', 0.5)
-    for i in range(SCALARS_KEPT + 5):
+    for i in range(1005):
         hub.update_scalar('train/loss', i)
-    hub.update_scalars('train', {'acc': torch.tensor(0.25)}, iteration=0)
-    hub.sync()
+    hub.update_scalar('train/acc', torch.tensor(0.25))  # read by state_dict
     state = hub.state_dict()
     assert state['runtime_info'] == {'best': 0.5}
     assert set(state['log_scalars']) == {'train/loss', 'train/acc'}
-    loss = state['log_scalars']['train/loss']
-    assert loss.dtype == torch.float64 and loss.tolist() == list(range(5, SCALARS_KEPT + 5))
-    other = MessageHub()
+    loss = state['log_scalars']['train/loss']['data']
+    assert loss.dtype == torch.float64 and loss.tolist() == list(range(1005))
+    other = MessageHub('state_other')
     other.load_state_dict(state)
     assert other.get_info('best') == 0.5
-    assert other.history('train/loss') == hub.history('train/loss')[-SCALARS_KEPT:]
+    assert other.history('train/loss') == hub.history('train/loss')
     assert other.history('train/acc') == [0.25]
-    hub.trim()  # the same number is kept in memory
-    assert len(hub.history('train/loss')) == SCALARS_KEPT
-    facts_only = MessageHub()
+    facts_only = MessageHub('facts_only')
     facts_only.load_state_dict({'runtime_info': {'x': 1}})
-    assert facts_only.get_info('x') == 1 and facts_only.keys() == []
+    assert facts_only.get_info('x') == 1 and list(facts_only.log_scalars) == []
 
 
 def test_validation_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):

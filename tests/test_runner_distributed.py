@@ -322,9 +322,10 @@ def test_only_rank_0_writes_logs_and_checkpoints(ranks):
 @pytest.mark.parametrize('mode', ['nan_eager'])
 def test_a_nan_loss_on_one_rank_stops_every_rank_before_the_checkpoint(ranks, mode):
     for rank, seen in enumerate(ranks['ranks']):
-        # Both ranks raise at the epoch's last log line (iteration 4), so none waits for
-        # the other; the averaged loss carries rank 1's NaN to rank 0.
-        assert seen[mode].startswith('NonFiniteLossError at iter 4'), (rank, seen[mode])
+        # Both ranks raise at the epoch's last log line (iteration 4, while its hooks run:
+        # runner.iter is still 3), so none waits for the other; the averaged loss carries
+        # rank 1's NaN to rank 0.
+        assert seen[mode].startswith('NonFiniteLossError at iter 3'), (rank, seen[mode])
         assert 'not finite at iteration 4' in seen[mode]
     assert list((ranks['out'] / mode).glob('*.pth')) == []
 
@@ -336,7 +337,7 @@ def test_a_nan_loss_early_in_an_accumulation_window_still_stops_rank_0(ranks, mo
     # iteration 7; rank 0 learns of it from the flag averaged with the update's loss.
     assert 'not finite at iteration 7' in rank1, rank1
     assert 'not finite at iteration 8' in rank0, rank0
-    assert rank0.startswith('NonFiniteLossError at iter 8')
+    assert rank0.startswith('NonFiniteLossError at iter 7')  # in iteration 8's log line
     assert list((ranks['out'] / mode).glob('*.pth')) == []
 
 

@@ -100,7 +100,7 @@ def test_local_backend_refuses_a_tensor_of_several_values_naming_it(tmp_path):
     (0.5, False), (3, False), ('x', False), (None, False),
 ])
 def test_scalar_config_and_log_line_conversions_agree_on_what_is_one_element(value, one):
-    from fengine.hooks.logger_hook import _is_number
+    from fengine.hooks.runtime_info_hook import _is_scalar as _is_number
 
     assert backends_module._is_one_element(value) is one
     if one:

@@ -2,8 +2,8 @@
 
 A loop owns its counters and calls the runner's hooks at each point; the model's
 ``train_step``/``val_step``/``test_step`` do the work (eager or compiled: the loop
-does not care). Log values stay tensors: the loop hands them to the message hub,
-which reads them once per log line.
+does not care). Log values stay tensors: the RuntimeInfoHook hands them to the
+message hub, which reads them once per log line.
 """
 from __future__ import annotations
 
@@ -164,7 +164,6 @@ class _TrainLoop:
         if not isinstance(outputs, dict):
             raise TypeError(f'{type(runner.model).__name__}.train_step must return a dict of '
                             f'log values, but returned {type(outputs).__name__}')
-        runner.message_hub.update_scalars('train', outputs, self._iter)
         self._phase = 'iter'
         try:
             runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,

@@ -26,14 +26,15 @@ from ..checkpoint import load_checkpoint_file, state_dict_from
 from ..dist import get_local_rank, get_rank, get_world_size, is_main_process, sync_random_seed
 from ..evaluator import build_evaluator
 from ..hooks import Hook, get_priority
-from ..logging import _formatter, get_logger
+from ..logging import configure_run_logging
 from ..optim import build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
 from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
-from ..registry import HOOKS, LOOPS, MODELS, RUNNERS
+from ..registry import HOOKS, LOG_PROCESSORS, LOOPS, MODELS, RUNNERS
 from ..visualization import build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
 from .data import build_dataloader
+from .log_processor import LogProcessor
 from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import check_seed, get_rng_state, set_random_seed, set_rng_state
 
@@ -41,6 +42,7 @@ __all__ = ['Runner', 'DEFAULT_HOOKS']
 
 # MMEngine's default hooks; ``default_hooks=dict(name=None)`` turns one off.
 DEFAULT_HOOKS: dict[str, dict] = {
+    'runtime_info': dict(type='RuntimeInfoHook'),
     'timer': dict(type='IterTimerHook'),
     'logger': dict(type='LoggerHook', interval=10),
     'param_scheduler': dict(type='ParamSchedulerHook'),
@@ -49,10 +51,6 @@ DEFAULT_HOOKS: dict[str, dict] = {
 }
 LAUNCHERS = ('none', 'pytorch')
 _RANDOMNESS_KEYS = ('seed', 'deterministic')
-
-
-class _RunFileHandler(logging.FileHandler):
-    """The log file of one run; a newer run's file replaces it on the ``fengine`` logger."""
 
 
 def _plain_hyperparams(optimizer_state: dict) -> dict:
@@ -161,7 +159,11 @@ class Runner:
         launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``).
         compile: ``True`` or a dict of ``torch.compile`` options: the model's steps
             become compiled, fused steps (see :meth:`BaseModel.compile_steps`).
-        log_level: Level of the ``fengine`` logger for this run.
+        log_level: Level of the ``fengine`` logger for this run (``'DEBUG'`` also
+            writes a log file per rank in a distributed run).
+        log_processor: A :class:`~fengine.runner.LogProcessor` or its arguments
+            (``dict(window_size=10, custom_cfg=[...])``; ``type`` picks another
+            ``LOG_PROCESSORS`` class).
         experiment_name: Names the run (default: the timestamp).
         visualizer: ``None`` (``vis_data/scalars.json``), a list of backend configs,
             or ``dict(vis_backends=[dict(type='LocalVisBackend'),
@@ -184,7 +186,8 @@ class Runner:
                  custom_hooks: list | None = None, load_from: str | None = None,
                  resume: bool | str = False, randomness: dict | None = None,
                  launcher: str = 'none', compile: bool | dict = False,
-                 log_level: str | int = 'INFO', experiment_name: str | None = None,
+                 log_level: str | int = 'INFO', log_processor: Any = None,
+                 experiment_name: str | None = None,
                  visualizer: Any = None, model_wrapper_cfg: dict | None = None,
                  cfg: dict | None = None) -> None:
         self.cfg = copy.copy(cfg) if cfg is not None else None
@@ -209,7 +212,9 @@ class Runner:
         self.experiment_name = experiment_name or self.timestamp
         self.log_dir = self.work_dir / self.timestamp
         self.logger = self._build_logger(log_level)
-        self.message_hub = MessageHub()
+        self.log_processor = self.build_log_processor(log_processor)
+        # Reached by MessageHub.get_current_instance() from code without the runner.
+        self.message_hub = MessageHub._fresh_instance(self.experiment_name)
         self.visualizer = build_visualizer(visualizer if is_main_process() else [],
                                            save_dir=self.log_dir, name=self.experiment_name)
 
@@ -308,23 +313,29 @@ class Runner:
         return model
 
     def _build_logger(self, log_level: str | int) -> logging.Logger:
-        logger = get_logger()
-        level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) \
-            else log_level
-        if not isinstance(level, int):
-            raise ValueError(f'log_level must be a logging level such as "INFO", but got '
-                             f'{log_level!r}')
         # Only the main process talks; the others report errors only (as MMEngine).
-        logger.setLevel(level if is_main_process() else logging.ERROR)
-        for handler in [h for h in logger.handlers if isinstance(h, _RunFileHandler)]:
-            logger.removeHandler(handler)
-            handler.close()
-        if is_main_process():
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            handler = _RunFileHandler(self.log_dir / f'{self.timestamp}.log', encoding='utf-8')
-            handler.setFormatter(_formatter())
-            logger.addHandler(handler)
-        return logger
+        return configure_run_logging(self.log_dir / f'{self.timestamp}.log', log_level,
+                                     rank=self.rank, world_size=self.world_size)
+
+    def build_log_processor(self, log_processor: Any) -> LogProcessor:
+        """A :class:`LogProcessor` from an instance, ``None`` or a config dict.
+
+        MMEngine: ``Runner.build_log_processor``.
+
+        Raises:
+            TypeError: neither a LogProcessor, a dict nor ``None``.
+        """
+        if isinstance(log_processor, LogProcessor):
+            processor = log_processor
+        elif log_processor is None or isinstance(log_processor, dict):
+            cfg = dict(log_processor or {})
+            processor = LOG_PROCESSORS.build(cfg) if 'type' in cfg else LogProcessor(**cfg)
+        else:
+            raise TypeError(f'log_processor must be a LogProcessor or a dict of its arguments '
+                            f'such as dict(window_size=20), but got '
+                            f'{type(log_processor).__name__}: {log_processor!r}')
+        self.logger.debug(f'log processor: {processor!r}')
+        return processor
 
     def _log_environment(self) -> None:
         from .. import __version__
