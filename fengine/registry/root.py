@@ -27,7 +27,17 @@ WEIGHT_INITIALIZERS = Registry('weight initializer')
 OPTIMIZERS = Registry('optimizer')
 OPTIM_WRAPPERS = Registry('optimizer wrapper')
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor')
-PARAM_SCHEDULERS = Registry('parameter scheduler')
+
+
+def _build_scheduler(cfg, registry, *args, **kwargs):
+    # MMEngine's build function for schedulers (convert_to_iter_based); it lives with
+    # the schedulers, imported on use since fengine.optim imports this module.
+    from ..optim.scheduler import build_scheduler_from_cfg
+
+    return build_scheduler_from_cfg(cfg, registry, *args, **kwargs)
+
+
+PARAM_SCHEDULERS = Registry('parameter scheduler', build_func=_build_scheduler)
 METRICS = Registry('metric')
 EVALUATOR = Registry('evaluator')
 TASK_UTILS = Registry('task util')
