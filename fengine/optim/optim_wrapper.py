@@ -341,7 +341,8 @@ class OptimWrapper:
         Args:
             model: The model about to run forward.
         """
-        if not self.should_sync() and hasattr(model, 'no_sync'):
+        # hasattr first: a compiled step traces this, and reading the counter would guard on it.
+        if hasattr(model, 'no_sync') and not self.should_sync():
             with model.no_sync():
                 yield
         else:
