@@ -84,7 +84,10 @@ class LoggerHook(Hook):
         scalars: dict[str, float] = {}
         # Only the first group's lr is shown (as MMEngine's default LogProcessor does);
         # get_lr() would float() every group, one device sync each for tensor lrs.
-        scalars['lr'] = float(runner.optim_wrapper.param_groups[0]['lr'])
+        groups = runner.optim_wrapper.param_groups
+        if isinstance(groups, dict):  # an OptimWrapperDict: its first optimizer's
+            groups = next(iter(groups.values()))
+        scalars['lr'] = float(groups[0]['lr'])
         if runner.train_loop.by_epoch:
             head = (f'Epoch(train) [{runner.epoch + 1}]'
                     f'[{batch_idx + 1:>{len(str(len(runner.train_dataloader)))}}'
