@@ -161,7 +161,9 @@ class DefaultOptimWrapperConstructor:
                 raise ValueError("paramwise_cfg 'dcn_offset_lr_mult' is not supported: it "
                                  "applies to mmcv's deformable convolutions, which fengine "
                                  f'does not have. Valid keys: {choices_text(PARAMWISE_KEYS)}.')
-            if key not in PARAMWISE_KEYS:
+            # A subclass (a user's constructor) defines keys of its own; the default
+            # constructor itself knows all it takes.
+            if key not in PARAMWISE_KEYS and type(self) is DefaultOptimWrapperConstructor:
                 raise ValueError(f'unknown paramwise_cfg key {key!r}.'
                                  f'{suggest(key, PARAMWISE_KEYS)} Valid keys: '
                                  f'{choices_text(PARAMWISE_KEYS)}.')

@@ -39,6 +39,11 @@ _CLIP_KEYS = {
 _CLIP_REQUIRED = {'norm': 'max_norm', 'value': 'clip_value'}
 
 
+def _number(value: Any) -> Any:
+    """A group's hyper-parameter as MMEngine returns it; a 0-d tensor read as a float."""
+    return float(value) if isinstance(value, torch.Tensor) else value
+
+
 def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -366,17 +371,17 @@ class OptimWrapper:
         return self.optimizer.defaults
 
     def get_lr(self) -> dict[str, list[float]]:
-        """The learning rate of each parameter group, as floats: ``{'lr': [...]}``.
+        """The learning rate of each parameter group: ``{'lr': [...]}``.
 
         With several groups, ``'base_lr'`` comes first, holding the lr of
-        :attr:`base_param_settings` (MMEngine's ``get_lr``). A compiled training step
-        keeps ``lr`` as a 0-d tensor (so a new value is not a recompile); it is read
-        back here.
+        :attr:`base_param_settings` (MMEngine's ``get_lr``). The values are the
+        groups' own numbers, as in MMEngine; a compiled training step keeps ``lr`` as
+        a 0-d tensor (so a new value is not a recompile), which is read back as a float.
         """
         lrs: dict[str, list[float]] = {}
         if self.base_param_settings is not None:
-            lrs['base_lr'] = [float(self.base_param_settings['lr'])]
-        lrs['lr'] = [float(group['lr']) for group in self.optimizer.param_groups]
+            lrs['base_lr'] = [_number(self.base_param_settings['lr'])]
+        lrs['lr'] = [_number(group['lr']) for group in self.optimizer.param_groups]
         return lrs
 
     def get_momentum(self) -> dict[str, list[float]]:
@@ -387,10 +392,11 @@ class OptimWrapper:
         """
         momentum = []
         for group in self.optimizer.param_groups:
+            # A compiled step holds SGD's momentum and Adam's betas[0] as 0-d tensors.
             if 'momentum' in group:
-                momentum.append(float(group['momentum']))
-            elif 'betas' in group:  # a compiled step may hold betas[0] as a 0-d tensor
-                momentum.append(float(group['betas'][0]))
+                momentum.append(_number(group['momentum']))
+            elif 'betas' in group:
+                momentum.append(_number(group['betas'][0]))
             else:
                 momentum.append(0)
         return {'momentum': momentum}
