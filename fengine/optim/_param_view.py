@@ -22,7 +22,7 @@ from torch.optim import Optimizer
 
 from .._errors import choices_text
 
-__all__ = ['GroupView', 'view_optimizer', 'check_scheduled_key', 'uses_betas']
+__all__ = ['GroupView', 'view_optimizer', 'check_scheduled_key', 'uses_betas', 'current_value']
 
 
 def uses_betas(group: dict, param_name: str) -> bool:

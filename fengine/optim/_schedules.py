@@ -26,8 +26,6 @@ from typing import Any, Sequence
 from torch import Tensor
 from torch.optim import Optimizer, lr_scheduler
 
-from .._errors import choices_text
-
 __all__ = ['CosineAnnealingLR', 'PolyLR', 'CosineRestartLR', 'QuadraticWarmupLR']
 
 
@@ -205,8 +203,3 @@ class QuadraticWarmupLR(lr_scheduler.LRScheduler):
         if step == 0:
             return increments
         return [value + increment for value, increment in zip(_values(self), increments)]
-
-
-# The arguments of each schedule above that a config may leave to ParamScheduler.
-SPAN_DEFAULTS = {PolyLR: 'total_iters', QuadraticWarmupLR: 'total_iters'}
-NAMES = choices_text(__all__)
