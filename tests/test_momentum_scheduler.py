@@ -1,7 +1,6 @@
 """Momentum and generic parameter schedulers: any param-group key, torch's math, no recompiles."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import math
@@ -9,10 +8,9 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch._dynamo.testing import CompileCounterWithBackend
+from test_func_step import MLP, batches, count_compiles
 
 from fengine.func import make_train_step
-from fengine.model import BaseModel
 from fengine.optim import (GENERIC_SCHEDULERS, MOMENTUM_SCHEDULERS, CosineAnnealingMomentum,
                            LinearMomentum, LinearParamScheduler, OneCycleLR, OptimWrapper,
                            StepMomentum, build_param_schedulers)
@@ -233,28 +231,6 @@ def test_verbose_logs_each_new_value(fengine_log):
 
 
 # -- compiled steps: a momentum schedule is not a recompile -------------------------------
-class MLP(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
-
-    def forward(self, x, y, mode='tensor'):
-        out = self.net(x)
-        return dict(loss=nn.functional.cross_entropy(out, y)) if mode == 'loss' else out
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """A counting aot_eager backend; recompile reasons are logged, shown if a test fails."""
-    counter = CompileCounterWithBackend('aot_eager')
-    torch._logging.set_logs(recompiles=True)
-    try:
-        yield counter
-    finally:
-        torch._logging.set_logs()
-
-
 OPTIMIZERS = {
     'SGD': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     'SGD nesterov': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
@@ -275,9 +251,7 @@ def test_a_momentum_schedule_every_iteration_compiles_the_step_once_and_matches_
     cfg = [dict(type='CosineAnnealingMomentum', T_max=12, eta_min=0.5, by_epoch=False),
            dict(type='LinearLR', start_factor=0.2, by_epoch=False, end=6)]
     schedulers = [build_param_schedulers(cfg, w) for w in wrappers]
-    gen = torch.Generator().manual_seed(1)
-    data = [(torch.randn(8, 1, 4, 4, generator=gen), torch.randint(0, 4, (8,), generator=gen))
-            for _ in range(12)]
+    data = batches(12, size=8)
     with count_compiles() as counter:
         step = make_train_step(compiled, wrappers[1], compile=dict(backend=counter), strict=True)
         state = step.state
@@ -311,7 +285,7 @@ def test_a_scheduled_sgd_weight_decay_compiles_once_too():
         step = make_train_step(model, wrapper, compile=dict(backend=counter), strict=True)
         state = step.state
         for _ in range(8):
-            state, _ = step(state, (torch.randn(8, 1, 4, 4), torch.randint(0, 4, (8,))))
+            state, _ = step(state, batches(1, size=8)[0])
             scheduler.step()
     assert counter.frame_count == 1, f'{counter.frame_count} compiles'
     assert float(wrapper.optimizer.param_groups[0]['weight_decay']) == pytest.approx(0.1)
