@@ -217,3 +217,48 @@ def test_a_compiled_step_refuses_several_optimizers_with_the_reason():
                                         r'got a OptimWrapperDict of several; a model trained '
                                         r'with several optimizers overrides train_step'):
         make_train_step(TwoPart(), wrappers(), compile=dict(backend='eager'))
+
+
+# -- the Runner: checkpoints of several optimizers ------------------------------------------
+class TrainsBoth(TwoPart):
+
+    def train_step(self, data, optim_wrapper):
+        (x,) = data
+        losses = {}
+        for name in optim_wrapper.keys():
+            loss = self(x, mode='loss')['loss']
+            optim_wrapper[name].update_params(loss)
+            losses[f'loss_{name}'] = loss.detach()
+        return losses
+
+
+def gan_runner(tmp_path, optim_wrapper, **kwargs):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fengine.runner import Runner
+
+    return Runner(TrainsBoth(), work_dir=tmp_path,
+                  train_dataloader=DataLoader(TensorDataset(torch.randn(8, 3)), batch_size=4),
+                  train_cfg=dict(by_epoch=True, max_epochs=1), optim_wrapper=optim_wrapper,
+                  log_level='WARNING', **kwargs)
+
+
+def test_a_checkpoint_of_other_optimizers_is_refused_before_anything_loads(tmp_path):
+    gan_runner(tmp_path, CONFIG, param_scheduler=dict(
+        generator=[dict(type='ConstantLR', factor=0.5, by_epoch=False, end=10)])).train()
+    one = dict(generator=CONFIG['generator'])
+    runner = gan_runner(tmp_path, one, resume=True)
+    with pytest.raises(RuntimeError, match=r"has the optimizers \['discriminator', 'generator'\], "
+                                           r"this run has \['generator'\].* Nothing was loaded"):
+        runner.train()
+
+
+def test_a_checkpoint_with_schedulers_of_other_optimizers_is_refused(tmp_path):
+    gan_runner(tmp_path, CONFIG, param_scheduler=dict(
+        generator=[dict(type='ConstantLR', factor=0.5, by_epoch=False, end=10)])).train()
+    runner = gan_runner(tmp_path, CONFIG, resume=True, param_scheduler=dict(
+        discriminator=[dict(type='ConstantLR', factor=0.5, by_epoch=False, end=10)]))
+    # The generator's list is checked first: one ConstantLR saved, none in this run.
+    with pytest.raises(RuntimeError, match=r"has the schedulers \['ConstantLR'\], this run has "
+                                           r"\[\]: the param_scheduler config differs"):
+        runner.train()
