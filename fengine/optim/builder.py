@@ -418,9 +418,14 @@ def _modules_named(model: nn.Module, name: str, modules: Any) -> list[nn.Module]
     return found
 
 
+# Keys of one wrapper's config: a config with any of them is not one by optimizer name.
+_SINGLE_KEYS = ('optimizer', 'constructor', 'type', 'paramwise_cfg', 'clip_grad',
+                'accumulative_counts', 'loss_scale', 'dtype')
+
+
 def _dict_of_wrappers(cfg: dict) -> bool:
-    """Whether ``cfg`` lists optimizers by name (no 'optimizer', no 'constructor')."""
-    return (bool(cfg) and 'optimizer' not in cfg and 'constructor' not in cfg
+    """Whether ``cfg`` lists optimizers by name (none of one wrapper's keys, all dicts)."""
+    return (bool(cfg) and not any(key in cfg for key in _SINGLE_KEYS)
             and all(isinstance(v, (dict, OptimWrapper)) for v in cfg.values()))
 
 

@@ -1,8 +1,13 @@
 """Parameter schedulers over ``torch.optim.lr_scheduler`` (MMEngine: ``mmengine.optim.scheduler``).
 
 A :class:`ParamScheduler` is one entry of a ``param_scheduler`` config. It owns a
-torch ``LRScheduler`` (torch's own math, no formula re-derived here) and adds
-MMEngine's window and unit:
+torch ``LRScheduler`` (torch's own math; the few schedules MMEngine has and torch lacks
+are torch schedulers in ``_schedules.py``) and adds MMEngine's key, window and unit:
+
+- ``param_name``: the param-group key scheduled: ``'lr'``, ``'momentum'`` (SGD's, or
+  Adam's ``betas[0]``) or any other; the torch scheduler sees it as ``'lr'`` through a
+  view of the groups (``_param_view.py``). The ``LR``, ``Momentum`` and generic
+  ``ParamScheduler`` classes below fix it or take it, with MMEngine's names.
 
 - ``by_epoch``: whether one :meth:`ParamScheduler.step` is one epoch (True, the
   default) or one iteration.
