@@ -91,6 +91,10 @@ class DefaultOptimWrapperConstructor:
     - ``bypass_duplicate``: skip (and log) a parameter shared by two modules
       instead of letting the optimizer reject the duplicate.
 
+    A subclass (a user's constructor, as in MMEngine's tutorial 'OptimWrapper') may
+    take ``paramwise_cfg`` keys of its own: only this class itself rejects a key it
+    does not know.
+
     The weight-decay rules apply in this order, first match only: norm, bias,
     depthwise conv, flat. Parameters with ``requires_grad=False`` are left out
     (one log line names them).
