@@ -231,6 +231,16 @@ def test_verbose_logs_each_new_value(fengine_log):
 
 
 # -- compiled steps: a momentum schedule is not a recompile -------------------------------
+@pytest.fixture
+def fresh_dynamo():
+    """A clean dynamo cache before and after: dynamo remembers the batch shapes a step's
+    code saw, and a later test compiling the same code with other shapes would start with
+    a dynamic batch size."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 OPTIMIZERS = {
     'SGD': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     'SGD nesterov': lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
@@ -242,8 +252,8 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
-def test_a_momentum_schedule_every_iteration_compiles_the_step_once_and_matches_eager(optimizer):
-    torch._dynamo.reset()
+def test_a_momentum_schedule_every_iteration_compiles_the_step_once_and_matches_eager(
+        optimizer, fresh_dynamo):
     torch.manual_seed(0)
     eager = MLP()
     compiled = copy.deepcopy(eager)
@@ -274,8 +284,7 @@ def test_a_momentum_schedule_every_iteration_compiles_the_step_once_and_matches_
                                         abs=1e-6)
 
 
-def test_a_scheduled_sgd_weight_decay_compiles_once_too():
-    torch._dynamo.reset()
+def test_a_scheduled_sgd_weight_decay_compiles_once_too(fresh_dynamo):
     model = MLP()
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9,
                                            weight_decay=0.1))
