@@ -155,9 +155,8 @@ SCHEDULES = {
 @pytest.mark.parametrize('schedule, optimizer, steps, compiles, tol', [
     ('LambdaLR', 'SGD with momentum', 30, (1, 1), 1e-6),
     ('LambdaLR', 'Adam', 30, (1, 1), 1e-5),
-    # SGD's momentum stays a float, which dynamo makes dynamic after its first change
-    # (one recompile); Adam's betas[0] is held as a tensor (one compile).
-    ('OneCycleLR', 'SGD with momentum', 15, (1, 2), 1e-5),
+    # SGD's momentum and Adam's betas[0] are held as tensors (one compile).
+    ('OneCycleLR', 'SGD with momentum', 15, (1, 1), 1e-5),
     ('OneCycleLR', 'Adam', 15, (1, 1), 1e-5),
 ])
 def test_a_schedule_changing_lr_and_momentum_before_every_step_compiles_once_and_matches_eager(

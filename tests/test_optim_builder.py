@@ -38,7 +38,7 @@ def build(paramwise_cfg=None, model=None, **optimizer):
 
 def lr_and_wd(wrapper: OptimWrapper, model_names=NAMES) -> dict[str, tuple[float, float]]:
     """Parameter name -> (lr, weight_decay) of its group, as the optimizer will use them."""
-    groups = wrapper.param_groups
+    groups = wrapper.optimizer.param_groups
     assert len(groups) == len(model_names) and all(len(g['params']) == 1 for g in groups)
     return {name: (pytest.approx(g['lr']), pytest.approx(g['weight_decay']))
             for name, g in zip(model_names, groups)}
@@ -67,7 +67,7 @@ def test_the_seed_config_builds_an_optim_wrapper_over_all_parameters():
     wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=1e-3)))
     assert type(wrapper) is OptimWrapper and type(wrapper.optimizer) is torch.optim.SGD
     assert wrapper.get_lr() == {'lr': [1e-3]}
-    assert wrapper.param_groups[0]['params'] == list(model.parameters())
+    assert wrapper.optimizer.param_groups[0]['params'] == list(model.parameters())
 
 
 def test_wrapper_arguments_and_type_reach_the_wrapper():
@@ -154,7 +154,7 @@ def test_a_data_parallel_model_is_unwrapped_before_naming_parameters():
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(type='SGD', lr=LR),
         paramwise_cfg=dict(custom_keys={'module': dict(lr_mult=0.0)})))
-    assert wrapper.get_lr() == {'lr': [LR] * 6}  # no name starts with 'module.'
+    assert wrapper.get_lr()['lr'] == [LR] * 6  # no name starts with 'module.'
 
 
 @pytest.mark.parametrize('cfg, error, match', [
@@ -171,9 +171,10 @@ def test_a_data_parallel_model_is_unwrapped_before_naming_parameters():
     (dict(optimizer=dict(type='SGD', lr=0.1, params=[])), ValueError,
      r"must not set 'params': they come from the model"),
     (dict(constructor='DefaultOptimWrapperConstrutor', optimizer=dict(type='SGD', lr=0.1)),
-     KeyError, r"Did you mean 'DefaultOptimWrapperConstructor'.*pass the class itself"),
+     KeyError, r"'DefaultOptimWrapperConstrutor' is not in the optimizer wrapper constructor "
+               r"registry. Did you mean 'DefaultOptimWrapperConstructor'"),
     (dict(constructor=3, optimizer=dict(type='SGD', lr=0.1)), TypeError,
-     r'constructor must be a class .* but got int: 3'),
+     r'constructor must be a class or a name .* but got int: 3'),
 ])
 def test_a_bad_config_is_a_clear_error(cfg, error, match):
     with pytest.raises(error, match=match):
@@ -195,7 +196,7 @@ def test_custom_keys_multiply_lr_and_decay_of_matching_parameters_only():
         'backbone.0.weight': backbone, 'backbone.0.bias': backbone,
         'backbone.1.weight': backbone, 'backbone.1.bias': backbone,
         'head.weight': (LR, WD), 'head.bias': (LR, WD)}
-    assert wrapper.param_groups[0]['lr_mult'] == 0.1  # the entry is copied into the group
+    assert wrapper.optimizer.param_groups[0]['lr_mult'] == 0.1  # the entry is copied into the group
 
 
 def test_the_longest_matching_custom_key_wins_and_ties_go_alphabetically():
@@ -283,7 +284,7 @@ def test_a_shared_parameter_is_rejected_unless_bypass_duplicate(fengine_log):
     with pytest.raises(ValueError, match='some parameters appear in more than one'):
         build(dict(bias_lr_mult=1.0), model=Shared())
     wrapper = build(dict(bias_lr_mult=1.0, bypass_duplicate=True), model=Shared())
-    assert len(wrapper.param_groups) == 2
+    assert len(wrapper.optimizer.param_groups) == 2
     assert 'b.0.weight is a duplicate' in fengine_log.text
 
 

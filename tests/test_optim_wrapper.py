@@ -300,10 +300,14 @@ def test_get_lr_and_get_momentum_read_sgd_groups():
     optimizer = torch.optim.SGD([{'params': model[0].parameters(), 'lr': 0.5},
                                  {'params': model[2].parameters()}], lr=0.1, momentum=0.9)
     wrapper = OptimWrapper(optimizer)
-    assert wrapper.get_lr() == {'lr': [0.5, 0.1]}
+    # Several groups: MMEngine's base group (the optimizer's defaults) is listed too.
+    assert wrapper.get_lr() == {'base_lr': [0.1], 'lr': [0.5, 0.1]}
     assert wrapper.get_momentum() == {'momentum': [0.9, 0.9]}
-    assert wrapper.param_groups is optimizer.param_groups
+    assert wrapper.param_groups[:2] == optimizer.param_groups
+    assert wrapper.param_groups[2] is wrapper.base_param_settings
     assert wrapper.defaults is optimizer.defaults
+    single = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert single.param_groups is single.optimizer.param_groups
 
 
 def test_get_momentum_reads_adams_first_beta_and_zero_without_momentum():

@@ -221,7 +221,7 @@ def test_conversion_scales_every_epoch_valued_argument():
     assert converted('CosineAnnealingWarmRestarts', T_0=2)['T_0'] == 20
     assert converted('OneCycleLR', max_lr=1.0, total_steps=3)['total_steps'] == 30
     assert converted('OneCycleLR', max_lr=1.0, epochs=3, steps_per_epoch=1) == dict(
-        max_lr=1.0, epochs=3, steps_per_epoch=10)
+        max_lr=1.0, epochs=3, steps_per_epoch=10, cycle_momentum=False)
     assert converted('ExponentialLR', gamma=0.5)['gamma'] == pytest.approx(0.5 ** 0.1)
 
 
@@ -460,7 +460,8 @@ def test_a_registered_type_refuses_scheduler_cls_instead_of_building_another(nam
     # LinearLR(..., scheduler_cls=StepLR) used to build a StepLR under LinearLR's name.
     other = lr_scheduler.StepLR if name != 'StepLR' else lr_scheduler.ExponentialLR
     cls = PARAM_SCHEDULERS.get(name)
-    with pytest.raises(TypeError, match=rf'^{name} always builds torch\.optim\.lr_scheduler'
+    with pytest.raises(TypeError, match=rf'^{name} always builds (torch\.optim\.lr_scheduler'
+                                        rf'|fengine\.optim\._schedules)'
                                         rf'.*{getattr(lr_scheduler, name).__name__}; it does '
                                         r'not take scheduler_cls, but got scheduler_cls='):
         cls(make_optimizer(), scheduler_cls=other, step_size=1)
@@ -546,3 +547,120 @@ def test_a_scheduler_of_another_optimizer_is_refused():
     other = build('StepLR', make_optimizer())
     with pytest.raises(TypeError, match='another optimizer'):
         build_param_schedulers([other], make_optimizer())
+
+
+# -- MMEngine's schedules beyond torch's, and its names -----------------------------------
+def lrs_of(name, steps=10, lr=LR, groups=None, **cfg):
+    """Every group's lr after building and after each of ``steps`` steps."""
+    optimizer = (torch.optim.SGD(groups, lr=lr) if groups is not None else make_optimizer(lr))
+    scheduler = PARAM_SCHEDULERS.build(dict(type=name, **cfg),
+                                       default_args=dict(optimizer=optimizer))
+    lrs = [[float(g['lr']) for g in optimizer.param_groups]]
+    for _ in range(steps):
+        scheduler.step()
+        lrs.append([float(g['lr']) for g in optimizer.param_groups])
+    return lrs
+
+
+def test_poly_lr_decays_to_eta_min_over_the_window():
+    # MMEngine: value_t = (base - eta_min) * (1 - t / T) ** power + eta_min, T = end - 1
+    got = [lrs[0] for lrs in lrs_of('PolyLR', eta_min=0.1, power=2.0, by_epoch=False, end=6)]
+    expected = [(LR - 0.1) * (1 - t / 5) ** 2 + 0.1 for t in range(6)] + [0.1] * 5
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_cosine_restart_lr_restarts_each_period_from_its_weight():
+    periods, weights, eta_min = [4, 6], [1.0, 0.5], 0.05
+    got = [lrs[0] for lrs in lrs_of('CosineRestartLR', steps=12, periods=periods,
+                                    restart_weights=weights, eta_min=eta_min, by_epoch=False)]
+    expected = []
+    for period, weight in zip(periods, weights):
+        top = LR * weight
+        expected += [eta_min + (top - eta_min) * (1 + math.cos(math.pi * t / period)) / 2
+                     for t in range(period)]
+    expected += [expected[-1]] * 3  # after the last period it stays
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_eta_min_ratio_sets_each_groups_floor_from_its_initial_lr():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    groups = [dict(params=[params[0]]), dict(params=[params[1]], lr=0.2)]
+    got = lrs_of('CosineAnnealingLR', steps=8, groups=groups, T_max=8, eta_min_ratio=0.1,
+                 by_epoch=False)
+    for index, base in enumerate([LR, 0.2]):
+        expected = [0.1 * base + 0.9 * base * (1 + math.cos(math.pi * t / 8)) / 2
+                    for t in range(9)]
+        assert [lrs[index] for lrs in got] == pytest.approx(expected, rel=1e-9)
+
+
+def test_quadratic_warmup_grows_with_the_square_of_the_step():
+    got = [lrs[0] for lrs in lrs_of('QuadraticWarmupLR', steps=7, by_epoch=False, end=5)]
+    assert got == pytest.approx([LR * ((t + 1) / 5) ** 2 for t in range(5)] + [LR] * 3)
+
+
+@pytest.mark.parametrize('cfg, message', [
+    (dict(type='CosineRestartLR', periods=[2]), r'CosineRestartLR needs eta_min .* or '
+                                                r'eta_min_ratio'),
+    (dict(type='CosineRestartLR', periods=[2, 3], restart_weights=[1], eta_min=0.0),
+     r'needs one restart weight per period: got periods=\[2, 3\]'),
+    (dict(type='CosineAnnealingLR', T_max=3, eta_min=0.0, eta_min_ratio=0.1),
+     r'takes eta_min or eta_min_ratio, not both'),
+    (dict(type='QuadraticWarmupLR'), r"QuadraticWarmupLR is missing the required argument\(s\) "
+                                     r"'total_iters'"),
+    (dict(type='StepLR', step_size=2, last_step=3), r'StepLR got last_step; a ParamScheduler '
+                                                    r'resumes through load_state_dict\(\)'),
+])
+def test_a_bad_mmengine_schedule_is_a_clear_error(cfg, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        PARAM_SCHEDULERS.build(cfg, default_args=dict(optimizer=make_optimizer()))
+
+
+def test_conversion_scales_mmengines_epoch_arguments_too():
+    def converted(name, **cfg):
+        return PARAM_SCHEDULERS.build(
+            dict(type=name, convert_to_iter_based=True, **cfg),
+            default_args=dict(optimizer=make_optimizer(), epoch_length=10))
+
+    assert converted('CosineRestartLR', periods=[2, 3], restart_weights=[1, 1],
+                     eta_min=0.0).kwargs['periods'] == [20, 30]
+    assert converted('PolyLR', end=4).kwargs['total_iters'] == 39
+    warmup = converted('QuadraticWarmupLR', end=2)
+    assert (warmup.kwargs['total_iters'], warmup.end, warmup.by_epoch) == (20, 20, False)
+
+
+def test_build_iter_from_epoch_equals_convert_to_iter_based():
+    a, b = make_optimizer(), make_optimizer()
+    by_hand = PARAM_SCHEDULERS.get('CosineAnnealingLR').build_iter_from_epoch(
+        a, T_max=3, epoch_length=4)
+    from_cfg = PARAM_SCHEDULERS.build(dict(type='CosineAnnealingLR', T_max=3,
+                                           convert_to_iter_based=True),
+                                      default_args=dict(optimizer=b, epoch_length=4))
+    assert (by_hand.by_epoch, by_hand.kwargs) == (False, dict(T_max=12))
+    assert our_sequence(by_hand, a) == our_sequence(from_cfg, b)
+
+
+def test_the_build_function_hands_epoch_length_only_to_a_conversion():
+    class Plain(ParamScheduler):  # a user's scheduler without epoch_length
+
+        def __init__(self, optimizer, gamma):
+            super().__init__(optimizer, lr_scheduler.ExponentialLR, gamma=gamma)
+
+    PARAM_SCHEDULERS.register_module(module=Plain)
+    try:
+        scheduler = PARAM_SCHEDULERS.build(dict(type='Plain', gamma=0.5), default_args=dict(
+            optimizer=make_optimizer(), epoch_length=10))
+        assert scheduler.kwargs == dict(gamma=0.5)
+        with pytest.raises(ValueError, match=r'ExponentialLR has convert_to_iter_based=True but '
+                                             r'no epoch_length|Plain has convert_to_iter_based'):
+            PARAM_SCHEDULERS.build(dict(type='ExponentialLR', gamma=0.5,
+                                        convert_to_iter_based=True),
+                                   default_args=dict(optimizer=make_optimizer()))
+    finally:
+        PARAM_SCHEDULERS._module_dict.pop('Plain')
+
+
+def test_mmengines_poly_and_torchs_polynomial_agree_without_eta_min():
+    ours = [lrs[0] for lrs in lrs_of('PolyLR', power=2.0, by_epoch=False, end=11)]
+    torchs = [lrs[0] for lrs in lrs_of('PolynomialLR', power=2.0, total_iters=10,
+                                       by_epoch=False)]
+    assert ours == pytest.approx(torchs, rel=1e-9)

@@ -8,10 +8,15 @@ and would each recompile the training step:
   under ``fullgraph=True``). A 0-d tensor is a graph input instead; torch's
   ``LRScheduler`` writes tensor learning rates in place with ``fill_``
   (``_update_param_group_val`` in ``torch/optim/lr_scheduler.py``), and fengine's
-  schedulers do too. Adam's ``betas[0]``, which momentum schedules (``OneCycleLR``)
-  change, likewise. SGD's ``momentum`` stays a float: SGD branches on
-  ``momentum != 0`` in Python, and dynamo makes a changing float momentum dynamic after
-  one recompile anyway.
+  schedulers do too, for every key they schedule. Adam's ``betas[0]``, which
+  momentum schedules change, likewise. SGD's ``momentum`` too: torch's SGD branches
+  on ``momentum != 0`` in Python (a tensor there is a graph break) and passes it as
+  ``alpha=`` (a changing float there is a recompile per value), so a group holding a
+  tensor momentum is updated by :func:`sgd_tensor_step`, torch's single-tensor SGD
+  with the branch decided by the group's structure instead of its value. SGD's
+  ``weight_decay`` is held the same way when a scheduler changes it
+  (``initial_weight_decay`` in the group). Other scheduled keys stay Python numbers
+  (torch.optim branches on them), and each new value compiles a new graph.
 - The optimizer state (momentum buffers, Adam's moments and step counters) appears in
   the first step; the second call sees a different state dict and compiles again.
   Creating it beforehand, exactly as the first step would, leaves one compile.
@@ -22,13 +27,16 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from typing import Callable
 
 import torch
 from torch.optim import Optimizer
 
-__all__ = ['hold_hyperparams_', 'release_hyperparams_', 'init_state_']
+__all__ = ['hold_hyperparams_', 'release_hyperparams_', 'init_state_', 'optimizer_update',
+           'sgd_tensor_step']
 
-# (group index, 'lr' or 'beta1') -> (the tensor in the group, the float last written)
+# (group index, key: 'lr', 'beta1', 'momentum', 'weight_decay') -> (the tensor in the
+# group, the float last written)
 Held = dict[tuple[int, str], tuple[torch.Tensor, float]]
 
 
@@ -58,8 +66,27 @@ def _tensor_for(held: Held, key: tuple[int, str], value: float,
     return tensor
 
 
+def _plain_sgd(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer`` steps with torch's own ``SGD.step`` (not a subclass's)."""
+    return type(optimizer).step is torch.optim.SGD.step
+
+
+def _sgd_keys(optimizer: Optimizer, group: dict) -> list[str]:
+    """The SGD keys of ``group`` to hold as tensors (see the module docstring)."""
+    if not _plain_sgd(optimizer) or group.get('fused') or group.get('differentiable'):
+        return []
+    keys = []
+    momentum = group.get('momentum')
+    if _is_float(momentum) and momentum != 0:
+        keys.append('momentum')
+    decay = group.get('weight_decay')
+    if _is_float(decay) and decay != 0 and 'initial_weight_decay' in group:
+        keys.append('weight_decay')
+    return keys
+
+
 def hold_hyperparams_(optimizer: Optimizer, held: Held) -> None:
-    """Make every float ``lr`` (and Adam's ``betas[0]``) a 0-d tensor on the params' device.
+    """Make every float ``lr`` (and Adam's ``betas[0]``, SGD's ``momentum``) a 0-d tensor.
 
     Called before every compiled step (a few dict operations): a scheduler or user that
     assigns a float (``group['lr'] = 0.1``, OneCycleLR's ``group['betas'] = (m, b2)``)
@@ -82,7 +109,8 @@ def hold_hyperparams_(optimizer: Optimizer, held: Held) -> None:
         tensor_betas = (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
                         and not group.get('fused')
                         and isinstance(betas, (tuple, list)) and _is_float(betas[0]))
-        if device is None or not (_is_float(lr) or tensor_betas):
+        sgd_keys = _sgd_keys(optimizer, group)
+        if device is None or not (_is_float(lr) or tensor_betas or sgd_keys):
             continue
         if group.get('foreach') and group.get('capturable') is False:
             # torch.optim refuses tensor hyper-parameters with foreach=True and
@@ -98,6 +126,8 @@ def hold_hyperparams_(optimizer: Optimizer, held: Held) -> None:
         if tensor_betas:
             group['betas'] = (_tensor_for(held, (index, 'beta1'), betas[0], device),
                               *betas[1:])
+        for key in sgd_keys:
+            group[key] = _tensor_for(held, (index, key), group[key], device)
 
 
 def release_hyperparams_(optimizer: Optimizer, held: Held) -> None:
@@ -115,8 +145,9 @@ def release_hyperparams_(optimizer: Optimizer, held: Held) -> None:
         return value if torch.tensor(value, dtype=tensor.dtype).item() == now else now
 
     for index, group in enumerate(optimizer.param_groups):
-        if 'lr' in group:
-            group['lr'] = value_of((index, 'lr'), group['lr'])
+        for key in ('lr', 'momentum', 'weight_decay'):
+            if key in group:
+                group[key] = value_of((index, key), group[key])
         betas = group.get('betas')
         if isinstance(betas, (tuple, list)) and betas:
             group['betas'] = (value_of((index, 'beta1'), betas[0]), *betas[1:])
@@ -157,7 +188,8 @@ def init_state_(optimizer: Optimizer) -> bool:
             if not params:
                 continue
             if isinstance(optimizer, torch.optim.SGD):
-                if group['momentum'] != 0:
+                # A held (tensor) momentum is non-zero by construction: no host read.
+                if isinstance(group['momentum'], torch.Tensor) or group['momentum'] != 0:
                     for p in params:
                         # `.get`: no empty state entries where nothing is created.
                         if optimizer.state.get(p, {}).get('momentum_buffer') is not None:
@@ -187,3 +219,57 @@ def init_state_(optimizer: Optimizer) -> bool:
                     if isinstance(step, torch.Tensor) and step.device != p.device:
                         optimizer.state[p]['step'] = step.to(p.device)
     return complete
+
+
+def optimizer_update(optimizer: Optimizer) -> Callable[[Optimizer], None]:
+    """The update a compiled step applies to ``optimizer``: torch's own ``step``, undecorated.
+
+    ``Optimizer.step`` is wrapped by ``_use_grad_for_differentiable``, whose graph break
+    would split the step, so the undecorated function is returned (the caller runs it
+    under ``no_grad``). For torch's SGD, groups whose momentum is held as a tensor are
+    updated by :func:`sgd_tensor_step` instead (decided while tracing, by type).
+    """
+    torch_step = inspect.unwrap(type(optimizer).step)
+    if not _plain_sgd(optimizer):
+        return torch_step
+
+    def update(opt: Optimizer) -> None:
+        if any(isinstance(group.get(key), torch.Tensor) for group in opt.param_groups
+               for key in ('momentum', 'weight_decay')):
+            sgd_tensor_step(opt)
+        else:
+            torch_step(opt)
+
+    return update
+
+
+def sgd_tensor_step(optimizer: torch.optim.SGD) -> None:
+    """One ``torch.optim.SGD`` step whose ``momentum``/``weight_decay`` may be 0-d tensors.
+
+    The operations of torch's ``_single_tensor_sgd``, in its order; only the two
+    ``!= 0`` tests are decided without reading a tensor (a tensor value was non-zero
+    when it was held, see :func:`hold_hyperparams_`), so the step traces into one graph
+    and a new value is a new input, not a new graph. Sparse gradients and
+    ``differentiable=True`` are not supported here (such groups are never held).
+    """
+    for group in optimizer.param_groups:
+        lr, momentum = group['lr'], group['momentum']
+        decay, dampening = group['weight_decay'], group['dampening']
+        with_momentum = isinstance(momentum, torch.Tensor) or momentum != 0
+        with_decay = isinstance(decay, torch.Tensor) or decay != 0
+        for param in group['params']:
+            if param.grad is None:
+                continue
+            grad = param.grad if not group['maximize'] else -param.grad
+            if with_decay:
+                grad = grad.add(param, alpha=decay)
+            if with_momentum:
+                state = optimizer.state[param]
+                buf = state.get('momentum_buffer')
+                if buf is None:
+                    buf = grad.detach().clone()
+                    state['momentum_buffer'] = buf
+                else:
+                    buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                grad = grad.add(buf, alpha=momentum) if group['nesterov'] else buf
+            param.add_(grad, alpha=-lr)

@@ -21,9 +21,9 @@ once, outside the graph, and written in place inside it.
 
 Two more keep it *one compile* (``_optim_state.py``). Before the first compiled call
 the optimizer's state is created as its first step would create it (else the second
-call sees new state and recompiles), and float learning rates (and Adam's ``betas[0]``)
-become 0-d tensors that schedulers write in place (else each new value is a recompile,
-and the ninth a hard error). ``OptimWrapper.get_lr()`` still reads floats.
+call sees new state and recompiles), and float learning rates (and Adam's ``betas[0]``,
+SGD's ``momentum``) become 0-d tensors that schedulers write in place (else each new
+value is a recompile, and the ninth a hard error). ``OptimWrapper.get_lr()`` still reads floats.
 
 fp16 loss scaling (an enabled ``GradScaler``) is part of the graph too
 (``_loss_scale.py``): the loss is scaled by the scaler's scale tensor, the gradients
@@ -60,7 +60,6 @@ backward: unlike DDP's buckets it does not overlap with it.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import operator
 import types
@@ -74,7 +73,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import dist as _dist
 from ..logging import print_log
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
-from ._optim_state import hold_hyperparams_, init_state_, release_hyperparams_
+from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
 
@@ -166,8 +165,8 @@ class TrainStep:
             eagerly, which only DDP can synchronize).
 
     A compiled step changes the optimizer's param groups in place on its first call:
-    float ``lr`` (and Adam's ``betas[0]``) become 0-d float32 tensors on the parameters'
-    device; Adam-like groups with ``foreach=True`` get ``capturable=True`` (CUDA) or
+    float ``lr`` (and Adam's ``betas[0]``, SGD's ``momentum``) become 0-d float32 tensors
+    on the parameters' device; Adam-like groups with ``foreach=True`` get ``capturable=True`` (CUDA) or
     ``foreach=False`` (CPU), which torch.optim requires for tensor hyper-parameters. If
     compilation fails and the step falls back to eager, the floats are put back.
     """
@@ -192,10 +191,15 @@ class TrainStep:
             # What DDP's constructor does: rank 0's parameters and buffers on every rank.
             _dist.broadcast_coalesced([*model.parameters(), *model.buffers()], src=0,
                                       group=self.group)
+        if not hasattr(optim_wrapper, 'optimizer'):
+            raise TypeError(f'a compiled training step updates one optimizer, but got a '
+                            f'{type(optim_wrapper).__name__} of several; a model trained with '
+                            'several optimizers overrides train_step and calls each wrapper '
+                            '(it runs eagerly; see fengine.optim.OptimWrapperDict).')
         self.optim_wrapper = optim_wrapper
         self.strict = strict
         optimizer = optim_wrapper.optimizer
-        self._optimizer_step = inspect.unwrap(type(optimizer).step)
+        self._optimizer_step = optimizer_update(optimizer)
         options = compile_options(compile)
         self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False

@@ -1,12 +1,22 @@
-"""``ParamSchedulerHook``: steps the learning-rate schedulers (MMEngine: ``ParamSchedulerHook``)."""
+"""``ParamSchedulerHook``: steps the parameter schedulers (MMEngine: ``ParamSchedulerHook``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from ..registry import HOOKS
 from .hook import Hook
 
 __all__ = ['ParamSchedulerHook']
+
+
+def _schedulers(runner) -> Iterator[Any]:
+    """Every scheduler: of a list, or of a dict of lists by optimizer name (several optimizers)."""
+    schedulers = runner.param_schedulers or ()
+    if isinstance(schedulers, dict):
+        for inner in schedulers.values():
+            yield from inner
+    else:
+        yield from schedulers
 
 
 @HOOKS.register_module()
@@ -18,11 +28,11 @@ class ParamSchedulerHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: dict | None = None) -> None:
-        for scheduler in runner.param_schedulers or ():
+        for scheduler in _schedulers(runner):
             if not scheduler.by_epoch:
                 scheduler.step()
 
     def after_train_epoch(self, runner) -> None:
-        for scheduler in runner.param_schedulers or ():
+        for scheduler in _schedulers(runner):
             if scheduler.by_epoch:
                 scheduler.step()

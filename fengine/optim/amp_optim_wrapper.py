@@ -212,7 +212,7 @@ class AmpOptimWrapper(OptimWrapper):
 
     def state_dict(self) -> dict:
         """The optimizer's state dict plus the scaler's under ``'loss_scaler'``."""
-        state_dict = self.optimizer.state_dict()
+        state_dict = super().state_dict()
         state_dict['loss_scaler'] = self.loss_scaler.state_dict()
         return state_dict
 
@@ -220,9 +220,9 @@ class AmpOptimWrapper(OptimWrapper):
         """Load the optimizer's state and, when present, the scaler's ``'loss_scaler'``."""
         state_dict = dict(state_dict)  # the caller's dict keeps its 'loss_scaler'
         scaler_state = state_dict.pop('loss_scaler', None)
+        super().load_state_dict(state_dict)
         if scaler_state is not None:
             self.loss_scaler.load_state_dict(scaler_state)
-        self.optimizer.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
         scaling = ('static' if self._static_scale is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 import logging
 import numbers
+import re
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -19,12 +21,13 @@ from torch.optim import Optimizer
 from .._errors import choices_text, suggest
 from ..logging import print_log
 from ..model.wrappers import unwrap_model
-from ..registry import OPTIM_WRAPPERS, OPTIMIZERS
+from ..registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 from .amp_optim_wrapper import AmpOptimWrapper  # noqa: F401  (registers it)
 from .optim_wrapper import OptimWrapper
+from .optim_wrapper_dict import OptimWrapperDict
 
-__all__ = ['DefaultOptimWrapperConstructor', 'build_optim_wrapper',
-           'register_torch_optimizers', 'TORCH_OPTIMIZERS']
+__all__ = ['DefaultOptimWrapperConstructor', 'MultiOptimWrapperConstructor',
+           'build_optim_wrapper', 'register_torch_optimizers', 'TORCH_OPTIMIZERS']
 
 
 def register_torch_optimizers() -> list[str]:
@@ -63,6 +66,7 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class DefaultOptimWrapperConstructor:
     """Builds a wrapper, with per-parameter options (MMEngine: ``DefaultOptimWrapperConstructor``).
 
@@ -86,6 +90,10 @@ class DefaultOptimWrapperConstructor:
     - ``flat_decay_mult``: for other one-dimensional parameters.
     - ``bypass_duplicate``: skip (and log) a parameter shared by two modules
       instead of letting the optimizer reject the duplicate.
+
+    A subclass (a user's constructor, as in MMEngine's tutorial 'OptimWrapper') may
+    take ``paramwise_cfg`` keys of its own: only this class itself rejects a key it
+    does not know.
 
     The weight-decay rules apply in this order, first match only: norm, bias,
     depthwise conv, flat. Parameters with ``requires_grad=False`` are left out
@@ -111,7 +119,7 @@ class DefaultOptimWrapperConstructor:
         ...     dict(optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-4)),
         ...     paramwise_cfg=dict(norm_decay_mult=0.0))
         >>> wrapper = constructor(model)
-        >>> [group['weight_decay'] for group in wrapper.param_groups]
+        >>> [group['weight_decay'] for group in wrapper.optimizer.param_groups]
         [0.0001, 0.0001, 0.0, 0.0]
     """
 
@@ -157,7 +165,9 @@ class DefaultOptimWrapperConstructor:
                 raise ValueError("paramwise_cfg 'dcn_offset_lr_mult' is not supported: it "
                                  "applies to mmcv's deformable convolutions, which fengine "
                                  f'does not have. Valid keys: {choices_text(PARAMWISE_KEYS)}.')
-            if key not in PARAMWISE_KEYS:
+            # A subclass (a user's constructor) defines keys of its own; the default
+            # constructor itself knows all it takes.
+            if key not in PARAMWISE_KEYS and type(self) is DefaultOptimWrapperConstructor:
                 raise ValueError(f'unknown paramwise_cfg key {key!r}.'
                                  f'{suggest(key, PARAMWISE_KEYS)} Valid keys: '
                                  f'{choices_text(PARAMWISE_KEYS)}.')
@@ -289,28 +299,163 @@ class DefaultOptimWrapperConstructor:
         return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
 
 
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class MultiOptimWrapperConstructor:
+    """One optimizer wrapper per named part of a model, as an :class:`OptimWrapperDict`.
+
+    MMEngine projects take it from MMagic/MMGeneration (``MultiOptimWrapperConstructor``):
+    ``optim_wrapper=dict(constructor='MultiOptimWrapperConstructor',
+    generator=dict(optimizer=dict(type='Adam', lr=2e-4)), discriminator=dict(...))``.
+    Each name is the submodule to optimize (``model.generator``; a dotted path
+    works too), unless its config names the parts in ``modules``: a name or a list
+    of names, each a child of the model or a regular expression matched in full
+    against the dotted names of its submodules. Each entry is built as
+    :func:`build_optim_wrapper` builds a single config (its own ``type``,
+    ``constructor`` and ``paramwise_cfg``; no ``paramwise_cfg`` with ``modules``),
+    or may be a built :class:`OptimWrapper`.
+
+    :func:`build_optim_wrapper` picks this constructor for a config without
+    ``optimizer`` and ``constructor`` whose values are all configs (MMEngine asks
+    for the constructor by name).
+
+    Args:
+        optim_wrapper_cfg: The configs (or wrappers) by optimizer name.
+        paramwise_cfg: Must be ``None``: each entry has its own.
+
+    Raises:
+        TypeError: ``optim_wrapper_cfg`` is not a dict of dicts/wrappers.
+        ValueError: ``paramwise_cfg`` is given, or ``optim_wrapper_cfg`` is a single
+            optimizer's config.
+        KeyError: (on call) a name or ``modules`` entry matches no submodule; the
+            message lists the model's children.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Module()
+        >>> model.generator, model.discriminator = nn.Linear(4, 4), nn.Linear(4, 1)
+        >>> wrappers = MultiOptimWrapperConstructor(dict(
+        ...     generator=dict(optimizer=dict(type='Adam', lr=2e-4, betas=(0.5, 0.999))),
+        ...     discriminator=dict(optimizer=dict(type='SGD', lr=0.01))))(model)
+        >>> sorted(wrappers.keys()), wrappers.get_lr()['generator.lr']
+        (['discriminator', 'generator'], [0.0002])
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
+        if not isinstance(optim_wrapper_cfg, dict):
+            raise TypeError(f'optim_wrapper_cfg must be a dict of configs by optimizer name, '
+                            f'but got {type(optim_wrapper_cfg).__name__}: '
+                            f'{optim_wrapper_cfg!r}')
+        if paramwise_cfg is not None:
+            raise ValueError('MultiOptimWrapperConstructor takes paramwise_cfg in each '
+                             "optimizer's config, e.g. generator=dict(optimizer=..., "
+                             f'paramwise_cfg=...), not for all of them; got {paramwise_cfg!r}')
+        if 'optimizer' in optim_wrapper_cfg:
+            raise ValueError('MultiOptimWrapperConstructor takes one config per optimizer name '
+                             "(dict(generator=dict(optimizer=...), discriminator=...)), but got "
+                             "a single optimizer's config (it has the key 'optimizer'); use "
+                             'the default constructor for it.')
+        for name, entry in optim_wrapper_cfg.items():
+            if not isinstance(entry, (dict, OptimWrapper)):
+                raise TypeError(f'MultiOptimWrapperConstructor: the entry {name!r} must be an '
+                                'optimizer wrapper config such as dict(optimizer=dict('
+                                f"type='Adam', lr=1e-4)) or an OptimWrapper, but got "
+                                f'{type(entry).__name__}: {entry!r}')
+        self.optim_wrapper_cfg = dict(optim_wrapper_cfg)
+
+    def __call__(self, model: nn.Module) -> OptimWrapperDict:
+        """Build every entry's wrapper over its part of ``model``."""
+        model = unwrap_model(model)
+        wrappers = {}
+        for name, entry in self.optim_wrapper_cfg.items():
+            if isinstance(entry, OptimWrapper):
+                wrappers[name] = entry
+                continue
+            cfg = dict(entry)
+            modules = cfg.pop('modules', None)
+            if modules is None:
+                wrappers[name] = build_optim_wrapper(_submodule(model, name, name), cfg)
+                print_log(f"optimizer {name!r}: the parameters of {name!r}", logger='current',
+                          level=logging.DEBUG)
+                continue
+            if cfg.get('paramwise_cfg'):
+                raise ValueError(f'optimizer {name!r}: paramwise_cfg cannot be combined with '
+                                 'modules (several parts in one optimizer); give each part '
+                                 'its own optimizer, or drop paramwise_cfg.')
+            cfg.pop('paramwise_cfg', None)
+            holder = nn.Module()  # the named parts, under one module for the constructor
+            for index, module in enumerate(_modules_named(model, name, modules)):
+                holder.add_module(str(index), module)
+            wrappers[name] = build_optim_wrapper(holder, cfg)
+        return OptimWrapperDict(**wrappers)
+
+
+def _submodule(model: nn.Module, path: str, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        children = [child for child, _ in model.named_children()]
+        raise KeyError(f'optimizer {name!r}: {type(model).__name__} has no submodule {path!r} '
+                       f'to optimize.{suggest(path, children)} Its children: '
+                       f'{choices_text(children)}; or name the parts with '
+                       "modules=['...'].") from None
+
+
+def _modules_named(model: nn.Module, name: str, modules: Any) -> list[nn.Module]:
+    """The children named in ``modules``, or the submodules whose dotted name fully matches."""
+    patterns = [modules] if isinstance(modules, str) else modules
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f'optimizer {name!r}: modules must be a name or a list of names, but '
+                        f'got {modules!r}')
+    found: list[nn.Module] = []
+    for pattern in patterns:
+        children = dict(model.named_children())
+        if pattern in children:
+            matched = [children[pattern]]
+        else:
+            matched = [module for path, module in model.named_modules()
+                       if path and re.fullmatch(pattern, path)]
+        if not matched:
+            raise KeyError(f'optimizer {name!r}: modules entry {pattern!r} matches no '
+                           f'submodule of {type(model).__name__}; its children: '
+                           f'{choices_text(children)}.')
+        found += [module for module in matched if all(module is not m for m in found)]
+    return found
+
+
+# Keys of one wrapper's config: a config with any of them is not one by optimizer name.
+_SINGLE_KEYS = ('optimizer', 'constructor', 'type', 'paramwise_cfg', 'clip_grad',
+                'accumulative_counts', 'loss_scale', 'dtype')
+
+
+def _dict_of_wrappers(cfg: dict) -> bool:
+    """Whether ``cfg`` lists optimizers by name (none of one wrapper's keys, all dicts)."""
+    return (bool(cfg) and not any(key in cfg for key in _SINGLE_KEYS)
+            and all(isinstance(v, (dict, OptimWrapper)) for v in cfg.values()))
+
+
 def build_optim_wrapper(model: nn.Module, cfg: dict | OptimWrapper) -> OptimWrapper:
     """Build an optimizer wrapper for ``model`` from a config (MMEngine: ``build_optim_wrapper``).
 
     Args:
         model: The model to optimize (a DDP/DataParallel wrapper is unwrapped).
-        cfg: An :class:`OptimWrapper`, returned as it is, or a dict:
-            ``optimizer`` (an ``OPTIMIZERS`` config such as
+        cfg: An :class:`OptimWrapper` (or :class:`OptimWrapperDict`), returned as it
+            is, or a dict: ``optimizer`` (an ``OPTIMIZERS`` config such as
             ``dict(type='SGD', lr=0.01)``), ``type`` (an ``OPTIM_WRAPPERS`` name or
             class; default ``'OptimWrapper'``), the wrapper's own arguments
             (``accumulative_counts``, ``clip_grad``, ``loss_scale``, ``dtype``),
             ``paramwise_cfg`` (see :class:`DefaultOptimWrapperConstructor`) and
-            ``constructor`` (a class called as
-            ``constructor(optim_wrapper_cfg=..., paramwise_cfg=...)(model)``;
-            default :class:`DefaultOptimWrapperConstructor`).
+            ``constructor`` (an ``OPTIM_WRAPPER_CONSTRUCTORS`` name or a class, called
+            as ``constructor(optim_wrapper_cfg=..., paramwise_cfg=...)(model)``;
+            default ``'DefaultOptimWrapperConstructor'``). A custom constructor gets
+            ``paramwise_cfg`` as it is: the keys it understands are its own. Several
+            optimizers: a dict of such configs (or of built wrappers) by name, built
+            by :class:`MultiOptimWrapperConstructor` into an :class:`OptimWrapperDict`.
 
     Raises:
         TypeError: ``cfg`` is neither a dict nor an OptimWrapper, or
-            ``constructor`` is not a class.
-        KeyError: An unknown optimizer or wrapper ``type`` (the message lists close
-            names), or a ``constructor`` name other than
-            ``'DefaultOptimWrapperConstructor'`` (fengine has no constructor
-            registry: pass the class).
+            ``constructor`` is neither a name nor callable.
+        KeyError: An unknown optimizer, wrapper or constructor name (the message
+            lists close names).
 
     Example:
         >>> from torch import nn
@@ -321,25 +466,23 @@ def build_optim_wrapper(model: nn.Module, cfg: dict | OptimWrapper) -> OptimWrap
     """
     if isinstance(cfg, OptimWrapper):
         return cfg
-    if not isinstance(cfg, dict):
+    if not isinstance(cfg, Mapping):
         raise TypeError(f'an optimizer wrapper config must be a dict such as '
                         "dict(optimizer=dict(type='SGD', lr=0.01)) or an OptimWrapper, but "
                         f'got {type(cfg).__name__}: {cfg!r}')
     cfg = dict(cfg)
-    constructor: Any = cfg.pop('constructor', DefaultOptimWrapperConstructor)
+    if _dict_of_wrappers(cfg):
+        if all(isinstance(v, OptimWrapper) for v in cfg.values()):
+            return OptimWrapperDict(**cfg)
+        return MultiOptimWrapperConstructor(cfg)(model)
+    constructor: Any = cfg.pop('constructor', 'DefaultOptimWrapperConstructor')
     paramwise_cfg = cfg.pop('paramwise_cfg', None)
-    if isinstance(constructor, str):
-        if constructor != DefaultOptimWrapperConstructor.__name__:
-            raise KeyError(f'unknown optimizer wrapper constructor {constructor!r}.'
-                           f'{suggest(constructor, [DefaultOptimWrapperConstructor.__name__])}'
-                           " fengine has no constructor registry: pass the class itself, "
-                           "e.g. constructor=MyConstructor; the only name understood is "
-                           "'DefaultOptimWrapperConstructor'.")
-        constructor = DefaultOptimWrapperConstructor
-    elif not callable(constructor):
-        raise TypeError(f'constructor must be a class (or the name '
-                        "'DefaultOptimWrapperConstructor'), but got "
+    if not isinstance(constructor, str) and not callable(constructor):
+        raise TypeError(f'constructor must be a class or a name in OPTIM_WRAPPER_CONSTRUCTORS '
+                        "(such as 'DefaultOptimWrapperConstructor'), but got "
                         f'{type(constructor).__name__}: {constructor!r}')
-    build: Callable[[nn.Module], OptimWrapper] = constructor(
-        optim_wrapper_cfg=cfg, paramwise_cfg=paramwise_cfg)
+    if constructor == 'MultiOptimWrapperConstructor' or constructor is MultiOptimWrapperConstructor:
+        return MultiOptimWrapperConstructor(cfg, paramwise_cfg)(model)
+    build: Callable[[nn.Module], OptimWrapper] = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(type=constructor, optim_wrapper_cfg=cfg, paramwise_cfg=paramwise_cfg))
     return build(model)

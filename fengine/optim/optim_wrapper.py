@@ -22,7 +22,6 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from .._errors import check_bool, check_choice, check_int, choices_text, suggest
@@ -38,6 +37,11 @@ _CLIP_KEYS = {
     'value': ('clip_value', 'foreach'),
 }
 _CLIP_REQUIRED = {'norm': 'max_norm', 'value': 'clip_value'}
+
+
+def _number(value: Any) -> Any:
+    """A group's hyper-parameter as MMEngine returns it; a 0-d tensor read as a float."""
+    return float(value) if isinstance(value, torch.Tensor) else value
 
 
 def _is_real(value: object) -> bool:
@@ -104,6 +108,11 @@ class OptimWrapper:
             log: ``{'grad_norm': tensor}`` when clipping by norm (the total norm
             before clipping), ``{}`` otherwise. Replaced at every :meth:`step`;
             nothing here calls ``.item()``, so a step never waits for the device.
+        base_param_settings: With several param groups, MMEngine's extra group
+            (``{'params': tensor([0.]), **optimizer.defaults}``) that
+            :attr:`param_groups` appends: schedulers change its ``lr`` as every
+            group's, so ``get_lr()['base_lr']`` is the scheduled base lr of the
+            config. ``None`` with one group. The optimizer never sees it.
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``, or
@@ -155,6 +164,10 @@ class OptimWrapper:
         self._inner_count = 0
         self._init_counts = 0
         self._max_counts = -1
+        self.base_param_settings: dict | None = None
+        # getattr: a stand-in optimizer (a test's mock) may have no groups.
+        if len(getattr(optimizer, 'param_groups', ())) > 1:
+            self.base_param_settings = {'params': torch.tensor([0.0]), **optimizer.defaults}
 
     # -- the update ------------------------------------------------------------------
     def update_params(self,
@@ -216,6 +229,8 @@ class OptimWrapper:
         return {'grad_norm': grad_norm.detach()}
 
     def _clip_grad(self) -> dict[str, torch.Tensor]:
+        if self._clip_type is None:  # no walk over the parameters on every step
+            return {}
         params = [p for group in self.optimizer.param_groups for p in group['params']
                   if p.requires_grad and p.grad is not None]
         return self.clip_grads(params)
@@ -321,17 +336,19 @@ class OptimWrapper:
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        """The context for a forward pass: skips DDP's gradient sync between updates.
+        """The context for a forward pass: skips gradient sync between updates.
 
-        When ``model`` is a ``DistributedDataParallel`` and the coming micro-step
-        does not end an accumulation window (:meth:`should_sync` is False), the
-        forward and backward run under ``model.no_sync()``; otherwise this is an
-        empty context. :class:`AmpOptimWrapper` adds autocast.
+        When ``model`` has a ``no_sync()`` context (DDP, FSDP, a custom wrapper) and
+        the coming micro-step does not end an accumulation window
+        (:meth:`should_sync` is False), the forward and backward run under
+        ``model.no_sync()``; otherwise this is an empty context.
+        :class:`AmpOptimWrapper` adds autocast.
 
         Args:
             model: The model about to run forward.
         """
-        if isinstance(model, DistributedDataParallel) and not self.should_sync():
+        # hasattr first: a compiled step traces this, and reading the counter would guard on it.
+        if hasattr(model, 'no_sync') and not self.should_sync():
             with model.no_sync():
                 yield
         else:
@@ -340,7 +357,12 @@ class OptimWrapper:
     # -- the optimizer's state and hyper-parameters ----------------------------------
     @property
     def param_groups(self) -> list[dict]:
-        """The optimizer's ``param_groups`` (parameter schedulers edit them)."""
+        """The optimizer's ``param_groups`` (parameter schedulers edit them).
+
+        With several groups, :attr:`base_param_settings` is appended, as in MMEngine.
+        """
+        if self.base_param_settings is not None:
+            return self.optimizer.param_groups + [self.base_param_settings]
         return self.optimizer.param_groups
 
     @property
@@ -349,12 +371,18 @@ class OptimWrapper:
         return self.optimizer.defaults
 
     def get_lr(self) -> dict[str, list[float]]:
-        """The learning rate of each parameter group, as floats: ``{'lr': [...]}``.
+        """The learning rate of each parameter group: ``{'lr': [...]}``.
 
-        A compiled training step keeps ``lr`` as a 0-d tensor (so a new value is not a
-        recompile); it is read back here.
+        With several groups, ``'base_lr'`` comes first, holding the lr of
+        :attr:`base_param_settings` (MMEngine's ``get_lr``). The values are the
+        groups' own numbers, as in MMEngine; a compiled training step keeps ``lr`` as
+        a 0-d tensor (so a new value is not a recompile), which is read back as a float.
         """
-        return {'lr': [float(group['lr']) for group in self.param_groups]}
+        lrs: dict[str, list[float]] = {}
+        if self.base_param_settings is not None:
+            lrs['base_lr'] = [_number(self.base_param_settings['lr'])]
+        lrs['lr'] = [_number(group['lr']) for group in self.optimizer.param_groups]
+        return lrs
 
     def get_momentum(self) -> dict[str, list[float]]:
         """The momentum of each group: ``{'momentum': [...]}``.
@@ -363,22 +391,30 @@ class OptimWrapper:
         an optimizer with neither.
         """
         momentum = []
-        for group in self.param_groups:
+        for group in self.optimizer.param_groups:
+            # A compiled step holds SGD's momentum and Adam's betas[0] as 0-d tensors.
             if 'momentum' in group:
-                momentum.append(float(group['momentum']))
-            elif 'betas' in group:  # a compiled step may hold betas[0] as a 0-d tensor
-                momentum.append(float(group['betas'][0]))
+                momentum.append(_number(group['momentum']))
+            elif 'betas' in group:
+                momentum.append(_number(group['betas'][0]))
             else:
                 momentum.append(0)
         return {'momentum': momentum}
 
     def state_dict(self) -> dict:
-        """The optimizer's ``state_dict()``."""
-        return self.optimizer.state_dict()
+        """The optimizer's ``state_dict()``, plus ``base_param_settings`` when there is one."""
+        state_dict = self.optimizer.state_dict()
+        if self.base_param_settings is not None:
+            state_dict['base_param_settings'] = self.base_param_settings
+        return state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load what :meth:`state_dict` returned into the optimizer."""
+        """Load what :meth:`state_dict` returned into the optimizer (and the base group)."""
+        state_dict = dict(state_dict)  # the caller's dict keeps its entries
+        base = state_dict.pop('base_param_settings', None)
         self.optimizer.load_state_dict(state_dict)
+        if base is not None:
+            self.base_param_settings = base
 
     def __repr__(self) -> str:
         clip = (f', clip_grad={dict(type=self._clip_type, **self.clip_grad_kwargs)!r}'

@@ -33,7 +33,18 @@ WEIGHT_INITIALIZERS = Registry('weight initializer', scope=ROOT_SCOPE)
 OPTIMIZERS = Registry('optimizer', scope=ROOT_SCOPE)
 OPTIM_WRAPPERS = Registry('optimizer wrapper', scope=ROOT_SCOPE)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', scope=ROOT_SCOPE)
-PARAM_SCHEDULERS = Registry('parameter scheduler', scope=ROOT_SCOPE)
+
+
+def _build_scheduler(cfg, registry, *args, **kwargs):
+    # MMEngine's build function for schedulers (convert_to_iter_based); it lives with
+    # the schedulers, imported on use since fengine.optim imports this module.
+    from ..optim.scheduler import build_scheduler_from_cfg
+
+    return build_scheduler_from_cfg(cfg, registry, *args, **kwargs)
+
+
+PARAM_SCHEDULERS = Registry('parameter scheduler', build_func=_build_scheduler,
+                            scope=ROOT_SCOPE)
 METRICS = Registry('metric', scope=ROOT_SCOPE)
 EVALUATOR = Registry('evaluator', scope=ROOT_SCOPE)
 TASK_UTILS = Registry('task util', scope=ROOT_SCOPE)

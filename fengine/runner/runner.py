@@ -112,6 +112,63 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, filenam
                     f'{tuple(param.shape)}. Nothing was loaded.')
 
 
+def _optimizer_state(wrapper: Any) -> dict:
+    """What a checkpoint holds of ``wrapper``: plain hyper-parameters, by name for several."""
+    if hasattr(wrapper, 'optimizer'):
+        return _plain_hyperparams(wrapper.state_dict())
+    return {name: _optimizer_state(inner) for name, inner in wrapper.items()}
+
+
+def _checked_optimizer_state(wrapper: Any, saved: Any, filename: str) -> Any:
+    """``saved`` with plain hyper-parameters, after checking that it fits ``wrapper``.
+
+    An ``OptimWrapperDict`` (several optimizers) takes a dict with the same names.
+    """
+    if hasattr(wrapper, 'optimizer'):
+        saved = _plain_hyperparams(saved) if isinstance(saved, dict) else saved
+        if isinstance(wrapper.optimizer, torch.optim.Optimizer):
+            _check_optimizer_state(wrapper.optimizer, saved, filename)
+        return saved
+    names = list(wrapper.keys())
+    if not isinstance(saved, dict) or sorted(saved) != sorted(names):
+        got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise RuntimeError(f'checkpoint {filename!r} has the optimizers {got}, this run has '
+                           f'{sorted(names)}: is the optim_wrapper config the same? Nothing '
+                           'was loaded.')
+    return {name: _checked_optimizer_state(wrapper[name], saved[name], filename)
+            for name in names}
+
+
+def _scheduler_states(schedulers: Any) -> Any:
+    """The schedulers' states: a list, or a dict of lists by optimizer name."""
+    if isinstance(schedulers, dict):
+        return {name: _scheduler_states(inner) for name, inner in schedulers.items()}
+    return [scheduler.state_dict() for scheduler in schedulers]
+
+
+def _scheduler_pairs(schedulers: Any, saved: Any, filename: str) -> list[tuple[Any, Any]]:
+    """``(scheduler, its saved state)`` for every scheduler, after checking the types match."""
+    if saved is None:
+        return []
+    if isinstance(schedulers, dict):
+        if not isinstance(saved, dict) or sorted(saved) != sorted(schedulers):
+            got = sorted(saved) if isinstance(saved, dict) else 'one list'
+            raise RuntimeError(f'checkpoint {filename!r} has schedulers for {got}, this run '
+                               f'for {sorted(schedulers)}: the param_scheduler config differs '
+                               "from the checkpoint's. Nothing was loaded.")
+        return [pair for name in schedulers
+                for pair in _scheduler_pairs(schedulers[name], saved[name], filename)]
+    saved_types = [s.get('type') if isinstance(s, dict) else None for s in saved]
+    own_types = [getattr(getattr(s, 'scheduler_cls', None), '__name__', None)
+                 for s in schedulers]
+    if len(saved_types) != len(own_types) or any(
+            a is not None and b is not None and a != b for a, b in zip(saved_types, own_types)):
+        raise RuntimeError(f'checkpoint {filename!r} has the schedulers {saved_types}, '
+                           f'this run has {own_types}: the param_scheduler config '
+                           'differs from the checkpoint\'s. Nothing was loaded.')
+    return list(zip(schedulers, saved))
+
+
 def _check_resume(resume: Any, load_from: Any) -> None:
     """Refuse a ``resume`` path and a ``load_from`` naming another file.
 
@@ -142,9 +199,13 @@ class Runner:
         val_cfg, test_cfg: ``dict(fp16=True)`` evaluates under autocast (float16 on
             CUDA, bfloat16 on CPU); ``type`` picks another loop.
         optim_wrapper: An :class:`~fengine.optim.OptimWrapper` or its config, e.g.
-            ``dict(optimizer=dict(type='SGD', lr=1e-3))``.
+            ``dict(optimizer=dict(type='SGD', lr=1e-3))``; several optimizers: an
+            :class:`~fengine.optim.OptimWrapperDict` or a dict of configs by name
+            (``dict(generator=dict(optimizer=...), discriminator=...)``, see
+            :class:`~fengine.optim.MultiOptimWrapperConstructor`).
         param_scheduler: A scheduler config or a list of them (see
-            :mod:`fengine.optim.scheduler`).
+            :mod:`fengine.optim.scheduler`); with several optimizers, a dict of those
+            by optimizer name, or one applied to each.
         val_evaluator, test_evaluator: A metric, a list, ``dict(metrics=...)`` or an
             :class:`~fengine.evaluator.Evaluator`.
         default_hooks: Overrides of :data:`DEFAULT_HOOKS` by name (``None`` removes one).
@@ -232,7 +293,7 @@ class Runner:
         self._train_cfg, self._val_cfg, self._test_cfg = train_cfg, val_cfg, test_cfg
         self.optim_wrapper = optim_wrapper
         self._param_scheduler_cfg = param_scheduler
-        self.param_schedulers: list | None = None
+        self.param_schedulers: list | dict | None = None
         self._val_evaluator, self._test_evaluator = val_evaluator, test_evaluator
         self._check_related('train', train_dataloader=train_dataloader, train_cfg=train_cfg,
                             optim_wrapper=optim_wrapper)
@@ -706,22 +767,11 @@ class Runner:
         optimizer_state = None
         if 'optimizer' in checkpoint and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
-            optimizer_state = _plain_hyperparams(checkpoint['optimizer'])
-            optimizer = getattr(self.optim_wrapper, 'optimizer', None)
-            if isinstance(optimizer, torch.optim.Optimizer):
-                _check_optimizer_state(optimizer, optimizer_state, filename)
-        scheduler_states = checkpoint.get('param_schedulers') if self.param_schedulers else None
-        if scheduler_states is not None:
-            saved_types = [s.get('type') if isinstance(s, dict) else None
-                           for s in scheduler_states]
-            own_types = [getattr(getattr(s, 'scheduler_cls', None), '__name__', None)
-                         for s in self.param_schedulers]
-            if len(saved_types) != len(own_types) or any(
-                    a is not None and b is not None and a != b
-                    for a, b in zip(saved_types, own_types)):
-                raise RuntimeError(f'checkpoint {filename!r} has the schedulers {saved_types}, '
-                                   f'this run has {own_types}: the param_scheduler config '
-                                   'differs from the checkpoint\'s. Nothing was loaded.')
+            optimizer_state = _checked_optimizer_state(self.optim_wrapper,
+                                                       checkpoint['optimizer'], filename)
+        scheduler_pairs = _scheduler_pairs(
+            self.param_schedulers, checkpoint.get('param_schedulers'),
+            filename) if self.param_schedulers else []
         for what, have, key, flag in (
                 ('optimizer', self.optim_wrapper, 'optimizer', 'save_optimizer'),
                 ('param schedulers', self.param_schedulers, 'param_schedulers',
@@ -733,7 +783,7 @@ class Runner:
         self._load_state(state, filename, strict=False)
         if optimizer_state is not None:
             self.optim_wrapper.load_state_dict(optimizer_state)
-        for scheduler, saved in zip(self.param_schedulers or (), scheduler_states or ()):
+        for scheduler, saved in scheduler_pairs:
             scheduler.load_state_dict(saved)
         hub_state = checkpoint.get('message_hub')
         if isinstance(hub_state, dict):
@@ -815,9 +865,9 @@ class Runner:
         }
         if save_optimizer and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
-            checkpoint['optimizer'] = _plain_hyperparams(self.optim_wrapper.state_dict())
+            checkpoint['optimizer'] = _optimizer_state(self.optim_wrapper)
         if save_param_scheduler and self.param_schedulers:
-            checkpoint['param_schedulers'] = [s.state_dict() for s in self.param_schedulers]
+            checkpoint['param_schedulers'] = _scheduler_states(self.param_schedulers)
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         if is_main_process():
             atomic_save(checkpoint, path)
