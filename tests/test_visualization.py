@@ -431,3 +431,14 @@ def test_the_base_backend_is_what_subclasses_fill_in(tmp_path):
     assert backend.seen == [({'loss': 2.0}, 5)]
     with pytest.raises(NotImplementedError):
         BaseVisBackend(tmp_path).add_scalars({})
+
+
+def test_a_second_visualizer_built_under_a_taken_name_gets_its_own_backends(tmp_path):
+    # Two runs started in the same second share the default name (the timestamp).
+    first = build_visualizer([dict(type='LocalVisBackend', name='a')], save_dir=tmp_path / '1',
+                             name='same second')
+    second = build_visualizer([dict(type='LocalVisBackend', name='b')],
+                              save_dir=tmp_path / '2', name='same second')
+
+    assert second is not first and list(second.backends) == ['b']
+    assert Visualizer.get_current_instance() is second

@@ -281,6 +281,11 @@ def build_visualizer(cfg: Any, save_dir: str | os.PathLike | None = None,
     cfg.setdefault('type', 'Visualizer')
     cfg.setdefault('save_dir', save_dir)
     cfg.setdefault('name', name)
+    # The registry builds a ManagerMixin class through get_instance, which would hand
+    # back an earlier run's visualizer of the same name: forget that one first.
+    kind = VISUALIZERS.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
+    for cls in {kind, Visualizer}:
+        getattr(cls, '_instance_dict', {}).pop(cfg['name'], None)
     built = build_from_cfg(cfg, VISUALIZERS)
     if not isinstance(built, Visualizer):
         raise TypeError(f'visualizer type {cfg["type"]!r} built a {type(built).__name__}, '
