@@ -39,6 +39,20 @@ class Accuracy(BaseMetric):
         return dict(accuracy=100.0 * sum(results) / len(results))
 
 
+class Scores(BaseMetric):
+    """Validation metrics read from a list, one dict per validation."""
+
+    def __init__(self, scores: list[dict]) -> None:
+        super().__init__()
+        self.scores = list(scores)
+
+    def process(self, data_batch, data_samples) -> None:
+        self.results.append(0)
+
+    def compute_metrics(self, results) -> dict:
+        return self.scores.pop(0)
+
+
 def data(n: int = 32, seed: int = 0) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, 4, generator=generator),

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fengine.evaluator import BaseMetric
 from fengine.hooks import CheckpointHook
 
-from hook_models import data, make_runner
+from hook_models import Scores, make_runner
 
 
 def names(folder: Path, pattern: str = '*.pth') -> list[str]:
@@ -26,20 +25,6 @@ def train(work_dir: Path, epochs: int = None, iters: int = None, **hook) -> obje
                          checkpoint=dict(type='CheckpointHook', **hook))
     runner.train()
     return runner
-
-
-class Scores(BaseMetric):
-    """Validation metrics read from a list, one dict per validation."""
-
-    def __init__(self, scores: list[dict]) -> None:
-        super().__init__()
-        self.scores = list(scores)
-
-    def process(self, data_batch, data_samples) -> None:
-        self.results.append(0)
-
-    def compute_metrics(self, results) -> dict:
-        return self.scores.pop(0)
 
 
 def validated(work_dir: Path, scores: list[dict], epochs: int, **hook):

@@ -13,7 +13,7 @@ from fengine.model import (BaseAveragedModel, ExponentialMovingAverage, Momentum
                            StochasticWeightAverage)
 from fengine.optim import OptimWrapper
 
-from hook_models import AOT_EAGER, Net, fresh_net, make_runner
+from hook_models import AOT_EAGER, Accuracy, Net, data, fresh_net, make_runner
 
 
 def weights_sequence(n: int = 6):
@@ -316,9 +316,8 @@ def test_loading_a_checkpoint_without_resuming_gives_both_models_the_average(tmp
                 checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False)).train()
     saved = torch.load(tmp_path / 'train' / 'iter_4.pth', weights_only=True)
     tester = make_runner(tmp_path / 'test', iters=4, load_from=tmp_path / 'train' / 'iter_4.pth',
-                         test_dataloader=dict(dataset=__import__('hook_models').data(8),
-                                              batch_size=8),
-                         test_evaluator=__import__('hook_models').Accuracy(),
+                         test_dataloader=dict(dataset=data(8), batch_size=8),
+                         test_evaluator=Accuracy(),
                          custom_hooks=[dict(type='EMAHook', momentum=0.5), record])
     tester.test()
     hook = [h for h in tester.hooks if isinstance(h, EMAHook)][0]

@@ -10,13 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from fengine.evaluator import BaseMetric
 from fengine.hooks import (CheckInvalidLossHook, EarlyStoppingHook, EmptyCacheHook,
                            ProfilerHook, SyncBuffersHook)
 from fengine.hooks import empty_cache_hook, sync_buffers_hook
 from fengine.runner import NonFiniteLossError
 
-from hook_models import Net, make_runner
+from hook_models import Net, Scores, make_runner
 
 
 # -- EmptyCacheHook ---------------------------------------------------------------------
@@ -160,18 +159,6 @@ def test_profiler_refuses_more_profile_times_than_the_run_has(tmp_path):
 
 
 # -- EarlyStoppingHook ------------------------------------------------------------------
-class Scores(BaseMetric):
-    def __init__(self, scores):
-        super().__init__()
-        self.scores = list(scores)
-
-    def process(self, data_batch, data_samples) -> None:
-        self.results.append(0)
-
-    def compute_metrics(self, results) -> dict:
-        return self.scores.pop(0)
-
-
 def stopped_at(tmp_path, scores, epochs=8, **hook) -> int:
     runner = make_runner(tmp_path, epochs=epochs, validate=True,
                          val_evaluator=Scores([dict(accuracy=s) for s in scores]),

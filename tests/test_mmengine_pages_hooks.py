@@ -21,7 +21,7 @@ from fengine.model import StochasticWeightAverage
 from fengine.registry import HOOKS
 from fengine.runner import Runner
 
-from hook_models import data, make_runner
+from hook_models import Scores, data, make_runner
 
 ONE_BATCH = dict(dataset=data(8), batch_size=8)  # one iteration per epoch
 
@@ -29,18 +29,6 @@ ONE_BATCH = dict(dataset=data(8), batch_size=8)  # one iteration per epoch
 def names(folder: Path, pattern: str = '*.pth') -> list[str]:
     return sorted((p.name for p in folder.glob(pattern)),
                   key=lambda n: (len(n), n))
-
-
-class Scores(BaseMetric):
-    def __init__(self, scores):
-        super().__init__()
-        self.scores = list(scores)
-
-    def process(self, data_batch, data_samples) -> None:
-        self.results.append(0)
-
-    def compute_metrics(self, results) -> dict:
-        return self.scores.pop(0)
 
 
 @pytest.fixture
