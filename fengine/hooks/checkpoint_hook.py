@@ -264,9 +264,9 @@ class CheckpointHook(Hook):
         """Remove the periodic files of earlier runs in this folder beyond ``max_keep_ckpts``.
 
         A run killed between writing a checkpoint and removing the oldest one leaves it
-        behind, and the run that resumes does not list it; as MMEngine, such files are
-        found by name, walking back ``interval`` at a time from the oldest file kept,
-        until a name is missing.
+        behind, and the run that resumes does not list it (MMEngine keeps such files);
+        they are found by name, walking back ``interval`` at a time from the oldest file
+        kept, until a name is missing.
         """
         if self.interval <= 0 or not self.keep_ckpt_ids:
             return
