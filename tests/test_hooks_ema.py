@@ -16,6 +16,15 @@ from fengine.optim import OptimWrapper
 from hook_models import AOT_EAGER, Accuracy, Net, data, fresh_net, make_runner
 
 
+@pytest.fixture(autouse=True)
+def _forget_compiled_code():
+    """Dynamo's caches are dropped after each test: a later test's compiled step of
+    another model (with dropout) otherwise fails to compile ('Observed exception'), an
+    order dependence of dynamo's caches that this file's compiled steps expose."""
+    yield
+    torch._dynamo.reset()
+
+
 def weights_sequence(n: int = 6):
     """``n`` successive weights of a linear layer (as a training run would give)."""
     torch.manual_seed(1)
