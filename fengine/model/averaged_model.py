@@ -86,7 +86,7 @@ class BaseAveragedModel(nn.Module):
         >>> ema = ExponentialMovingAverage(net, momentum=0.5)
         >>> ema.update_parameters(net)  # the first update copies
         >>> with torch.no_grad():
-        ...     net.weight.add_(2.0)
+        ...     _ = net.weight.add_(2.0)
         >>> ema.update_parameters(net)  # halfway to the new weights
         >>> torch.allclose(ema.module.weight, net.weight - 1.0)
         True
