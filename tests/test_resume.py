@@ -402,7 +402,8 @@ def test_resume_finds_checkpoints_of_a_relative_out_dir_from_another_directory(
     (tmp_path / 'first').mkdir()
     (tmp_path / 'second').mkdir()
     runner(2, tmp_path / 'first').train()
-    written = tmp_path / 'first' / 'ck' / 'epoch_2.pth'
+    # out_dir/<last part of work_dir>, as MMEngine's CheckpointHook.
+    written = tmp_path / 'first' / 'ck' / 'work' / 'epoch_2.pth'
     pointer = (tmp_path / 'work' / 'last_checkpoint').read_text().strip()
     assert Path(pointer).is_absolute() and Path(pointer) == written.resolve()
     monkeypatch.chdir(tmp_path / 'second')

@@ -1,4 +1,6 @@
 """Modules with configurable initialization (MMEngine: ``mmengine.model``)."""
+from .averaged_model import (BaseAveragedModel, ExponentialMovingAverage, MomentumAnnealingEMA,
+                             StochasticWeightAverage)
 from .base_model import BaseModel
 from .base_module import BaseModule, ModuleDict, ModuleList, Sequential
 from .data_preprocessor import BaseDataPreprocessor, ImgDataPreprocessor, stack_batch
@@ -16,5 +18,7 @@ __all__ = [
     'ConstantInit', 'XavierInit', 'NormalInit', 'TruncNormalInit', 'UniformInit',
     'KaimingInit', 'Caffe2XavierInit', 'PretrainedInit', 'constant_init', 'xavier_init',
     'normal_init', 'trunc_normal_init', 'uniform_init', 'kaiming_init', 'caffe2_xavier_init',
-    'bias_init_with_prob', 'MMDistributedDataParallel', 'is_model_wrapper', 'unwrap_model'
+    'bias_init_with_prob', 'MMDistributedDataParallel', 'is_model_wrapper', 'unwrap_model',
+    'BaseAveragedModel', 'ExponentialMovingAverage', 'MomentumAnnealingEMA',
+    'StochasticWeightAverage',
 ]

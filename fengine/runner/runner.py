@@ -729,8 +729,11 @@ class Runner:
         """
         filename = os.fspath(filename)
         checkpoint = self._read_checkpoint(filename, map_location)
-        self._load_state(self._checked_state(checkpoint, filename), filename, strict)
+        self._checked_state(checkpoint, filename)  # another model's file: before any hook
+        # As MMEngine, hooks see the checkpoint before the model loads it (EMAHook swaps
+        # the averaged weights out of its state_dict).
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        self._load_state(self._checked_state(checkpoint, filename), filename, strict)
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
 
@@ -755,7 +758,7 @@ class Runner:
         """
         filename = os.fspath(filename)
         checkpoint = self._read_checkpoint(filename, map_location)
-        state = self._checked_state(checkpoint, filename)
+        self._checked_state(checkpoint, filename)  # another model's file: before any hook
         meta = checkpoint.get('meta', {})
         if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
             raise RuntimeError(f'checkpoint {filename!r} has no training progress (meta.epoch, '
@@ -780,7 +783,9 @@ class Runner:
                 self.logger.warning(f'checkpoint {filename} has no {what} state (written with '
                                     f'{flag}=False?): the {what} start afresh, so the run '
                                     'does not continue exactly')
-        self._load_state(state, filename, strict=False)
+        # Before the model loads: see load_checkpoint.
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        self._load_state(self._checked_state(checkpoint, filename), filename, strict=False)
         if optimizer_state is not None:
             self.optim_wrapper.load_state_dict(optimizer_state)
         for scheduler, saved in scheduler_pairs:
@@ -796,7 +801,6 @@ class Runner:
         if meta.get('seed') is not None and meta['seed'] != self.seed:
             self.logger.warning(f'the checkpoint was trained with seed {meta["seed"]}, this '
                                 f'run has seed {self.seed}; data order follows this run\'s seed')
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         self.logger.info(f'resumed from {filename}: epoch {meta["epoch"]}, iter {meta["iter"]}')
 
     @staticmethod
