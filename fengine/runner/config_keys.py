@@ -35,6 +35,7 @@ CFG_KEYS_REFUSED = {
 }
 # A key this close to an argument or a read key is taken for a misspelling of it.
 _TYPO_CUTOFF = 0.85
+_TYPO_LENGTH = 2
 
 
 def plain_copy(cfg: Any) -> Any:
@@ -60,7 +61,7 @@ def split_cfg(cfg: Mapping, arguments: Iterable[str]) -> tuple[dict, list[str]]:
     Args:
         cfg: The whole config.
         arguments: The Runner's arguments (their keys are not read from ``cfg``: the
-            Runner got them as arguments).
+            Runner got them as arguments), except those of :data:`CFG_KEYS_READ`.
 
     Returns:
         ``({key: value} for the keys of CFG_KEYS_READ, [the other keys, sorted])``.
@@ -72,15 +73,17 @@ def split_cfg(cfg: Mapping, arguments: Iterable[str]) -> tuple[dict, list[str]]:
     arguments = [a for a in arguments if a != 'cfg']
     read, variables = {}, []
     for key, value in cfg.items():
-        if key in arguments:
-            continue
-        if key in CFG_KEYS_READ:
+        if key in CFG_KEYS_READ:  # compile and model_wrapper_cfg are arguments too
             read[key] = value
+            continue
+        if key in arguments:
             continue
         if key in CFG_KEYS_REFUSED:
             raise ValueError(f'the config sets {key!r}: {CFG_KEYS_REFUSED[key]}; remove it')
-        close = difflib.get_close_matches(str(key), [*arguments, *CFG_KEYS_READ], n=1,
-                                          cutoff=_TYPO_CUTOFF)
+        close = [name for name in difflib.get_close_matches(
+            str(key), [*arguments, *CFG_KEYS_READ], n=1, cutoff=_TYPO_CUTOFF)
+            # A misspelling keeps the length; a longer name (default_hooks_cfg) is a variable.
+            if abs(len(name) - len(str(key))) <= _TYPO_LENGTH]
         if close:
             raise ValueError(f'the config key {key!r} is neither a Runner argument nor a key '
                              f'the Runner reads. Did you mean {close[0]!r}?')

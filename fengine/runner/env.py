@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import platform
 import warnings
 from typing import Any
@@ -76,8 +75,7 @@ def check_env_cfg(env_cfg: Any) -> dict:
 
 
 def set_multi_processing(mp_start_method: str | None = None,
-                         opencv_num_threads: int | None = None,
-                         logger: logging.Logger | None = None) -> None:
+                         opencv_num_threads: int | None = None) -> list[str]:
     """Set the start method of worker processes and OpenCV's thread count, when given.
 
     MMEngine: ``mmengine.utils.dl_utils.set_multi_processing``, which also sets both when
@@ -87,8 +85,10 @@ def set_multi_processing(mp_start_method: str | None = None,
         mp_start_method: ``'fork'``, ``'spawn'`` or ``'forkserver'`` (those this platform
             has); a change of an already set method warns, as MMEngine.
         opencv_num_threads: ``cv2.setNumThreads``; when OpenCV is not installed there are
-            no OpenCV threads to limit, which a debug line says.
-        logger: Where the debug line goes.
+            no OpenCV threads to limit, which the returned note says.
+
+    Returns:
+        Notes for the debug log (the Runner writes them once its log exists).
 
     Raises:
         ValueError: a start method this platform does not have, or a negative thread count.
@@ -101,16 +101,17 @@ def set_multi_processing(mp_start_method: str | None = None,
             warnings.warn(f'the multiprocessing start method was {current!r}; env_cfg sets it '
                           f'to {mp_start_method!r}', stacklevel=2)
         mp.set_start_method(mp_start_method, force=True)
+    notes = []
     if opencv_num_threads is not None:
         check_int('env_cfg mp_cfg opencv_num_threads', opencv_num_threads, minimum=0)
         try:
             import cv2
         except ImportError:
-            if logger is not None:
-                logger.debug('env_cfg mp_cfg opencv_num_threads: OpenCV is not installed, so '
-                             'there are no OpenCV threads to limit')
-            return
-        cv2.setNumThreads(opencv_num_threads)
+            notes.append('env_cfg mp_cfg opencv_num_threads: OpenCV is not installed, so '
+                         'there are no OpenCV threads to limit')
+        else:
+            cv2.setNumThreads(opencv_num_threads)
+    return notes
 
 
 def raise_open_file_limit(limit: int) -> None:
@@ -128,9 +129,14 @@ def raise_open_file_limit(limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def apply_env_cfg(env_cfg: dict, logger: logging.Logger | None = None) -> None:
-    """Apply a :func:`check_env_cfg` result's process settings (not ``dist_cfg``)."""
+def apply_env_cfg(env_cfg: dict) -> list[str]:
+    """Apply a :func:`check_env_cfg` result's process settings (not ``dist_cfg``).
+
+    Returns:
+        Notes for the debug log (see :func:`set_multi_processing`).
+    """
     if env_cfg.get('cudnn_benchmark'):
         torch.backends.cudnn.benchmark = True
-    set_multi_processing(**env_cfg.get('mp_cfg', {}), logger=logger)
+    notes = set_multi_processing(**env_cfg.get('mp_cfg', {}))
     raise_open_file_limit(env_cfg.get('resource_limit', _DEFAULT_RESOURCE_LIMIT))
+    return notes

@@ -409,6 +409,8 @@ class Runner:
         self.default_scope = None if default_scope is None else DefaultScope.get_instance(
             f'{self.experiment_name}-{id(self)}', scope_name=default_scope)
         self.logger = self._build_logger(log_level)
+        for note in self._env_notes:
+            self.logger.debug(note)
         self.message_hub = MessageHub()
         self.visualizer = self.build_visualizer(visualizer)
 
@@ -512,7 +514,8 @@ class Runner:
         :func:`fengine.dist.init_dist` (``backend``, ``timeout``...).
         """
         env_cfg = check_env_cfg(env_cfg)
-        apply_env_cfg(env_cfg, logger=get_logger())
+        # Written to the debug log once the run's log exists.
+        self._env_notes = apply_env_cfg(env_cfg)
         if self.distributed:
             from ..dist import init_dist
 
