@@ -25,19 +25,12 @@ from fengine.model import BaseModel
 from fengine.registry import DATASETS, METRICS, MODELS
 from fengine.runner import Runner
 
+# The pages register their classes; other tests must not see them.
+from test_docs import fresh_registries  # noqa: F401 - a fixture
+
 EAGER = dict(backend='aot_eager')
 
 
-@pytest.fixture
-def fresh_registries():
-    """The pages register their classes; other tests must not see them."""
-    from fengine import registry
-    tables = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
-    saved = [dict(r._module_dict) for r in tables]
-    yield
-    for table, entries in zip(tables, saved):
-        table._module_dict.clear()
-        table._module_dict.update(entries)
 
 
 # -- 'Get Started in 15 Minutes' ---------------------------------------------------------------

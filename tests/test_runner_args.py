@@ -458,6 +458,8 @@ def test_from_cfg_takes_a_config_mapping_and_keeps_it(tmp_path, fengine_log):
     assert '# pretty' in fengine_log.text
     runner.train()
     assert runner.iter == 4
+    path = runner.save_checkpoint(tmp_path, 'c.pth')
+    assert torch.load(path, weights_only=True)['meta']['cfg'].startswith('# pretty')
 
 
 def test_from_cfg_copies_a_dict_so_later_changes_do_not_reach_the_runner(tmp_path):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._errors import check_bool, check_choice, check_int, check_keys, choices_text, suggest
+from .._errors import check_bool, check_keys, choices_text, suggest
 from ..checkpoint import load_checkpoint_file, state_dict_from
 from ..dist import get_local_rank, get_rank, get_world_size, is_main_process, sync_random_seed
 from ..evaluator import Evaluator, build_evaluator
@@ -33,6 +33,10 @@ from ..optim.scheduler import build_param_schedulers
 from ..registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS, DefaultScope
 from ..visualization import Visualizer, build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
+from .arguments import (check_auto_scale_lr, check_launcher, check_runner_type,
+                        check_sync_bn, experiment_name_of, merge_cfg_key,
+                        refuse_loop_num_batches, train_batch_size, with_preprocessor,
+                        wrapper_extras)
 from .config_keys import config_text, plain_copy, split_cfg
 from .data import build_dataloader
 from .env import apply_env_cfg, check_env_cfg
@@ -49,7 +53,6 @@ DEFAULT_HOOKS: dict[str, dict] = {
     'checkpoint': dict(type='CheckpointHook', interval=1),
     'sampler_seed': dict(type='DistSamplerSeedHook'),
 }
-LAUNCHERS = ('none', 'pytorch')
 _RANDOMNESS_KEYS = ('seed', 'diff_rank_seed', 'deterministic')
 
 
@@ -129,6 +132,7 @@ def _check_resume(resume: Any, load_from: Any) -> None:
                          'name different checkpoints: pass resume=True to resume from '
                          'load_from, or only one of them')
 
+
 # MMEngine's Hook.stages: the points of a run, in order, as get_hooks_info lists them.
 _HOOK_STAGES = ('before_run', 'after_load_checkpoint', 'before_train', 'before_train_epoch',
                 'before_train_iter', 'after_train_iter', 'after_train_epoch', 'before_val',
@@ -143,8 +147,6 @@ _SHARED_STAGES = {
     '_before_iter': ('before_train_iter', 'before_val_iter', 'before_test_iter'),
     '_after_iter': ('after_train_iter', 'after_val_iter', 'after_test_iter'),
 }
-_AUTO_SCALE_LR_KEYS = ('base_batch_size', 'enable')
-_SYNC_BN = ('torch',)
 
 
 def _triggered_stages(hook: Hook) -> set[str]:
@@ -157,131 +159,6 @@ def _triggered_stages(hook: Hook) -> set[str]:
         if overrides(shared):
             stages.update(points)
     return stages
-
-
-def _check_launcher(launcher: Any) -> str:
-    if launcher in ('slurm', 'mpi'):
-        raise ValueError(f"launcher={launcher!r} (MMEngine's) is not supported: fengine joins "
-                         "the process group that torchrun sets up. Start the script with "
-                         "torchrun and pass launcher='pytorch' (supported: "
-                         f'{choices_text(LAUNCHERS)})')
-    check_choice('launcher', launcher, LAUNCHERS)
-    return launcher
-
-
-def _check_auto_scale_lr(auto_scale_lr: Any) -> dict | None:
-    if auto_scale_lr is None:
-        return None
-    if not isinstance(auto_scale_lr, Mapping):
-        raise TypeError(f'auto_scale_lr must be a dict such as dict(base_batch_size=16, '
-                        f'enable=True), but got {type(auto_scale_lr).__name__}: '
-                        f'{auto_scale_lr!r}')
-    cfg = dict(auto_scale_lr)
-    check_keys('auto_scale_lr', cfg, _AUTO_SCALE_LR_KEYS)
-    check_bool('auto_scale_lr enable', cfg.get('enable', False))
-    if cfg.get('enable', False) or 'base_batch_size' in cfg:
-        if 'base_batch_size' not in cfg:
-            raise ValueError("auto_scale_lr with enable=True needs 'base_batch_size', the "
-                             'batch size the learning rates were set for')
-        check_int('auto_scale_lr base_batch_size', cfg['base_batch_size'], minimum=1,
-                  accepted='a positive int')
-    return cfg
-
-
-def _batch_size(dataloader: Any) -> int:
-    """The batch size of a training dataloader or its config (MMEngine's rule)."""
-    if isinstance(dataloader, DataLoader):
-        size = dataloader.batch_size
-        if size is None:
-            size = getattr(dataloader.batch_sampler, 'batch_size', None)
-    elif isinstance(dataloader, dict):
-        sampler = dataloader.get('batch_sampler')
-        size = dataloader.get('batch_size', sampler.get('batch_size')
-                              if isinstance(sampler, dict) else None)
-    else:
-        size = None
-    if not isinstance(size, int):
-        raise ValueError('auto_scale_lr needs the batch size of the training dataloader, but '
-                         'it has none to read: set batch_size (or batch_sampler=dict(..., '
-                         'batch_size=...))')
-    return size
-
-
-def _merge_cfg_key(key: str, argument: Any, cfg_read: dict, unset: tuple = (None,)) -> Any:
-    """The argument, or the config's value of the same name; both and different: an error."""
-    if key not in cfg_read:
-        return argument
-    value = cfg_read[key]
-    if any(argument is u for u in unset) or argument == value:
-        return value
-    raise ValueError(f'{key} is given both as an argument ({argument!r}) and in cfg '
-                     f'({value!r}): keep one')
-
-
-def _wrapper_extras(cfg_read: dict, model_wrapper_cfg: dict | None) -> dict:
-    """DDP options the config gives outside ``model_wrapper_cfg`` (MMEngine's keys)."""
-    if 'find_unused_parameters' not in cfg_read:
-        return {}
-    value = check_bool('find_unused_parameters', cfg_read['find_unused_parameters'])
-    if model_wrapper_cfg is not None and \
-            model_wrapper_cfg.get('find_unused_parameters', value) != value:
-        raise ValueError(f'find_unused_parameters={value!r} in the config, but '
-                         f'model_wrapper_cfg sets {model_wrapper_cfg["find_unused_parameters"]!r}'
-                         ': keep one')
-    return {'find_unused_parameters': value}
-
-
-def _check_sync_bn(sync_bn: Any) -> str | None:
-    if sync_bn is None:
-        return None
-    if sync_bn == 'mmcv':
-        raise ValueError("sync_bn='mmcv' needs MMCV's SyncBatchNorm, which fengine does not "
-                         "have: use sync_bn='torch' (torch.nn.SyncBatchNorm)")
-    check_choice('sync_bn', sync_bn, _SYNC_BN)
-    return sync_bn
-
-
-def _check_runner_type(runner_type: Any) -> None:
-    if runner_type is None or runner_type == 'Runner' or runner_type is Runner:
-        return
-    raise ValueError(f'runner_type={runner_type!r} is not supported: fengine has one Runner '
-                     "(MMEngine's FlexibleRunner and its DeepSpeed, FSDP and ColossalAI "
-                     "strategies are not implemented); use runner_type='Runner' or drop it")
-
-
-def _experiment_name(name: str | None, cfg: Mapping, timestamp: str) -> str:
-    """MMEngine's rule: ``<name>_<timestamp>``, else ``<config file stem>_<timestamp>``,
-    else the timestamp."""
-    if name is not None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f'experiment_name must be a non-empty str, but got {name!r}')
-        return f'{name}_{timestamp}'
-    filename = getattr(cfg, 'filename', None)
-    if filename:
-        return f'{Path(filename).stem}_{timestamp}'
-    return timestamp
-
-
-def _with_preprocessor(model: Any, data_preprocessor: Any) -> Any:
-    """MMEngine's ``data_preprocessor`` argument: the ``data_preprocessor`` of a model config."""
-    if data_preprocessor is None:
-        return model
-    if not isinstance(model, dict):
-        raise ValueError(f'data_preprocessor is given, but the model is built already '
-                         f'({type(model).__name__}), so it cannot take it: pass it to the '
-                         "model's constructor, or give the model as a config")
-    own = model.get('data_preprocessor')
-    if own is not None and own != data_preprocessor:
-        raise ValueError(f'the model config has data_preprocessor={own!r} and the Runner got '
-                         f'data_preprocessor={data_preprocessor!r}: keep one')
-    return {**model, 'data_preprocessor': data_preprocessor}
-
-
-def _refuse_loop_num_batches(mode: str, cfg: dict) -> None:
-    if 'num_batch_per_epoch' in cfg:
-        raise ValueError(f'{mode}_cfg sets num_batch_per_epoch, which is a key of the '
-                         f'dataloader (as in MMEngine): {mode}_dataloader=dict(..., '
-                         f"num_batch_per_epoch={cfg['num_batch_per_epoch']!r})")
 
 
 class Runner:
@@ -384,17 +261,17 @@ class Runner:
             raise ValueError(f"train_cfg sets val_interval={train_cfg['val_interval']!r} but "
                              'the runner has no val_dataloader (nor val_evaluator): pass '
                              'them, or drop val_interval to train without validation')
-        self.auto_scale_lr = _check_auto_scale_lr(auto_scale_lr)
-        self.compile = _merge_cfg_key('compile', compile, cfg_read, unset=(None,)) or False
-        model_wrapper_cfg = _merge_cfg_key('model_wrapper_cfg', model_wrapper_cfg, cfg_read)
-        self._wrapper_extras = _wrapper_extras(cfg_read, model_wrapper_cfg)
-        self._sync_bn = _check_sync_bn(cfg_read.get('sync_bn'))
-        _check_runner_type(cfg_read.get('runner_type'))
+        self.auto_scale_lr = check_auto_scale_lr(auto_scale_lr)
+        self.compile = merge_cfg_key('compile', compile, cfg_read, unset=(None,)) or False
+        model_wrapper_cfg = merge_cfg_key('model_wrapper_cfg', model_wrapper_cfg, cfg_read)
+        self._wrapper_extras = wrapper_extras(cfg_read, model_wrapper_cfg)
+        self._sync_bn = check_sync_bn(cfg_read.get('sync_bn'))
+        check_runner_type(cfg_read.get('runner_type'))
         if default_scope is not None and not isinstance(default_scope, str):
             raise TypeError(f'default_scope must be a str such as {"fengine"!r} or None, but '
                             f'got {type(default_scope).__name__}: {default_scope!r}')
 
-        self._launcher = _check_launcher(launcher)
+        self._launcher = check_launcher(launcher)
         self.env_cfg = check_env_cfg(env_cfg)
         randomness = dict(randomness or {})
         check_keys('randomness', randomness, _RANDOMNESS_KEYS)
@@ -404,7 +281,7 @@ class Runner:
         self.set_randomness(**randomness)
 
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
-        self.experiment_name = _experiment_name(experiment_name, self.cfg, self.timestamp)
+        self.experiment_name = experiment_name_of(experiment_name, self.cfg, self.timestamp)
         self.log_dir = self.work_dir / self.timestamp
         self.default_scope = None if default_scope is None else DefaultScope.get_instance(
             f'{self.experiment_name}-{id(self)}', scope_name=default_scope)
@@ -415,7 +292,7 @@ class Runner:
         self.visualizer = self.build_visualizer(visualizer)
 
         self.device = self._pick_device()
-        self.model = self.build_model(_with_preprocessor(model, data_preprocessor))
+        self.model = self.build_model(with_preprocessor(model, data_preprocessor))
         self._model_name = type(self.model).__name__
         self._checkpointed = cfg_read.get('activation_checkpointing')
         if self._checkpointed is not None:
@@ -906,7 +783,7 @@ class Runner:
             raise TypeError(f'train_cfg must be a dict such as dict(by_epoch=True, '
                             f'max_epochs=5), but got {type(loop).__name__}: {loop!r}')
         cfg = dict(loop)
-        _refuse_loop_num_batches('train', cfg)
+        refuse_loop_num_batches('train', cfg)
         if 'type' in cfg:
             if 'by_epoch' in cfg:
                 raise ValueError(f"train_cfg sets both type={cfg['type']!r} and by_epoch="
@@ -939,7 +816,7 @@ class Runner:
             raise TypeError(f'{mode}_cfg must be a dict such as dict(fp16=True), but got '
                             f'{type(cfg).__name__}: {cfg!r}')
         cfg = dict(cfg or {})
-        _refuse_loop_num_batches(mode, cfg)
+        refuse_loop_num_batches(mode, cfg)
         loop_type = cfg.pop('type', 'ValLoop' if mode == 'val' else 'TestLoop')
         return LOOPS.build(dict(type=loop_type, **cfg), default_args=dict(
             runner=self, dataloader=self._dataloader(f'{mode}_dataloader'),
@@ -980,13 +857,13 @@ class Runner:
             ValueError: the training dataloader has no batch size to read.
             RuntimeError: the parameter schedulers are built already.
         """
-        auto_scale_lr = _check_auto_scale_lr(auto_scale_lr)
+        auto_scale_lr = check_auto_scale_lr(auto_scale_lr)
         if not auto_scale_lr or not auto_scale_lr.get('enable', False):
             return
         if self.param_schedulers:
             raise RuntimeError('scale_lr must run before the parameter schedulers are built: '
                                'they keep the learning rates they start from')
-        batch_size = _batch_size(self._train_dataloader)
+        batch_size = train_batch_size(self._train_dataloader)
         real = self.world_size * batch_size
         base = auto_scale_lr['base_batch_size']
         ratio = real / base
@@ -1281,6 +1158,8 @@ class Runner:
             experiment_name=self.experiment_name, time=time.strftime('%Y%m%d_%H%M%S'),
             fengine_version=__version__, torch_version=str(torch.__version__),
             dataloader_position=position, rng=get_rng_state())
+        if self.cfg:  # MMEngine's meta.cfg: the config's text
+            checkpoint_meta['cfg'] = config_text(self.cfg)
         if position and loop is not None and loop.pass_rng is not None:
             # Resuming in the middle of a pass recreates its iterator under these.
             checkpoint_meta['pass_rng'] = loop.pass_rng
