@@ -476,8 +476,8 @@ def test_a_batch_of_an_unexpected_type_is_a_clear_error(tmp_path):
         runner.train()
 
 
-def test_from_cfg_names_an_unknown_key(tmp_path):
-    with pytest.raises(TypeError, match="trian_cfg.*train_cfg"):
+def test_from_cfg_names_a_misspelt_argument(tmp_path):
+    with pytest.raises(ValueError, match="config key 'trian_cfg' .* Did you mean 'train_cfg'"):
         Runner.from_cfg(dict(model=fresh_model(), work_dir=str(tmp_path), trian_cfg={}))
 
 
@@ -493,7 +493,8 @@ def test_from_cfg_builds_a_runner_that_trains(tmp_path):
 
 def test_an_unknown_randomness_key_names_it_a_close_match_and_the_choices(tmp_path):
     with pytest.raises(TypeError, match=r"^randomness has unknown key\(s\) \['sed'\] Did you "
-                                        r"mean 'seed'\?; accepted: 'deterministic', 'seed'$"):
+                                        r"mean 'seed'\?; accepted: 'deterministic', 'diff_rank_seed', "
+                                        r"'seed'$"):
         Runner(model=fresh_model(), work_dir=tmp_path, randomness=dict(sed=1))
 
 
@@ -528,8 +529,16 @@ def test_the_log_file_has_the_seed_format_whatever_the_console_handlers(tmp_path
 
 def test_an_unknown_launcher_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match=r"^launcher must be one of 'none', 'pytorch', but "
-                                         r"got 'slurm'\.$"):
-        Runner(model=fresh_model(), work_dir=tmp_path, launcher='slurm')
+                                         r"got 'pytroch'\. Did you mean 'pytorch'\?$"):
+        Runner(model=fresh_model(), work_dir=tmp_path, launcher='pytroch')
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_mmengines_slurm_and_mpi_launchers_are_refused_naming_the_supported(tmp_path, launcher):
+    with pytest.raises(ValueError, match=rf"^launcher='{launcher}' \(MMEngine's\) is not "
+                                         r"supported: .*torchrun.*launcher='pytorch' "
+                                         r"\(supported: 'none', 'pytorch'\)$"):
+        Runner(model=fresh_model(), work_dir=tmp_path, launcher=launcher)
 
 
 # -- model wrappers ---------------------------------------------------------------------------

@@ -60,6 +60,7 @@ backward: unlike DDP's buckets it does not overlap with it.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import types
@@ -125,16 +126,25 @@ def compile_options(compile: bool | dict) -> dict | None:
     return options
 
 
+# Numbers the code copies of compile_method.
+_COPIES = itertools.count()
+
+
 def compile_method(method, options: dict):
     """``torch.compile`` a bound method with a compile cache of its own.
 
     Dynamo keys its cache on the code object and allows ``recompile_limit`` (8) entries
     per code object. Every model's step shares one method's code, so the ninth model in
     a process would hit the limit (a hard error under ``fullgraph=True``). A copy of the
-    code object gives each bound method its own cache.
+    code object gives each bound method its own cache. The copy also gets a name of its
+    own: dynamo keeps what it learnt about input shapes (automatic dynamic shapes) by
+    file, line and name, so a model stepped with batches of 16 after another model's
+    batches of 8 would otherwise be traced with a symbolic batch size, which some ops
+    under ``torch.func.grad`` (dropout) cannot take.
     """
     function = method.__func__
-    own = types.FunctionType(function.__code__.replace(), function.__globals__,
+    code = function.__code__.replace(co_name=f'{function.__code__.co_name}_{next(_COPIES)}')
+    own = types.FunctionType(code, function.__globals__,
                              function.__name__, function.__defaults__, function.__closure__)
     own.__kwdefaults__ = function.__kwdefaults__
     return torch.compile(types.MethodType(own, method.__self__), **options)

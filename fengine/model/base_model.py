@@ -6,12 +6,13 @@ the compiled, fused versions live in :mod:`fengine.func.step`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from ..registry import MODELS
+from .activation_checkpointing import checkpointed_modules
 from .base_module import BaseModule
 
 __all__ = ['BaseModel', 'parse_losses', 'MODES']
@@ -208,14 +209,46 @@ class BaseModel(BaseModule):
         from ..func.step import make_train_step
 
         compiled = self._compiled_steps
+        # Decided once per compiled step (not every call: a walk over every module);
+        # turn_on_activation_checkpointing resets it.
+        checkpointed = compiled['train'].setdefault('checkpointed',
+                                                    bool(checkpointed_modules(self)))
+        if checkpointed:
+            return self._checkpointed_train_step(data, optim_wrapper, stepped)
         stepped = self if stepped is None else stepped
         step = compiled['train'].get('step')
         if step is None or step.optim_wrapper is not optim_wrapper or \
                 compiled['train'].get('stepped') is not stepped:
             step = make_train_step(stepped, optim_wrapper, compile=compiled['options'],
                                    strict=compiled['strict'])
-            compiled['train'] = {'step': step, 'stepped': stepped}
+            compiled['train'] = {'step': step, 'stepped': stepped, 'checkpointed': False}
         return step(step.state, data)[1]
+
+    def _checkpointed_train_step(self, data: Any, optim_wrapper,
+                                 stepped: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The compiled step of a model with activation-checkpointed submodules.
+
+        torch.func's transforms, which the fused step is built on, refuse the saved-tensor
+        hooks of ``torch.utils.checkpoint``; so the forward pass (preprocessing included)
+        is compiled on its own, where AOTAutograd recomputes the checkpointed regions in the
+        backward graph, and the backward pass and the update run through autograd and the
+        optimizer wrapper, as MMEngine's compiled models do.
+
+        Raises:
+            NotImplementedError: ``stepped`` is a DDP wrapper (not supported yet).
+        """
+        if stepped is not None and stepped is not self:
+            raise NotImplementedError(
+                f'activation checkpointing ({", ".join(checkpointed_modules(self))}) with '
+                'compiled steps under DistributedDataParallel is not supported yet: drop '
+                'compile, or activation_checkpointing, for distributed runs')
+        compiled = self._compiled_steps
+        forward = compiled.get('checkpointed_forward')
+        if forward is None:
+            # Graph breaks only split the forward graph here (the backward is autograd's).
+            forward = torch.compile(self, **{**compiled['options'], 'fullgraph': False})
+            compiled['checkpointed_forward'] = forward
+        return self._eager_train_step(data, optim_wrapper, forward_module=forward)
 
     def _eager_train_step(self, data: Any, optim_wrapper, forward_module: nn.Module | None = None,
                           finish_log_vars: Callable[[dict], dict] | None = None

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._errors import check_keys, choices_text, suggest
+from .._errors import check_int, check_keys, choices_text, suggest
 from ..dataset import (COLLATE_FUNCTIONS, DefaultSampler, InfiniteSampler, default_collate,
                        pseudo_collate)
-from ..dist import get_rank
+from ..dist import get_rank, get_world_size, sync_random_seed
 from ..registry import DATA_SAMPLERS, DATASETS, FUNCTIONS
 
 __all__ = ['DefaultSampler', 'InfiniteSampler', 'build_dataloader', 'default_collate',
@@ -62,7 +62,7 @@ def seed_worker(worker_id: int, rank: int = 0) -> None:
 
 
 def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
-                     what: str = 'dataloader') -> DataLoader:
+                     what: str = 'dataloader', diff_rank_seed: bool = False) -> DataLoader:
     """A ``DataLoader`` from an instance (returned as it is) or a config dict.
 
     The dict takes ``DataLoader``'s arguments; ``dataset`` is a ``Dataset`` or a
@@ -75,6 +75,12 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
     ``dict(type='pseudo_collate')`` (its other keys are bound to the function; default
     ``default_collate``). A dataset built from a config is fully initialized here.
     Workers are seeded from the run's generator, their rank and id (:func:`seed_worker`).
+
+    ``num_batch_per_epoch=N`` (MMEngine's debug trick) keeps only the dataset's first
+    ``N * batch_size * world_size`` samples, so each pass has ``N`` batches per process.
+    ``diff_rank_seed=True`` says ``seed`` differs between processes (``randomness=dict(
+    diff_rank_seed=True)``): the samplers get rank 0's, so they still agree on one order
+    and split it (MMEngine gives them ``None``, a random seed).
 
     Raises:
         TypeError: neither a ``DataLoader`` nor a dict, or an unknown key (named,
@@ -90,8 +96,13 @@ def build_dataloader(dataloader: DataLoader | dict, *, seed: int | None = None,
         raise TypeError(f'{what} must be a torch DataLoader or a dict config, but got '
                         f'{type(dataloader).__name__}: {dataloader!r}')
     cfg = dict(dataloader)
+    num_batches = cfg.pop('num_batch_per_epoch', None)
     _check_loader_keys(cfg, what)
     dataset = _build_dataset(cfg, what)
+    if num_batches is not None:
+        dataset = _first_batches(dataset, num_batches, cfg, what)
+    if diff_rank_seed and seed is not None:
+        seed = sync_random_seed(seed)
     _check_exclusive(cfg, what)
     _build_samplers(cfg, dataset, seed, what)
     cfg['collate_fn'] = _build_collate(cfg.pop('collate_fn', None), what)
@@ -118,6 +129,38 @@ def _build_dataset(cfg: dict, what: str) -> Any:
         raise TypeError(f'{what}: dataset must be a Dataset or a dict config for DATASETS, '
                         f'but got {type(dataset).__name__}')
     return dataset
+
+
+class _FirstSamples(Dataset):
+    """The first ``length`` samples of a dataset; other attributes (``metainfo``) are its."""
+
+    def __init__(self, dataset: Any, length: int) -> None:
+        self.dataset = dataset
+        self.length = length
+
+    def __getattr__(self, name: str) -> Any:
+        if name == 'dataset':  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        if not -self.length <= index < self.length:
+            raise IndexError(f'index {index} out of range for the first {self.length} samples')
+        return self.dataset[index % self.length]
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _first_batches(dataset: Any, num_batches: Any, cfg: dict, what: str) -> Any:
+    """``dataset`` cut to ``num_batches`` batches per process (see :func:`build_dataloader`)."""
+    num_batches = check_int(f'{what} num_batch_per_epoch', num_batches, minimum=1,
+                            accepted='a positive int')
+    batch_sampler = cfg.get('batch_sampler')
+    batch_size = cfg.get('batch_size', batch_sampler.get('batch_size', 1)
+                         if isinstance(batch_sampler, dict) else 1)
+    length = num_batches * batch_size * get_world_size()
+    return dataset if length >= len(dataset) else _FirstSamples(dataset, length)
 
 
 def _check_exclusive(cfg: dict, what: str) -> None:

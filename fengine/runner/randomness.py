@@ -9,26 +9,38 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..dist import sync_random_seed
+from .._errors import check_bool
+from ..dist import get_rank, sync_random_seed
 
 __all__ = ['set_random_seed', 'get_rng_state', 'set_rng_state', 'rng_state_kept']
 
 
-def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int:
+def set_random_seed(seed: int | None = None, deterministic: bool = False,
+                    diff_rank_seed: bool = False) -> int:
     """Seed ``random``, NumPy and torch (every CUDA device too); return the seed.
+
+    MMEngine: ``mmengine.runner.set_random_seed``.
 
     Args:
         seed: ``None`` draws one (:func:`fengine.dist.sync_random_seed`: rank 0's on
             every rank when distributed, as MMEngine), so it can be logged and reused.
         deterministic: Use deterministic algorithms (``torch.use_deterministic_algorithms``,
             cuDNN without autotuning). Slower; needed for bit-exact resume on CUDA.
+        diff_rank_seed: Seed each process with ``seed + rank`` (MMEngine's rule), so
+            random augmentations differ between ranks.
+
+    Returns:
+        The seed this process was seeded with (``seed + rank`` with ``diff_rank_seed``).
 
     Raises:
-        TypeError: ``seed`` is not an int.
+        TypeError: ``seed`` is not an int, or ``diff_rank_seed`` not a bool.
     """
     check_seed(seed)
+    check_bool('randomness diff_rank_seed', diff_rank_seed)
     if seed is None:
         seed = sync_random_seed()
+    if diff_rank_seed:
+        seed += get_rank()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

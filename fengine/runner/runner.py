@@ -6,7 +6,6 @@ Everything fast lives in the model's (optionally compiled) steps.
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import os
@@ -21,19 +20,27 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._errors import check_choice, check_keys
+from .._errors import check_bool, check_keys, choices_text, suggest
 from ..checkpoint import load_checkpoint_file, state_dict_from
 from ..dist import get_local_rank, get_rank, get_world_size, is_main_process, sync_random_seed
-from ..evaluator import build_evaluator
-from ..hooks import Hook, get_priority
-from ..logging import configure_run_logging
-from ..optim import build_optim_wrapper
-from ..optim.scheduler import build_param_schedulers
+from ..evaluator import Evaluator, build_evaluator
+from ..hooks import PRIORITIES, Hook, get_priority
+from ..logging import configure_run_logging, get_logger
+from ..model.activation_checkpointing import turn_on_activation_checkpointing
 from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
-from ..registry import HOOKS, LOG_PROCESSORS, LOOPS, MODELS, RUNNERS
-from ..visualization import build_visualizer
+from ..optim import OptimWrapper, build_optim_wrapper
+from ..optim.scheduler import build_param_schedulers
+from ..registry import (HOOKS, LOG_PROCESSORS, LOOPS, MODEL_WRAPPERS, MODELS, RUNNERS,
+                        DefaultScope)
+from ..visualization import Visualizer, build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
+from .arguments import (check_auto_scale_lr, check_launcher, check_runner_type,
+                        check_sync_bn, experiment_name_of, merge_cfg_key,
+                        refuse_loop_num_batches, train_batch_size, with_preprocessor,
+                        wrapper_extras)
+from .config_keys import config_text, plain_copy, split_cfg
 from .data import build_dataloader
+from .env import apply_env_cfg, check_env_cfg
 from .log_processor import LogProcessor
 from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import check_seed, get_rng_state, set_random_seed, set_rng_state
@@ -49,8 +56,7 @@ DEFAULT_HOOKS: dict[str, dict] = {
     'checkpoint': dict(type='CheckpointHook', interval=1),
     'sampler_seed': dict(type='DistSamplerSeedHook'),
 }
-LAUNCHERS = ('none', 'pytorch')
-_RANDOMNESS_KEYS = ('seed', 'deterministic')
+_RANDOMNESS_KEYS = ('seed', 'diff_rank_seed', 'deterministic')
 
 
 def _plain_hyperparams(optimizer_state: dict) -> dict:
@@ -183,21 +189,55 @@ def _check_resume(resume: Any, load_from: Any) -> None:
                          'load_from, or only one of them')
 
 
+# MMEngine's Hook.stages: the points of a run, in order, as get_hooks_info lists them.
+_HOOK_STAGES = ('before_run', 'after_load_checkpoint', 'before_train', 'before_train_epoch',
+                'before_train_iter', 'after_train_iter', 'after_train_epoch', 'before_val',
+                'before_val_epoch', 'before_val_iter', 'after_val_iter', 'after_val_epoch',
+                'after_val', 'before_save_checkpoint', 'after_train', 'before_test',
+                'before_test_epoch', 'before_test_iter', 'after_test_iter',
+                'after_test_epoch', 'after_test', 'after_run')
+# Hook's shared fallbacks: overriding one triggers the points of every mode.
+_SHARED_STAGES = {
+    '_before_epoch': ('before_train_epoch', 'before_val_epoch', 'before_test_epoch'),
+    '_after_epoch': ('after_train_epoch', 'after_val_epoch', 'after_test_epoch'),
+    '_before_iter': ('before_train_iter', 'before_val_iter', 'before_test_iter'),
+    '_after_iter': ('after_train_iter', 'after_val_iter', 'after_test_iter'),
+}
+
+
+def _triggered_stages(hook: Hook) -> set[str]:
+    """The points where ``hook`` does something: the methods its class overrides."""
+    def overrides(name: str) -> bool:
+        return getattr(type(hook), name, None) is not getattr(Hook, name, None)
+
+    stages = {stage for stage in _HOOK_STAGES if overrides(stage)}
+    for shared, points in _SHARED_STAGES.items():
+        if overrides(shared):
+            stages.update(points)
+    return stages
+
+
 @RUNNERS.register_module()
 class Runner:
     """Train, validate and test a model (MMEngine: ``mmengine.runner.Runner``).
+
+    Every argument of MMEngine's Runner is taken and honoured, or refused by name; see
+    ``docs/guide/runner.md``.
 
     Args:
         model: A :class:`~fengine.model.BaseModel` or a ``MODELS`` config. It is moved
             to CUDA when available, else kept on the CPU.
         work_dir: Where checkpoints and ``<timestamp>/`` (log, ``vis_data/``) go.
         train_dataloader, val_dataloader, test_dataloader: ``DataLoader`` instances
-            or dicts (see :func:`~fengine.runner.data.build_dataloader`).
+            or dicts (see :meth:`build_dataloader`; ``num_batch_per_epoch=N`` keeps N
+            batches per pass, MMEngine's debug trick).
         train_cfg: ``dict(by_epoch=True, max_epochs=N, val_interval=1, val_begin=1)``
             or ``dict(by_epoch=False, max_iters=N, val_interval=K)``, or
             ``dict(type=<LOOPS name>, ...)``.
         val_cfg, test_cfg: ``dict(fp16=True)`` evaluates under autocast (float16 on
             CUDA, bfloat16 on CPU); ``type`` picks another loop.
+        auto_scale_lr: ``dict(base_batch_size=B, enable=True)`` multiplies every learning
+            rate by ``world_size * train batch size / B`` (see :meth:`scale_lr`).
         optim_wrapper: An :class:`~fengine.optim.OptimWrapper` or its config, e.g.
             ``dict(optimizer=dict(type='SGD', lr=1e-3))``; several optimizers: an
             :class:`~fengine.optim.OptimWrapperDict` or a dict of configs by name
@@ -210,30 +250,50 @@ class Runner:
             :class:`~fengine.evaluator.Evaluator`.
         default_hooks: Overrides of :data:`DEFAULT_HOOKS` by name (``None`` removes one).
         custom_hooks: More hooks, as instances or ``HOOKS`` configs (``priority`` key).
+        data_preprocessor: The ``data_preprocessor`` of a model given as a config
+            (MMEngine's argument); with a built model it is an error.
         load_from: A checkpoint whose weights are loaded before training/testing.
         resume: ``True`` resumes from ``load_from`` when it is given (as MMEngine),
             else from ``work_dir/last_checkpoint``; a path resumes from that file
             (weights, optimizer, schedulers, counters, RNG states). A path and a
             ``load_from`` naming another file are an error.
-        randomness: ``dict(seed=None, deterministic=False)``; ``seed=None`` draws one
-            (logged, and saved in checkpoints).
-        launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``).
-        compile: ``True`` or a dict of ``torch.compile`` options: the model's steps
-            become compiled, fused steps (see :meth:`BaseModel.compile_steps`).
+        launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``); MMEngine's
+            ``'slurm'`` and ``'mpi'`` are refused.
+        env_cfg: ``dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork',
+            opencv_num_threads=0), dist_cfg=dict(backend='nccl', timeout=1800),
+            resource_limit=4096)`` (see :mod:`fengine.runner.env`).
         log_level: Level of the ``fengine`` logger for this run (``'DEBUG'`` also
             writes a log file per rank in a distributed run).
         log_processor: A :class:`~fengine.runner.LogProcessor` or its arguments
             (``dict(window_size=10, custom_cfg=[...])``; ``type`` picks another
             ``LOG_PROCESSORS`` class).
-        experiment_name: Names the run (default: the timestamp).
         visualizer: ``None`` (``vis_data/scalars.json``), a list of backend configs,
             or ``dict(vis_backends=[dict(type='LocalVisBackend'),
             dict(type='TensorboardVisBackend')])``.
+        default_scope: The registry scope bare names resolve in (a
+            :class:`~fengine.registry.DefaultScope` made for this run); ``None``: none.
+        randomness: ``dict(seed=None, diff_rank_seed=False, deterministic=False)``;
+            ``seed=None`` draws one (logged, and saved in checkpoints);
+            ``diff_rank_seed`` seeds each process with ``seed + rank``.
+        experiment_name: Names the run: ``<experiment_name>_<timestamp>`` (default: the
+            config file's name, else the timestamp).
+        cfg: The whole config the runner came from (a dict or a ``Config``): logged, dumped
+            to ``work_dir``, kept in checkpoints' meta. The Runner also reads the keys of
+            :data:`~fengine.runner.config_keys.CFG_KEYS_READ` from it: ``compile``,
+            ``activation_checkpointing`` (submodule names to checkpoint),
+            ``model_wrapper_cfg``, ``find_unused_parameters``, ``sync_bn``, ``runner_type``.
+        compile: ``True`` or a dict of ``torch.compile`` options: the model's steps
+            become compiled, fused steps (see :meth:`BaseModel.compile_steps`).
+            ``cfg=dict(compile=...)`` (MMEngine's spelling) means the same.
         model_wrapper_cfg: Under ``launcher='pytorch'`` with several processes, the
             ``MODEL_WRAPPERS`` config of the wrapper (default
             ``dict(type='MMDistributedDataParallel')``; other keys go to
             ``DistributedDataParallel``, e.g. ``find_unused_parameters=True``).
-        cfg: The config the runner came from (logged and kept in checkpoints' meta).
+            ``cfg=dict(model_wrapper_cfg=...)`` (MMEngine's spelling) means the same.
+
+    Raises:
+        TypeError, ValueError: an argument, or a key of one of the dict arguments, that
+            is unknown or wrong (named, with the accepted ones).
     """
 
     def __init__(self, model: nn.Module | dict, work_dir: str | os.PathLike,
@@ -241,60 +301,21 @@ class Runner:
                  val_dataloader: DataLoader | dict | None = None,
                  test_dataloader: DataLoader | dict | None = None,
                  train_cfg: dict | None = None, val_cfg: dict | None = None,
-                 test_cfg: dict | None = None, optim_wrapper: Any = None,
-                 param_scheduler: dict | list | None = None, val_evaluator: Any = None,
-                 test_evaluator: Any = None, default_hooks: dict | None = None,
-                 custom_hooks: list | None = None, load_from: str | None = None,
-                 resume: bool | str = False, randomness: dict | None = None,
-                 launcher: str = 'none', compile: bool | dict = False,
+                 test_cfg: dict | None = None, auto_scale_lr: dict | None = None,
+                 optim_wrapper: Any = None, param_scheduler: dict | list | None = None,
+                 val_evaluator: Any = None, test_evaluator: Any = None,
+                 default_hooks: dict | None = None, custom_hooks: list | None = None,
+                 data_preprocessor: nn.Module | dict | None = None,
+                 load_from: str | None = None, resume: bool | str = False,
+                 launcher: str = 'none', env_cfg: dict | None = None,
                  log_level: str | int = 'INFO', log_processor: Any = None,
-                 experiment_name: str | None = None,
-                 visualizer: Any = None, model_wrapper_cfg: dict | None = None,
-                 cfg: dict | None = None) -> None:
-        self.cfg = copy.copy(cfg) if cfg is not None else None
+                 visualizer: Any = None,
+                 default_scope: str | None = 'fengine', randomness: dict | None = None,
+                 experiment_name: str | None = None, cfg: Mapping | None = None,
+                 compile: bool | dict | None = None,
+                 model_wrapper_cfg: dict | None = None) -> None:
         self.work_dir = Path(work_dir).expanduser().resolve()
-        check_choice('launcher', launcher, LAUNCHERS)
-        self.launcher = launcher
-        if launcher == 'pytorch':
-            from ..dist import init_dist
-
-            init_dist()
-        self.rank, self.world_size = get_rank(), get_world_size()
-
-        randomness = dict(randomness or {})
-        check_keys('randomness', randomness, _RANDOMNESS_KEYS)
-        self.deterministic = bool(randomness.get('deterministic', False))
-        seed = randomness.get('seed')
-        check_seed(seed)  # on every rank, before the broadcast (which would int() it)
-        # Rank 0's seed (given or drawn) on every rank: same init, same data order.
-        self.seed = set_random_seed(sync_random_seed(seed), self.deterministic)
-
-        self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
-        self.experiment_name = experiment_name or self.timestamp
-        self.log_dir = self.work_dir / self.timestamp
-        self.logger = self._build_logger(log_level)
-        self.log_processor = self.build_log_processor(log_processor)
-        # Reached by MessageHub.get_current_instance() from code without the runner.
-        self.message_hub = MessageHub._fresh_instance(self.experiment_name)
-        self.visualizer = build_visualizer(visualizer if is_main_process() else [],
-                                           save_dir=self.log_dir, name=self.experiment_name)
-
-        self.device = self._pick_device()
-        self.model = self._build_model(model, model_wrapper_cfg)
-        self.compile = compile
-        if compile:
-            if not hasattr(unwrap_model(self.model), 'compile_steps'):
-                raise TypeError(f'compile=True needs a fengine BaseModel (with compile_steps), '
-                                f'but the model is a {type(self.model).__name__}')
-            unwrap_model(self.model).compile_steps(compile)
-
-        self._train_dataloader, self._val_dataloader = train_dataloader, val_dataloader
-        self._test_dataloader = test_dataloader
-        self._train_cfg, self._val_cfg, self._test_cfg = train_cfg, val_cfg, test_cfg
-        self.optim_wrapper = optim_wrapper
-        self._param_scheduler_cfg = param_scheduler
-        self.param_schedulers: list | dict | None = None
-        self._val_evaluator, self._test_evaluator = val_evaluator, test_evaluator
+        self.cfg, cfg_read, cfg_variables = self._read_cfg(cfg)
         self._check_related('train', train_dataloader=train_dataloader, train_cfg=train_cfg,
                             optim_wrapper=optim_wrapper)
         self._check_related('val', val_dataloader=val_dataloader,
@@ -306,6 +327,59 @@ class Runner:
             raise ValueError(f"train_cfg sets val_interval={train_cfg['val_interval']!r} but "
                              'the runner has no val_dataloader (nor val_evaluator): pass '
                              'them, or drop val_interval to train without validation')
+        self.auto_scale_lr = check_auto_scale_lr(auto_scale_lr)
+        self.compile = merge_cfg_key('compile', compile, cfg_read, unset=(None,)) or False
+        model_wrapper_cfg = merge_cfg_key('model_wrapper_cfg', model_wrapper_cfg, cfg_read)
+        self._wrapper_extras = wrapper_extras(cfg_read, model_wrapper_cfg)
+        self._sync_bn = check_sync_bn(cfg_read.get('sync_bn'))
+        check_runner_type(cfg_read.get('runner_type'))
+        if default_scope is not None and not isinstance(default_scope, str):
+            raise TypeError(f'default_scope must be a str such as {"fengine"!r} or None, but '
+                            f'got {type(default_scope).__name__}: {default_scope!r}')
+
+        self._launcher = check_launcher(launcher)
+        self.env_cfg = check_env_cfg(env_cfg)
+        randomness = dict(randomness or {})
+        check_keys('randomness', randomness, _RANDOMNESS_KEYS)
+        check_seed(randomness.get('seed'))  # on every rank, before any collective
+        self._randomness_cfg = randomness
+        self.setup_env(self.env_cfg)
+        self.set_randomness(**randomness)
+
+        self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+        self.experiment_name = experiment_name_of(experiment_name, self.cfg, self.timestamp)
+        self.log_dir = self.work_dir / self.timestamp
+        self.default_scope = None if default_scope is None else DefaultScope.get_instance(
+            f'{self.experiment_name}-{id(self)}', scope_name=default_scope)
+        self.logger = self._build_logger(log_level)
+        for note in self._env_notes:
+            self.logger.debug(note)
+        self.log_processor = self.build_log_processor(log_processor)
+        # Reached by MessageHub.get_current_instance() from code without the runner.
+        self.message_hub = MessageHub._fresh_instance(self.experiment_name)
+        self.visualizer = self.build_visualizer(visualizer)
+
+        self.device = self._pick_device()
+        self.model = self.build_model(with_preprocessor(model, data_preprocessor))
+        self._model_name = type(self.model).__name__
+        self._checkpointed = cfg_read.get('activation_checkpointing')
+        if self._checkpointed is not None:
+            names = turn_on_activation_checkpointing(self.model, self._checkpointed)
+            self.logger.info(f'Activation checkpointing is on for the submodules {names}')
+        self.model = self.wrap_model(model_wrapper_cfg, self.model)
+        if self.compile:
+            if not hasattr(unwrap_model(self.model), 'compile_steps'):
+                raise TypeError(f'compile=True needs a fengine BaseModel (with compile_steps), '
+                                f'but the model is a {type(self.model).__name__}')
+            unwrap_model(self.model).compile_steps(self.compile)
+
+        self._train_dataloader, self._val_dataloader = train_dataloader, val_dataloader
+        self._test_dataloader = test_dataloader
+        self._train_cfg, self._val_cfg, self._test_cfg = train_cfg, val_cfg, test_cfg
+        self.optim_wrapper = optim_wrapper
+        self._param_scheduler_cfg = param_scheduler
+        self.param_schedulers: list | None = None
+        self._val_evaluator, self._test_evaluator = val_evaluator, test_evaluator
         self._train_loop = self._val_loop = self._test_loop = None
 
         _check_resume(resume, load_from)
@@ -316,28 +390,56 @@ class Runner:
         self._hooks: list[Hook] = []
         self.register_hooks(default_hooks, custom_hooks)
         self._log_environment()
+        if cfg_variables:
+            self.logger.info(f'Config keys no part of the Runner reads (config variables): '
+                             f'{", ".join(cfg_variables)}')
+        self.logger.info(f'Hooks will be executed in the following order:\n'
+                         f'{self.get_hooks_info()}')
+        self.dump_config()
 
-    # -- construction helpers ---------------------------------------------------------
+    # -- construction -----------------------------------------------------------------
     @classmethod
     def from_cfg(cls, cfg: Mapping) -> Runner:
-        """Build a runner from a dict or a :class:`~fengine.config.Config` holding its
-        arguments (MMEngine: ``Runner.from_cfg``).
+        """Build a runner from a whole config (MMEngine: ``Runner.from_cfg``).
+
+        ``cfg`` is a dict or a ``Config`` (any Mapping): its keys that are arguments of
+        :class:`Runner` become them, the whole of it is the runner's ``cfg`` (the
+        original object: logged with its ``pretty_text``, dumped, kept in checkpoints),
+        from which the Runner reads the keys of
+        :data:`~fengine.runner.config_keys.CFG_KEYS_READ`. Other keys are config
+        variables, named in the log.
 
         Raises:
-            TypeError: ``cfg`` is not a mapping, or has a key that is not an argument of
-                :class:`Runner` (named, with close matches).
+            TypeError: ``cfg`` is not a Mapping.
+            KeyError: ``model`` or ``work_dir`` is missing.
+            ValueError: a key of a feature fengine does not implement, or one that looks
+                like a misspelt argument (see :func:`~fengine.runner.config_keys.split_cfg`).
         """
         if not isinstance(cfg, Mapping):
-            raise TypeError(f'Runner.from_cfg takes a dict or a Config, but got '
+            raise TypeError(f'Runner.from_cfg takes a dict or a Config (a Mapping), but got '
                             f'{type(cfg).__name__}')
-        source = cfg
-        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-        cfg.pop('custom_imports', None)  # imported by Config.fromfile already
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
-        check_keys('Runner config', cfg, accepted)
-        args = copy.copy(cfg)
-        args.setdefault('cfg', source)
-        return cls(**args)
+        missing = [key for key in ('model', 'work_dir') if key not in cfg]
+        if missing:
+            raise KeyError(f'Runner.from_cfg: the config has no {" and no ".join(missing)}; '
+                           'a runner needs both')
+        arguments = plain_copy(cfg)
+        accepted = [p for p in inspect.signature(cls.__init__).parameters
+                    if p not in ('self', 'cfg')]
+        return cls(**{k: v for k, v in arguments.items() if k in accepted}, cfg=cfg)
+
+    def _read_cfg(self, cfg: Mapping | None) -> tuple[Mapping, dict, list[str]]:
+        """``(the config kept as runner.cfg, the keys read from it, its variables)``."""
+        if cfg is None:
+            return {}, {}, []
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f'cfg must be a dict or a Config (a Mapping), but got '
+                            f'{type(cfg).__name__}: {cfg!r}')
+        arguments = inspect.signature(type(self).__init__).parameters
+        read, variables = split_cfg(cfg, [p for p in arguments if p != 'self'])
+        # A dict is copied (the runner must not see later changes); a Config is kept as
+        # it is, so its pretty_text, filename and dump() stay at hand.
+        kept = plain_copy(cfg) if isinstance(cfg, dict) else cfg
+        return kept, plain_copy(read), variables
 
     @staticmethod
     def _check_related(stage: str, **parts: Any) -> None:
@@ -349,29 +451,109 @@ class Runner:
                              f'but {", ".join(missing)} {"is" if len(missing) == 1 else "are"} '
                              'missing')
 
+    def setup_env(self, env_cfg: dict) -> None:
+        """Apply ``env_cfg`` and join the process group (MMEngine: ``Runner.setup_env``).
+
+        ``cudnn_benchmark``, ``mp_cfg`` and ``resource_limit`` set the process (see
+        :mod:`fengine.runner.env`); with ``launcher='pytorch'``, ``dist_cfg`` goes to
+        :func:`fengine.dist.init_dist` (``backend``, ``timeout``...).
+        """
+        env_cfg = check_env_cfg(env_cfg)
+        # Written to the debug log once the run's log exists.
+        self._env_notes = apply_env_cfg(env_cfg)
+        if self.distributed:
+            from ..dist import init_dist
+
+            init_dist(self._launcher, **env_cfg.get('dist_cfg', {}))
+        self.rank, self.world_size = get_rank(), get_world_size()
+
+    def set_randomness(self, seed: int | None = None, diff_rank_seed: bool = False,
+                       deterministic: bool = False) -> None:
+        """Seed the run (MMEngine: ``Runner.set_randomness``).
+
+        Rank 0's seed (given or drawn) is used on every rank, so every rank initializes
+        and orders the data alike; with ``diff_rank_seed`` each rank seeds its generators
+        with ``seed + rank`` (its augmentations differ), while the samplers keep rank 0's
+        seed, so the ranks still split one order of the data.
+        """
+        check_seed(seed)
+        check_bool('randomness deterministic', deterministic)
+        if deterministic and self.env_cfg.get('cudnn_benchmark'):
+            get_logger().warning('env_cfg cudnn_benchmark=True and randomness deterministic='
+                                 'True: deterministic wins, cuDNN benchmarking stays off')
+        self.deterministic = deterministic
+        self._sampler_seed = sync_random_seed(seed)
+        self.seed = set_random_seed(self._sampler_seed, deterministic, diff_rank_seed)
+
     def _pick_device(self) -> torch.device:
         if torch.cuda.is_available():
-            index = get_local_rank() if self.launcher == 'pytorch' else \
+            index = get_local_rank() if self._launcher == 'pytorch' else \
                 torch.cuda.current_device()
             torch.cuda.set_device(index)
             return torch.device('cuda', index)
         return torch.device('cpu')
 
-    def _build_model(self, model: nn.Module | dict, wrapper_cfg: dict | None) -> nn.Module:
+    def build_model(self, model: nn.Module | dict) -> nn.Module:
+        """A model from a ``MODELS`` config, or the module itself (MMEngine: ``build_model``).
+
+        Raises:
+            TypeError: neither an ``nn.Module`` nor a dict.
+        """
         if isinstance(model, dict):
             model = MODELS.build(model)
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be an nn.Module or a MODELS config dict, but got '
                             f'{type(model).__name__}: {model!r}')
-        if wrapper_cfg is not None and not isinstance(wrapper_cfg, dict):
+        return model
+
+    def wrap_model(self, model_wrapper_cfg: dict | None, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device and, with several processes, wrap it.
+
+        MMEngine: ``Runner.wrap_model`` (its argument order). The wrapper is
+        ``model_wrapper_cfg`` (a ``MODEL_WRAPPERS`` config, default
+        ``MMDistributedDataParallel``), with ``find_unused_parameters`` from the config
+        when it sets one; ``sync_bn='torch'`` in the config turns BatchNorm layers into
+        ``SyncBatchNorm`` first. In a single process nothing is wrapped (as MMEngine).
+
+        Raises:
+            TypeError: ``model_wrapper_cfg`` is not a dict, or is given for a model that
+                is wrapped already.
+            KeyError: a wrapper type that is not registered (checked in every process,
+                so a single-process test run finds it too).
+        """
+        if model_wrapper_cfg is not None and not isinstance(model_wrapper_cfg, dict):
             raise TypeError(f'model_wrapper_cfg must be a dict such as dict(type='
                             f"'MMDistributedDataParallel', find_unused_parameters=True), but "
-                            f'got {type(wrapper_cfg).__name__}')
+                            f'got {type(model_wrapper_cfg).__name__}')
+        if is_model_wrapper(model):
+            if model_wrapper_cfg is not None:
+                raise TypeError(f'the model is wrapped already ({type(model).__name__}), so '
+                                f'model_wrapper_cfg={model_wrapper_cfg!r} cannot apply: pass '
+                                'the bare model, or no model_wrapper_cfg')
+            return model
+        cfg = {**self._wrapper_extras, **(model_wrapper_cfg or {})}
+        kind = cfg.get('type', 'MMDistributedDataParallel')
+        if isinstance(kind, str) and kind not in MODEL_WRAPPERS:
+            raise KeyError(f'model_wrapper_cfg type {kind!r} is not a registered model wrapper'
+                           f'{suggest(kind, MODEL_WRAPPERS)}; registered: '
+                           f'{choices_text(MODEL_WRAPPERS)}')
         model = model.to(self.device)
-        # A model the user wrapped already is kept as it is.
-        if self.world_size > 1 and not is_model_wrapper(model):
-            model = wrap_model(model, self.device, **(wrapper_cfg or {}))
+        if self.world_size > 1:
+            if self._sync_bn == 'torch':
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = wrap_model(model, self.device, **cfg)
         return model
+
+    def build_visualizer(self, visualizer: Any = None) -> Visualizer:
+        """The run's visualizer (MMEngine: ``Runner.build_visualizer``).
+
+        ``None``: ``LocalVisBackend`` under ``log_dir/vis_data``; a
+        :class:`~fengine.visualization.Visualizer` as it is; a dict or a list of backend
+        configs (see :func:`fengine.visualization.build_visualizer`). Only the main
+        process writes: the others get a visualizer without backends.
+        """
+        return build_visualizer(visualizer if is_main_process() else [],
+                                save_dir=self.log_dir, name=self.experiment_name)
 
     def _build_logger(self, log_level: str | int) -> logging.Logger:
         # Only the main process talks; the others report errors only (as MMEngine).
@@ -422,13 +604,48 @@ class Runner:
             f'    compile: {self.compile}',
             f'    experiment_name: {self.experiment_name}',
             f'    work_dir: {self.work_dir}',
-            '-' * 60,
         ]
+        lines += [f'    {key}: {value}' for key, value in self.env_cfg.items() if value]
+        lines.append('-' * 60)
         self.logger.info('\n'.join(lines))
-        if self.cfg is not None:
-            text = getattr(self.cfg, 'pretty_text', None) or repr(self.cfg)
-            self.logger.info(f'Config:\n{text}')
-            self.visualizer.add_config(getattr(self.cfg, 'to_dict', lambda: self.cfg)())
+        if self.cfg:
+            self.logger.info(f'Config:\n{config_text(self.cfg)}')
+            self.visualizer.add_config(plain_copy(self.cfg))
+
+    def dump_config(self) -> None:
+        """Write the config to ``work_dir`` (MMEngine: ``Runner.dump_config``).
+
+        A ``Config`` writes itself (``cfg.dump``) under its file's name; a dict is written
+        as ``<timestamp>.py``, one ``key = value`` line per key (values that are not
+        Python literals, such as a built model, appear as their repr: a record, not a
+        loadable file). Only the main process writes; nothing without a config.
+        """
+        if not self.cfg or not is_main_process():
+            return
+        filename = getattr(self.cfg, 'filename', None)
+        name = Path(filename).name if filename else f'{self.timestamp}.py'
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        dump = getattr(self.cfg, 'dump', None)
+        if callable(dump):
+            dump(str(self.work_dir / name))
+        else:
+            write_text_atomic(self.work_dir / name, config_text(self.cfg) + '\n')
+
+    # -- properties MMEngine's Runner has ----------------------------------------------
+    @property
+    def launcher(self) -> str:
+        """``'none'`` or ``'pytorch'``."""
+        return self._launcher
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run was launched for several processes (``launcher != 'none'``)."""
+        return self._launcher != 'none'
+
+    @property
+    def model_name(self) -> str:
+        """The model's class name (of the wrapped module under a wrapper)."""
+        return self._model_name
 
     # -- hooks ------------------------------------------------------------------------
     def register_hook(self, hook: Hook | dict, priority: int | str | None = None) -> None:
@@ -437,7 +654,8 @@ class Runner:
         Args:
             hook: A :class:`~fengine.hooks.Hook` or a ``HOOKS`` config (its
                 ``priority`` key sets the priority).
-            priority: Overrides the hook's own priority.
+            priority: Overrides the hook's own priority: an int in [0, 100] or a name of
+                :data:`~fengine.hooks.PRIORITIES` (``'VERY_HIGH'``...); smaller runs first.
 
         Raises:
             TypeError: neither a Hook nor a dict.
@@ -445,7 +663,8 @@ class Runner:
         """
         if isinstance(hook, dict):
             hook = dict(hook)
-            priority = hook.pop('priority', priority)
+            priority = hook.pop('priority', None) if priority is None else priority
+            hook.pop('priority', None)
             hook = HOOKS.build(hook)
         if not isinstance(hook, Hook):
             raise TypeError(f'a hook must be a fengine.hooks.Hook or a HOOKS config dict, but '
@@ -461,22 +680,33 @@ class Runner:
                 break
         self._hooks.insert(position, hook)
 
+    def register_default_hooks(self, hooks: dict | None = None) -> None:
+        """Register :data:`DEFAULT_HOOKS`, with ``hooks`` overriding them by name
+        (``None`` removes one; a new name adds a hook). MMEngine:
+        ``Runner.register_default_hooks``."""
+        if hooks is not None and not isinstance(hooks, dict):
+            raise TypeError(f'default_hooks must be a dict of name -> hook (or None to remove '
+                            f'it), but got {type(hooks).__name__}')
+        merged: dict[str, Any] = dict(DEFAULT_HOOKS)
+        merged.update(hooks or {})
+        for hook in merged.values():
+            if hook is not None:
+                self.register_hook(hook)
+
+    def register_custom_hooks(self, hooks: Iterable[Hook | dict]) -> None:
+        """Register each of ``hooks`` (MMEngine: ``Runner.register_custom_hooks``)."""
+        if not isinstance(hooks, (list, tuple)):
+            raise TypeError(f'custom_hooks must be a list of hooks or hook configs, but got '
+                            f'{type(hooks).__name__}')
+        for hook in hooks:
+            self.register_hook(hook)
+
     def register_hooks(self, default_hooks: dict | None = None,
                        custom_hooks: Iterable[Hook | dict] | None = None) -> None:
         """Register :data:`DEFAULT_HOOKS` (as ``default_hooks`` overrides) and ``custom_hooks``."""
-        if default_hooks is not None and not isinstance(default_hooks, dict):
-            raise TypeError(f'default_hooks must be a dict of name -> hook (or None to remove '
-                            f'it), but got {type(default_hooks).__name__}')
-        hooks: dict[str, Any] = dict(DEFAULT_HOOKS)
-        hooks.update(default_hooks or {})
-        for hook in hooks.values():
-            if hook is not None:
-                self.register_hook(hook)
-        if custom_hooks is not None and not isinstance(custom_hooks, (list, tuple)):
-            raise TypeError(f'custom_hooks must be a list of hooks or hook configs, but got '
-                            f'{type(custom_hooks).__name__}')
-        for hook in custom_hooks or ():
-            self.register_hook(hook)
+        self.register_default_hooks(default_hooks)
+        if custom_hooks is not None:
+            self.register_custom_hooks(custom_hooks)
 
     @property
     def hooks(self) -> list[Hook]:
@@ -484,9 +714,35 @@ class Runner:
         return list(self._hooks)
 
     def call_hook(self, fn_name: str, **kwargs: Any) -> None:
-        """Call ``fn_name`` on every hook, in priority order."""
+        """Call ``fn_name`` on every hook that has it, in priority order.
+
+        As MMEngine, a hook without the method is passed over, so a loop may call a
+        point of its own (``before_my_phase``) that only its own hooks define.
+        """
         for hook in self._hooks:
-            getattr(hook, fn_name)(self, **kwargs)
+            method = getattr(hook, fn_name, None)
+            if method is not None:
+                method(self, **kwargs)
+
+    def get_hooks_info(self) -> str:
+        """The hooks of each point, in the order they run (MMEngine: ``get_hooks_info``).
+
+        Each point lists ``(PRIORITY) HookClass`` lines for the hooks that define it
+        (those that only inherit :class:`~fengine.hooks.Hook`'s empty method are left out).
+        """
+        names = {value: name for name, value in PRIORITIES.items()}
+        sections = []
+        for stage in _HOOK_STAGES:
+            lines = []
+            for hook in self._hooks:
+                if stage in _triggered_stages(hook):
+                    priority = hook.priority
+                    shown = names.get(priority, priority) if isinstance(priority, int) \
+                        else str(priority).upper()
+                    lines.append(f'({shown:<12}) {type(hook).__name__:<35}')
+            if lines:
+                sections.append(f'{stage}:\n' + '\n'.join(lines) + '\n -------------------- ')
+        return '\n'.join(sections)
 
     # -- counters (MMEngine: runner.epoch, runner.iter, ...) --------------------------
     @property
@@ -509,12 +765,28 @@ class Runner:
     def max_iters(self) -> int:
         return self.train_loop.max_iters
 
+    @property
+    def val_interval(self) -> int:
+        return self.train_loop.val_interval
+
+    @property
+    def val_begin(self) -> int:
+        return self.train_loop.val_begin
+
     # -- dataloaders and loops (built on first use) -----------------------------------
+    @staticmethod
+    def build_dataloader(dataloader: DataLoader | dict, seed: int | None = None,
+                         diff_rank_seed: bool = False) -> DataLoader:
+        """A ``DataLoader`` from a config, or the loader itself (MMEngine:
+        ``Runner.build_dataloader``); see :func:`fengine.runner.build_dataloader`."""
+        return build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+
     def _dataloader(self, name: str) -> DataLoader | None:
         """The ``name`` dataloader, built from its config on first use."""
         loader = getattr(self, f'_{name}')
         if isinstance(loader, dict):
-            loader = build_dataloader(loader, seed=self.seed, what=name)
+            # The ranks' common seed: with diff_rank_seed the samplers still agree.
+            loader = build_dataloader(loader, seed=self._sampler_seed, what=name)
             setattr(self, f'_{name}', loader)
         return loader
 
@@ -533,7 +805,7 @@ class Runner:
     @property
     def train_loop(self):
         if self._train_loop is None:
-            self._train_loop = self._build_train_loop(self._train_cfg)
+            self._train_loop = self.build_train_loop(self._train_cfg)
         return self._train_loop
 
     def _eval_loop(self, kind: str, doing: str):
@@ -544,8 +816,7 @@ class Runner:
                                    f'{kind}_evaluator), so it cannot {doing}; pass them to '
                                    'Runner(...)')
             setattr(self, f'_{kind}_loop', self._build_eval_loop(
-                kind, getattr(self, f'_{kind}_cfg'), self._dataloader(f'{kind}_dataloader'),
-                getattr(self, f'_{kind}_evaluator')))
+                kind, getattr(self, f'_{kind}_cfg')))
         return getattr(self, f'_{kind}_loop')
 
     @property
@@ -560,34 +831,122 @@ class Runner:
     def test_loop(self):
         return self._eval_loop('test', 'test')
 
-    def _build_train_loop(self, cfg: dict | None):
-        if not isinstance(cfg, dict):
+    @property
+    def val_evaluator(self):
+        return self.val_loop.evaluator
+
+    @property
+    def test_evaluator(self):
+        return self.test_loop.evaluator
+
+    def build_train_loop(self, loop: Any):
+        """The training loop from ``train_cfg`` (MMEngine: ``Runner.build_train_loop``).
+
+        ``dict(by_epoch=True, max_epochs=N, ...)``, ``dict(by_epoch=False, max_iters=N,
+        ...)`` or ``dict(type=<LOOPS name>, ...)``; a built loop is returned as it is.
+
+        Raises:
+            TypeError: not a dict.
+            ValueError: ``type`` and ``by_epoch`` together (as MMEngine), the epochs or
+                iterations missing, or ``num_batch_per_epoch`` (a dataloader key).
+        """
+        if not isinstance(loop, dict):
+            if loop is not None and callable(getattr(loop, 'run', None)):
+                return loop
             raise TypeError(f'train_cfg must be a dict such as dict(by_epoch=True, '
-                            f'max_epochs=5), but got {type(cfg).__name__}: {cfg!r}')
-        cfg = dict(cfg)
+                            f'max_epochs=5), but got {type(loop).__name__}: {loop!r}')
+        cfg = dict(loop)
+        refuse_loop_num_batches('train', cfg)
         if 'type' in cfg:
+            if 'by_epoch' in cfg:
+                raise ValueError(f"train_cfg sets both type={cfg['type']!r} and by_epoch="
+                                 f"{cfg['by_epoch']!r}: the type decides; drop by_epoch")
             loop_type = cfg.pop('type')
-            cfg.pop('by_epoch', None)
         else:
             by_epoch = cfg.pop('by_epoch', 'max_iters' not in cfg)
             loop_type = 'EpochBasedTrainLoop' if by_epoch else 'IterBasedTrainLoop'
             needed = 'max_epochs' if by_epoch else 'max_iters'
             if needed not in cfg:
                 raise ValueError(f'train_cfg with by_epoch={by_epoch} needs {needed!r}, e.g. '
-                                 f'dict(by_epoch={by_epoch}, {needed}=...); got {self._train_cfg}')
+                                 f'dict(by_epoch={by_epoch}, {needed}=...); got {loop}')
         if cfg.get('val_interval') is None:  # the loop's own default
             cfg.pop('val_interval', None)
         return LOOPS.build(dict(type=loop_type, **cfg),
                            default_args=dict(runner=self, dataloader=self.train_dataloader))
 
-    def _build_eval_loop(self, mode: str, cfg: dict | None, dataloader, evaluator):
+    def build_val_loop(self, loop: Any):
+        """The validation loop from ``val_cfg`` (MMEngine: ``Runner.build_val_loop``)."""
+        return self._build_eval_loop('val', loop)
+
+    def build_test_loop(self, loop: Any):
+        """The test loop from ``test_cfg`` (MMEngine: ``Runner.build_test_loop``)."""
+        return self._build_eval_loop('test', loop)
+
+    def _build_eval_loop(self, mode: str, cfg: Any):
         if cfg is not None and not isinstance(cfg, dict):
+            if callable(getattr(cfg, 'run', None)):
+                return cfg
             raise TypeError(f'{mode}_cfg must be a dict such as dict(fp16=True), but got '
                             f'{type(cfg).__name__}: {cfg!r}')
         cfg = dict(cfg or {})
+        refuse_loop_num_batches(mode, cfg)
         loop_type = cfg.pop('type', 'ValLoop' if mode == 'val' else 'TestLoop')
         return LOOPS.build(dict(type=loop_type, **cfg), default_args=dict(
-            runner=self, dataloader=dataloader, evaluator=build_evaluator(evaluator)))
+            runner=self, dataloader=self._dataloader(f'{mode}_dataloader'),
+            evaluator=self.build_evaluator(getattr(self, f'_{mode}_evaluator'))))
+
+    def build_evaluator(self, evaluator: Any) -> Evaluator:
+        """An :class:`~fengine.evaluator.Evaluator` (MMEngine: ``Runner.build_evaluator``);
+        see :func:`fengine.evaluator.build_evaluator`."""
+        return build_evaluator(evaluator)
+
+    def build_optim_wrapper(self, optim_wrapper: Any) -> OptimWrapper:
+        """The optimizer wrapper of the model (MMEngine: ``Runner.build_optim_wrapper``);
+        see :func:`fengine.optim.build_optim_wrapper`."""
+        return build_optim_wrapper(self.model, optim_wrapper)
+
+    def build_param_scheduler(self, scheduler: Any) -> list:
+        """The parameter schedulers of :attr:`optim_wrapper` (built first), with the train
+        loop's length (MMEngine: ``Runner.build_param_scheduler``); see
+        :func:`fengine.optim.scheduler.build_param_schedulers`."""
+        if self.optim_wrapper is None or isinstance(self.optim_wrapper, dict):
+            raise RuntimeError('build_param_scheduler needs the optimizer wrapper built '
+                               'first: runner.optim_wrapper = runner.build_optim_wrapper(...)')
+        loop = self.train_loop
+        return build_param_schedulers(
+            scheduler, self.optim_wrapper, epoch_length=len(self.train_dataloader),
+            max_epochs=loop.max_epochs if loop.by_epoch else None, max_iters=loop.max_iters)
+
+    def scale_lr(self, optim_wrapper: OptimWrapper, auto_scale_lr: dict | None = None) -> None:
+        """Multiply the learning rates by ``real batch size / base_batch_size``.
+
+        MMEngine: ``Runner.scale_lr`` (the linear scaling rule). The real batch size is
+        ``world_size * batch_size`` of the training dataloader. Does nothing unless
+        ``auto_scale_lr=dict(base_batch_size=B, enable=True)``. Call it after building
+        the optimizer wrapper and before the schedulers (which record the initial lrs);
+        ``train()`` does.
+
+        Raises:
+            ValueError: the training dataloader has no batch size to read.
+            RuntimeError: the parameter schedulers are built already.
+        """
+        auto_scale_lr = check_auto_scale_lr(auto_scale_lr)
+        if not auto_scale_lr or not auto_scale_lr.get('enable', False):
+            return
+        if self.param_schedulers:
+            raise RuntimeError('scale_lr must run before the parameter schedulers are built: '
+                               'they keep the learning rates they start from')
+        batch_size = train_batch_size(self._train_dataloader)
+        real = self.world_size * batch_size
+        base = auto_scale_lr['base_batch_size']
+        ratio = real / base
+        self.logger.info(f'LR is set based on batch size of {base} and the current batch size '
+                         f'is {real}. Scaling the original LR by {ratio}.')
+        inner = getattr(optim_wrapper, 'optim_wrappers', None)
+        wrappers = list(inner.values()) if isinstance(inner, dict) else [optim_wrapper]
+        for wrapper in wrappers:
+            for group in wrapper.optimizer.param_groups:
+                group['lr'] = group['lr'] * ratio
 
     # -- the three entry points -------------------------------------------------------
     def train(self) -> nn.Module:
@@ -604,12 +963,10 @@ class Runner:
                              f'train_cfg; missing: {", ".join(missing)}')
         loop = self.train_loop
         self.val_loop_or_none  # noqa: B018 - build now: configuration errors surface early
-        self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
-        self.param_schedulers = build_param_schedulers(
-            self._param_scheduler_cfg, self.optim_wrapper,
-            epoch_length=len(self.train_dataloader),
-            max_epochs=loop.max_epochs if loop.by_epoch else None,
-            max_iters=loop.max_iters) if self._param_scheduler_cfg is not None else []
+        self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
+        self.scale_lr(self.optim_wrapper, self.auto_scale_lr)
+        self.param_schedulers = self.build_param_scheduler(self._param_scheduler_cfg) \
+            if self._param_scheduler_cfg is not None else []
         if not (self.load_from or self.resume_from):
             init = getattr(unwrap_model(self.model), 'init_weights', None)
             if callable(init):
@@ -639,6 +996,14 @@ class Runner:
         return metrics
 
     # -- checkpoints -------------------------------------------------------------------
+    def load_or_resume(self) -> None:
+        """Apply ``resume``/``load_from`` now, once (MMEngine: ``Runner.load_or_resume``).
+
+        Before ``train()`` the optimizer and schedulers do not exist, so a resume loads
+        only the weights here; ``train()`` completes it.
+        """
+        self._load_or_resume()
+
     def _load_or_resume(self, training: bool = False) -> None:
         """Apply ``resume``/``load_from`` once.
 
@@ -859,6 +1224,8 @@ class Runner:
             experiment_name=self.experiment_name, time=time.strftime('%Y%m%d_%H%M%S'),
             fengine_version=__version__, torch_version=str(torch.__version__),
             dataloader_position=position, rng=get_rng_state())
+        if self.cfg:  # MMEngine's meta.cfg: the config's text
+            checkpoint_meta['cfg'] = config_text(self.cfg)
         if position and loop is not None and loop.pass_rng is not None:
             # Resuming in the middle of a pass recreates its iterator under these.
             checkpoint_meta['pass_rng'] = loop.pass_rng
