@@ -24,6 +24,17 @@ def _fresh_logger():
 
 
 @pytest.fixture(autouse=True)
+def _no_default_scope_leaks():
+    """A Runner creates a DefaultScope for the rest of the process (as MMEngine's); a bare
+    name built by a later test must not resolve in an earlier test's scope."""
+    from fengine.registry import DefaultScope
+    scopes = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(scopes)
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     random.seed(0)
     np.random.seed(0)

@@ -151,12 +151,17 @@ def test_a_runner_gets_a_fresh_hub_named_after_its_run(tmp_path, fresh_hubs):
     from fengine import Runner
     from seed_models import NeuralNetwork
 
-    old = MessageHub.get_instance('same_name')
-    old.update_scalar('train/loss', 1.0)
     runner = Runner(model=NeuralNetwork(), work_dir=tmp_path, experiment_name='same_name')
-    assert runner.message_hub.instance_name == 'same_name'
-    assert runner.message_hub is not old and list(runner.message_hub.log_scalars) == []
+    assert runner.experiment_name.startswith('same_name_')
+    assert runner.message_hub.instance_name == runner.experiment_name
     assert MessageHub.get_current_instance() is runner.message_hub
+    # A second run of that name (started in the same second) gets its own, empty hub.
+    runner.message_hub.update_scalar('train/loss', 1.0)
+    again = Runner(model=NeuralNetwork(), work_dir=tmp_path, experiment_name='same_name')
+    if again.experiment_name == runner.experiment_name:
+        assert again.message_hub is not runner.message_hub
+    assert list(again.message_hub.log_scalars) == []
+    assert MessageHub.get_current_instance() is again.message_hub
 
 
 # -- MessageHub: scalars ------------------------------------------------------------------

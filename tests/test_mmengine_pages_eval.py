@@ -301,7 +301,9 @@ def test_instances_built_in_a_hook_are_reached_from_anywhere(tmp_path, forget_gl
                     custom_hooks=[CustomHook()], experiment_name='exp')
     runner.train()
     assert CustomModule()(torch.zeros(1)) == (100, 50)  # the newest is the run's instance
-    assert GlobalClass.get_instance('exp').instance_name == 'exp'
+    # The run's name is MMEngine's '<experiment_name>_<timestamp>'.
+    assert runner.experiment_name.startswith('exp_')
+    assert GlobalClass.get_instance(runner.experiment_name).value == 100
     with pytest.warns(UserWarning, match="'mmengine' exists already; the arguments \\['value'\\]"):
         assert GlobalClass.get_instance('mmengine', value=1000).value == 50
 
@@ -309,7 +311,7 @@ def test_instances_built_in_a_hook_are_reached_from_anywhere(tmp_path, forget_gl
 def test_the_runner_visualizer_is_the_current_visualizer(tmp_path):
     runner = Runner(model=TinyModel(), work_dir=str(tmp_path), experiment_name='vis-run')
     assert Visualizer.get_current_instance() is runner.visualizer
-    assert Visualizer.get_instance('vis-run') is runner.visualizer
+    assert Visualizer.get_instance(runner.experiment_name) is runner.visualizer
 
 
 # == advanced_tutorials/test_time_augmentation.md ==========================================

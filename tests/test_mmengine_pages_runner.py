@@ -25,12 +25,8 @@ from fengine.model import BaseModel
 from fengine.registry import DATASETS, METRICS, MODELS
 from fengine.runner import Runner
 
-# The pages register their classes; other tests must not see them.
-from test_docs import fresh_registries  # noqa: F401 - a fixture
-
+# The pages register their classes: those tests take conftest's fresh_registries.
 EAGER = dict(backend='aot_eager')
-
-
 
 
 # -- 'Get Started in 15 Minutes' ---------------------------------------------------------------

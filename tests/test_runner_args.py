@@ -269,7 +269,9 @@ def test_get_hooks_info_lists_each_point_with_priorities(tmp_path):
     assert info.startswith('before_run:') or info.startswith('after_load_checkpoint:') or \
         info.split('\n')[0].endswith(':')
     section = info.split('before_train:\n')[1].split(' -------------------- ')[0]
-    assert section.splitlines()[0].startswith('(VERY_HIGH   ) Named')
+    # RuntimeInfoHook (a default hook) first, then the custom hook of the same priority.
+    assert section.splitlines()[:2] == ['(VERY_HIGH   ) RuntimeInfoHook                    ',
+                                        '(VERY_HIGH   ) Named                              ']
     assert '(NORMAL      ) IterTimerHook' in info.split('after_train_iter:\n')[1]
 
 
@@ -277,8 +279,9 @@ def test_register_default_and_custom_hooks_are_public(tmp_path):
     runner = make(tmp_path, default_hooks=dict(checkpoint=None))
     count = len(runner.hooks)
     runner.register_custom_hooks([Named('a'), dict(type='IterTimerHook')])
-    runner.register_default_hooks(dict(timer=None, logger=None, param_scheduler=None,
-                                       sampler_seed=None, checkpoint=None))
+    runner.register_default_hooks(dict(runtime_info=None, timer=None, logger=None,
+                                       param_scheduler=None, sampler_seed=None,
+                                       checkpoint=None))
     assert len(runner.hooks) == count + 2
     with pytest.raises(TypeError, match='custom_hooks must be a list'):
         runner.register_custom_hooks(Named('b'))

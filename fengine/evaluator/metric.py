@@ -226,16 +226,21 @@ class DumpResults(BaseMetric):
         ValueError: ``out_file_path`` does not end in ``.pkl`` or ``.pickle``.
 
     Example:
-        >>> import pickle, tempfile, os, torch
+        >>> import contextlib, io, pickle, tempfile, os, torch
         >>> path = os.path.join(tempfile.mkdtemp(), 'preds.pkl')
         >>> dump = DumpResults(out_file_path=path)
         >>> dump.process(None, [dict(pred=torch.tensor(1))])
-        >>> dump.evaluate(size=1)
+        >>> with contextlib.redirect_stdout(io.StringIO()):  # its log line
+        ...     metrics = dump.evaluate(size=1)
+        >>> metrics
         {}
         >>> with open(path, 'rb') as f:
         ...     pickle.load(f)
         [{'pred': tensor(1)}]
     """
+
+    # It reports no keys: a prefix would name nothing, so none is asked for.
+    default_prefix = 'dump'
 
     def __init__(self, out_file_path: str | os.PathLike, collect_device: str = 'cpu',
                  collect_dir: str | os.PathLike | None = None) -> None:

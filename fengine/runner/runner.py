@@ -7,6 +7,7 @@ Everything fast lives in the model's (optionally compiled) steps.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 import platform
@@ -46,6 +47,9 @@ from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import check_seed, get_rng_state, set_random_seed, set_rng_state
 
 __all__ = ['Runner', 'DEFAULT_HOOKS']
+
+# Numbers the runners of this process (names of their DefaultScope instances).
+_RUN_NUMBERS = itertools.count()
 
 # MMEngine's default hooks; ``default_hooks=dict(name=None)`` turns one off.
 DEFAULT_HOOKS: dict[str, dict] = {
@@ -349,8 +353,9 @@ class Runner:
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         self.experiment_name = experiment_name_of(experiment_name, self.cfg, self.timestamp)
         self.log_dir = self.work_dir / self.timestamp
+        # A name no other run has (an id() can be reused once a runner is collected).
         self.default_scope = None if default_scope is None else DefaultScope.get_instance(
-            f'{self.experiment_name}-{id(self)}', scope_name=default_scope)
+            f'{self.experiment_name}-{next(_RUN_NUMBERS)}', scope_name=default_scope)
         self.logger = self._build_logger(log_level)
         for note in self._env_notes:
             self.logger.debug(note)
