@@ -1098,3 +1098,17 @@ def test_a_dotted_path_is_not_taken_for_scopes_below_the_first(tmp_packages, tre
     tmp_packages({'layers_pkg_registry_test/registry.py': 'raise RuntimeError("imported")'})
     with pytest.raises(KeyError):
         tree['root'].get('base.layers_pkg_registry_test.Conv')
+
+
+def test_a_child_builds_its_own_names_while_a_runner_made_fengine_the_default_scope(
+        fresh_registries):
+    # Every Runner makes its default_scope ('fengine') current for the process.
+    child = Registry('model', parent=reg.MODELS, scope='childproj')
+
+    @child.register_module()
+    class OnlyInChild:
+        pass
+
+    reg.DefaultScope.get_instance('a runner', scope_name='fengine')
+    assert type(child.build(dict(type='OnlyInChild'))) is OnlyInChild
+    assert child.get('OnlyInChild') is OnlyInChild

@@ -52,8 +52,11 @@ def build_from_cfg(cfg: Mapping, registry: Registry,
     """
     args = _merged_args(cfg, registry, default_args)
     scope = args.pop('_scope_', None)
-    with registry.switch_scope_and_registry(scope) as scoped:
-        obj_cls = _resolve_type(args.pop('type'), scoped)
+    # The scope stays current while the object is built (its own builds resolve in it);
+    # the name is looked up as Registry.get does: the current scope's registry first,
+    # then this registry and its parents.
+    with registry.switch_scope_and_registry(scope):
+        obj_cls = _resolve_type(args.pop('type'), registry)
         return _instantiate(obj_cls, args, cfg)
 
 
