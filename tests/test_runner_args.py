@@ -410,7 +410,7 @@ def test_find_unused_parameters_in_the_config_must_agree_with_the_wrapper_cfg(tm
 def test_config_variables_are_named_in_the_log_and_a_typo_is_an_error(tmp_path, fengine_log):
     make(tmp_path, log_level='INFO', cfg=dict(dataset_type='Toy', data_root='data/',
                                               train_cfg=dict(max_epochs=1)))
-    assert any(m == 'Config keys no part of the Runner reads (config variables): data_root, '
+    assert any(m == 'Config keys the Runner does not read (config variables): data_root, '
                'dataset_type' for m in fengine_log.messages())
     with pytest.raises(ValueError, match=r"config key 'optim_wraper' .* Did you mean "
                                          r"'optim_wrapper'\?"):

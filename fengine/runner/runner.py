@@ -396,7 +396,7 @@ class Runner:
         self.register_hooks(default_hooks, custom_hooks)
         self._log_environment()
         if cfg_variables:
-            self.logger.info(f'Config keys no part of the Runner reads (config variables): '
+            self.logger.info(f'Config keys the Runner does not read (config variables): '
                              f'{", ".join(cfg_variables)}')
         self.logger.info(f'Hooks will be executed in the following order:\n'
                          f'{self.get_hooks_info()}')
