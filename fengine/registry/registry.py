@@ -305,18 +305,15 @@ class Registry:
             for location in self._locations:
                 try:
                     importlib.import_module(location)
-                except ModuleNotFoundError as exc:
-                    if missing_module(exc, location):
+                except Exception as exc:
+                    if isinstance(exc, ModuleNotFoundError) and missing_module(exc, location):
                         raise ModuleNotFoundError(
                             f'the {self._describe()} cannot import its location '
                             f'{location!r}: {exc}. Check Registry(locations=...) and that '
                             'the package is on sys.path.', name=exc.name) from exc
-                    exc.add_note(f'(while the {self._describe()} imported its location '
-                                 f'{location!r})')
-                    raise
-                except Exception as exc:
-                    exc.add_note(f'(while the {self._describe()} imported its location '
-                                 f'{location!r})')
+                    if hasattr(exc, 'add_note'):  # Python 3.11+
+                        exc.add_note(f'(while the {self._describe()} imported its location '
+                                     f'{location!r})')
                     raise
             self._imported = True
         finally:
