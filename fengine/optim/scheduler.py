@@ -53,6 +53,7 @@ from torch.optim import Optimizer, lr_scheduler
 from .._errors import check_bool, check_int, choices_text, suggest
 from ..logging import print_log
 from ..registry import PARAM_SCHEDULERS
+from ..registry.build_functions import resolve_type
 from . import _schedules
 from ._param_view import check_scheduled_key, current_value, view_optimizer
 from .optim_wrapper import OptimWrapper
@@ -842,13 +843,7 @@ def build_scheduler_from_cfg(cfg: Any, registry: Any,
         args.pop('epoch_length', None)
         return build_from_cfg(args, registry)
     kind = args.pop('type', None)
-    if isinstance(kind, str):
-        scheduler_cls = registry.get(kind)
-    elif inspect.isclass(kind):
-        scheduler_cls = kind
-    else:
-        raise TypeError(f'"type" in a param_scheduler config must be a registered name or '
-                        f'a class, but got {kind!r}')
+    scheduler_cls = resolve_type(kind, registry)
     name = getattr(scheduler_cls, '__name__', kind)
     if args.get('epoch_length') is None:
         raise ValueError(f'{name} has convert_to_iter_based=True but no epoch_length (the '

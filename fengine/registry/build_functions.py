@@ -56,7 +56,7 @@ def build_from_cfg(cfg: Mapping, registry: Registry,
     # the name is looked up as Registry.get does: the current scope's registry first,
     # then this registry and its parents.
     with registry.switch_scope_and_registry(scope):
-        obj_cls = _resolve_type(args.pop('type'), registry)
+        obj_cls = resolve_type(args.pop('type'), registry)
         return _instantiate(obj_cls, args, cfg)
 
 
@@ -125,7 +125,9 @@ def _merged_args(cfg: Any, registry: Any, default_args: Any) -> dict:
     return args
 
 
-def _resolve_type(obj_type: Any, registry: Registry) -> Any:
+def resolve_type(obj_type: Any, registry: Registry) -> Any:
+    """The class or function a config's ``type`` names: looked up as ``registry.get``
+    does when it is a str, used as it is when it is callable."""
     if isinstance(obj_type, str):
         return registry.get(obj_type)
     if callable(obj_type):
