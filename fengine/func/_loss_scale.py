@@ -45,8 +45,8 @@ def restorable(optimizer: Optimizer, params: list[torch.Tensor]) -> list[torch.T
     return tensors
 
 
-def unscale_(scaler: torch.amp.GradScaler, params: list[torch.Tensor]) -> torch.Tensor:
-    """Divide the gradients by the scale in place; return ``found_inf`` (0-d, on device).
+def unscale_(scaler: torch.amp.GradScaler, grads: list[torch.Tensor]) -> torch.Tensor:
+    """Divide ``grads`` by the scale in place; return ``found_inf`` (0-d, on device).
 
     As ``GradScaler.unscale_``: the inverse scale in double precision, one
     ``_amp_foreach_non_finite_check_and_unscale_`` per (device, dtype) of the gradients.
@@ -55,8 +55,8 @@ def unscale_(scaler: torch.amp.GradScaler, params: list[torch.Tensor]) -> torch.
     inv_scale = scale.double().reciprocal().float()
     found_inf = torch.full((), 0.0, dtype=torch.float32, device=scale.device)
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    for param in params:
-        groups[(param.grad.device, param.grad.dtype)].append(param.grad)
+    for grad in grads:
+        groups[(grad.device, grad.dtype)].append(grad)
     for (device, _), grads in groups.items():
         if device == scale.device:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale)

@@ -243,7 +243,8 @@ def optimizer_update(optimizer: Optimizer) -> Callable[[Optimizer], None]:
     return update
 
 
-def sgd_tensor_step(optimizer: torch.optim.SGD) -> None:
+def sgd_tensor_step(optimizer: torch.optim.SGD,
+                    grads: dict[torch.Tensor, torch.Tensor] | None = None) -> None:
     """One ``torch.optim.SGD`` step whose ``momentum``/``weight_decay`` may be 0-d tensors.
 
     The operations of torch's ``_single_tensor_sgd``, in its order; only the two
@@ -251,6 +252,11 @@ def sgd_tensor_step(optimizer: torch.optim.SGD) -> None:
     when it was held, see :func:`hold_hyperparams_`), so the step traces into one graph
     and a new value is a new input, not a new graph. Sparse gradients and
     ``differentiable=True`` are not supported here (such groups are never held).
+
+    Args:
+        optimizer: The SGD optimizer.
+        grads: The gradients by parameter (``_grad_update.py``); ``None``: each
+            parameter's ``.grad``.
     """
     for group in optimizer.param_groups:
         lr, momentum = group['lr'], group['momentum']
@@ -258,9 +264,11 @@ def sgd_tensor_step(optimizer: torch.optim.SGD) -> None:
         with_momentum = isinstance(momentum, torch.Tensor) or momentum != 0
         with_decay = isinstance(decay, torch.Tensor) or decay != 0
         for param in group['params']:
-            if param.grad is None:
+            grad = param.grad if grads is None else grads.get(param)
+            if grad is None:
                 continue
-            grad = param.grad if not group['maximize'] else -param.grad
+            if group['maximize']:
+                grad = -grad
             if with_decay:
                 grad = grad.add(param, alpha=decay)
             if with_momentum:

@@ -60,11 +60,12 @@ backward: unlike DDP's buckets it does not overlap with it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import operator
 import types
-from typing import Any, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import dist as _dist
 from ..logging import print_log
+from ._grad_update import grad_update
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
 
@@ -210,6 +212,8 @@ class TrainStep:
         self.strict = strict
         optimizer = optim_wrapper.optimizer
         self._optimizer_step = optimizer_update(optimizer)
+        # The update from gradient tensors, without .grad buffers (None: it needs them).
+        self._grad_update = grad_update(optimizer)
         options = compile_options(compile)
         self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False
@@ -254,28 +258,43 @@ class TrainStep:
         grads, (_, log_vars) = grad_and_value(loss_of, has_aux=True)(
             detached, (state.frozen, state.buffers))
         log_vars = {k: v.detach() for k, v in log_vars.items()}
+        params = list(state.params.values())
+        # Without .grad (see _grad_update.py) an update reads this micro-step's gradients
+        # as they come out of the backward; .grad holds what earlier micro-steps of an
+        # accumulation window added up (None when there were none).
+        direct = update and self._grad_update is not None
         with torch.no_grad():
-            for name, param in state.params.items():
-                param.grad.add_(grads[name])
+            grads = [grads[name] if direct and param.grad is None else param.grad.add_(grads[name])
+                     for name, param in state.params.items()]
             if window is not None:  # data parallel
-                # On update steps, .grad and the log values are averaged over the ranks
-                # (DDP's all-reduce), with the window's non-finite flag.
-                log_vars = _dist._mean_log_vars(
-                    log_vars, window, self.group, self.world_size, sync=update,
-                    extra=[param.grad for param in state.params.values()])
+                # On update steps, the gradients and the log values are averaged over
+                # the ranks (DDP's all-reduce), with the window's non-finite flag.
+                log_vars = _dist._mean_log_vars(log_vars, window, self.group,
+                                                self.world_size, sync=update, extra=grads)
             if update:
-                params = list(state.params.values())
+                if direct:
+                    def clip() -> dict:
+                        return wrapper.clip_grad_tensors(grads)
+
+                    def optimizer_step() -> None:
+                        self._grad_update(state.optimizer, dict(zip(params, grads)))
+                else:  # the optimizer and clip_grads read .grad (which `grads` are)
+                    def clip() -> dict:
+                        return wrapper.clip_grads(params)
+
+                    def optimizer_step() -> None:
+                        self._optimizer_step(state.optimizer)
                 if scaler is None:
-                    log_vars.update(wrapper.clip_grads(params))
-                    self._optimizer_step(state.optimizer)
+                    log_vars.update(clip())
+                    optimizer_step()
                 else:  # AmpOptimWrapper.step: unscale, clip, step unless inf, update
-                    found_inf = unscale_(scaler, params)
-                    log_vars.update(wrapper.clip_grads(params))
-                    skippable_update_(lambda: self._optimizer_step(state.optimizer),
-                                      restore, found_inf)
+                    found_inf = unscale_(scaler, grads)
+                    log_vars.update(clip())
+                    skippable_update_(optimizer_step, restore, found_inf)
                     update_scale_(scaler, found_inf, self._static_scale)
-                for param in params:
-                    param.grad.zero_()
+                if not direct:
+                    for param in params:
+                        param.grad.zero_()
         return log_vars
 
     # -- calling it ------------------------------------------------------------------
@@ -287,24 +306,29 @@ class TrainStep:
 
                 return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
-        for param in state.params.values():
-            if param.grad is None:  # persistent buffers, created outside the graph
-                param.grad = torch.zeros_like(param)
         compiled = self._compiled is not None and not self._fell_back
         step = self._compiled if compiled else self._step
         if compiled:
             # A float lr is guarded by value: each scheduled change would recompile.
             hold_hyperparams_(state.optimizer, self._held)
-        if compiled and not self._state_ready:
+        if (compiled or self._grad_update is not None) and not self._state_ready:
             # State that the first update creates would recompile the second call. What
             # cannot be created here (init_state_ returns False) costs that one recompile.
-            init_state_(state.optimizer)
+            # Adam's update without .grad (_grad_update.py) reads its state, never creates it.
+            with _lent_grads(state.params.values()):
+                init_state_(state.optimizer)
             self._cached_layout = None  # it may have created state tensors
             self._state_ready = True
         layout = self._layout(state)
         if self._scaler is not None:
             ready_scaler_(self._scaler, layout.device)
         factor, update = self.optim_wrapper.next_micro_step()
+        if self._grad_update is None or not update:
+            # Buffers the graph adds the gradients into, created outside it (see the module
+            # docstring): for an optimizer that reads .grad, and for an accumulation window.
+            for param in state.params.values():
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
         scale = self._scale(factor, layout.device)
         restore = None
         if self._scaler is not None and update:
@@ -338,6 +362,11 @@ class TrainStep:
             # torch's LRScheduler wraps optimizer.step to set this flag; the update above
             # bypasses that wrapper, and the scheduler would warn it ran before any update.
             state.optimizer._opt_called = True
+            if self._grad_update is not None:
+                # As zero_grad(set_to_none=True) after an eager update: the sum of an
+                # accumulation window is spent, and its buffers freed.
+                for param in state.params.values():
+                    param.grad = None
         return state, log_vars
 
     def _lazy_fp16_state(self, state: TrainState) -> bool:
@@ -354,17 +383,12 @@ class TrainStep:
         """
         if self._scaler is None or self._state_ready:
             return False
-        # init_state_ creates state for the parameters with a .grad; those it lends one
-        # get it back as None if the step runs eagerly (so it sees the .grad it expects).
-        lent = [p for p in state.params.values() if p.grad is None]
-        for param in lent:
-            param.grad = torch.zeros_like(param)
-        self._state_ready = init_state_(state.optimizer)
+        # init_state_ creates state for the parameters with a .grad, lent it here.
+        with _lent_grads(state.params.values()):
+            self._state_ready = init_state_(state.optimizer)
         self._cached_layout = None  # it may have created state tensors
         if self._state_ready:
             return False
-        for param in lent:
-            param.grad = None
         optimizer = state.optimizer
         message = (f'the training step of {type(self.model).__name__} uses fp16 loss scaling '
                    f'with {type(optimizer).__name__}, whose state only its first update '
@@ -427,6 +451,22 @@ def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:
         return functional_call(model, (params, buffers), tuple(data), {'mode': 'loss'})
     raise TypeError(f'a batch must be a dict or a tuple/list, but the data preprocessor '
                     f'returned {type(data).__name__}')
+
+
+@contextlib.contextmanager
+def _lent_grads(params: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Zero ``.grad`` for the ``params`` that have none, taken back (``None``) on exit.
+
+    ``init_state_`` creates the optimizer state of the parameters with a ``.grad``.
+    """
+    lent = [p for p in params if p.grad is None]
+    for param in lent:
+        param.grad = torch.zeros_like(param)
+    try:
+        yield
+    finally:
+        for param in lent:
+            param.grad = None
 
 
 def _same_tensors(cached: tuple[torch.Tensor, ...], tensors) -> bool:

@@ -228,6 +228,32 @@ class OptimWrapper:
         grad_norm = nn.utils.clip_grad_norm_(params, **self.clip_grad_kwargs)
         return {'grad_norm': grad_norm.detach()}
 
+    def clip_grad_tensors(self, grads: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`clip_grads` on the gradients themselves, for a step that has no ``.grad``.
+
+        The same numbers as ``clip_grad_norm_``/``clip_grad_value_`` (torch's
+        ``get_total_norm``, then every gradient times ``min(max_norm / (norm + 1e-6),
+        1)``, or clamped to ``±clip_value``), in place on ``grads``. Only the
+        total norm reads ``foreach``: it chooses kernels, not numbers.
+        """
+        grads = list(grads)
+        if self._clip_type is None or not grads:
+            return {}
+        kwargs = self.clip_grad_kwargs
+        if self._clip_type == 'value':
+            value = float(kwargs['clip_value'])
+            for grad in grads:
+                grad.clamp_(min=-value, max=value)
+            return {}
+        grad_norm = nn.utils.get_total_norm(
+            grads, kwargs.get('norm_type', 2.0), kwargs.get('error_if_nonfinite', False),
+            kwargs.get('foreach'))
+        # No `if coef < 1`: that would read the norm back to the host.
+        coef = torch.clamp(float(kwargs['max_norm']) / (grad_norm + 1e-6), max=1.0)
+        for grad in grads:
+            grad.mul_(coef.to(grad.device))
+        return {'grad_norm': grad_norm.detach()}
+
     def _clip_grad(self) -> dict[str, torch.Tensor]:
         if self._clip_type is None:  # no walk over the parameters on every step
             return {}
