@@ -15,6 +15,7 @@ Other optimizers (a user's, RMSprop...) read ``.grad``: :func:`grad_update` retu
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -38,11 +39,17 @@ def grad_update(optimizer: Optimizer) -> GradUpdate | None:
     complex tensors as real ones first; not repeated here). A subclass that overrides
     ``step`` or ``_init_group`` is not known: it may read ``.grad`` its own way.
     """
+    def own(kind: type, name: str) -> object:
+        # torch.optim wraps each class's `step` in a profiling hook of its own when its
+        # first instance is made (and dynamo wraps `_init_group` per class once it has
+        # traced an optimizer), so AdamW's are not the very functions Adam's are.
+        return inspect.unwrap(getattr(kind, name))
+
     kind = type(optimizer)
-    if kind.step is torch.optim.SGD.step and kind._init_group is torch.optim.SGD._init_group:
+    if all(own(kind, name) is own(torch.optim.SGD, name) for name in ('step', '_init_group')):
         update = _sgd_update
-    elif (kind.step is torch.optim.Adam.step
-          and kind._init_group is torch.optim.Adam._init_group):
+    elif all(own(kind, name) is own(torch.optim.Adam, name)
+             for name in ('step', '_init_group')):
         update = _adam_update
     else:
         return None
@@ -57,6 +64,7 @@ def _with_grads(group: dict, grads: dict[torch.Tensor, torch.Tensor]) -> list[to
     return [p for p in group['params'] if p in grads]
 
 
+@torch.no_grad()
 def _sgd_update(optimizer: torch.optim.SGD, grads: dict[torch.Tensor, torch.Tensor]) -> None:
     """``SGD.step()`` with ``grads`` in place of ``.grad``."""
     if any(isinstance(group.get(key), torch.Tensor) for group in optimizer.param_groups
@@ -86,6 +94,7 @@ def _sgd_update(optimizer: torch.optim.SGD, grads: dict[torch.Tensor, torch.Tens
                 optimizer.state[param]['momentum_buffer'] = buffer
 
 
+@torch.no_grad()
 def _adam_update(optimizer: torch.optim.Adam, grads: dict[torch.Tensor, torch.Tensor]) -> None:
     """``Adam.step()`` (and ``AdamW``'s) with ``grads`` in place of ``.grad``.
 
