@@ -113,7 +113,10 @@ def _rate(value: float | None) -> str:
 
 
 def _mebibytes(value: int | None) -> str:
-    return '' if value is None else f'{value / 2**20:.0f} MiB'
+    if value is None:
+        return ''
+    mib = value / 2**20
+    return f'{mib:.1f} MiB' if abs(mib) < 100 else f'{mib:.0f} MiB'
 
 
 BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox',
@@ -123,7 +126,11 @@ STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
                 ('compile+warm-up', lambda r: '' if r.get('warmup_seconds') is None
                  else _seconds(r['warmup_seconds'])),
-                ('peak mem', lambda r: _mebibytes(r.get('peak_mem_bytes'))))
+                ('peak mem', lambda r: _mebibytes(r.get('peak_mem_bytes'))),
+                ('after warm-up', lambda r: _mebibytes(r.get('resident_bytes'))),
+                ('step rise', lambda r: _mebibytes(r.get('step_rise_bytes'))),
+                ('tensors', lambda r: _mebibytes(r.get('tensor_peak_bytes'))),
+                ('tensors/eager', lambda r: _ratio(r.get('tensor_ratio'))))
 # Columns only epoch rows fill: that epoch's training and validation, accuracy, peak RSS.
 EPOCH_COLUMNS = (('train epoch', lambda r: '' if r.get('train_seconds') is None
                   else _seconds(r['train_seconds'])),
@@ -262,7 +269,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f'median of {step_rounds} blocks of {block} steps after {WARMUP} warm-up '
               'steps (compile+warm-up: their sum); each contender in a fresh process, '
               'contenders taking turns block by block; peak mem: high-water mark during the '
-              f'timed steps over the memory before the model was built ({memory}).')
+              f'timed steps over the memory before the model was built ({memory}); after '
+              'warm-up: held when timing began (compiled code included); step rise: the '
+              "timed steps' peak over that; tensors: tensors alive at the peak of one step.")
     if 'epoch' in run:
         print(f"epoch: the seed's FashionMNIST example on {device}, {epoch_size[0]} training "
               f'and {epoch_size[1]} validation synthetic images at batch 64, default hooks; '

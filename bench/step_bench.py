@@ -30,7 +30,11 @@ alike; the clock is read only after the block's last loss has been materialized
 (``float(loss)``, and ``torch.cuda.synchronize`` on CUDA). Peak memory is the
 high-water mark during the timed steps over what the process held before the model
 was built: RSS on the CPU (``/proc/self/clear_refs`` resets the mark after
-warm-up), ``torch.cuda.max_memory_allocated`` on CUDA.
+warm-up), ``torch.cuda.max_memory_allocated`` on CUDA. A compiled contender's RSS
+includes what compiling left behind (the compiler's modules and caches, the compiled
+code), paid once per process; so each row also says what the warm-up left resident, how
+far the timed steps raised memory above that, and the tensors alive at the peak of one
+step (:func:`tensor_peak`): the step's own steady-state memory.
 """
 from __future__ import annotations
 
@@ -294,18 +298,31 @@ def _peak_rss() -> int:
 
 
 class _Memory:
-    """Peak memory of the timed steps over the memory held before the model was built."""
+    """Peak memory of the timed steps over the memory held before the model was built.
+
+    Also what the warm-up left resident (:attr:`resident`: compiled code and the
+    compiler's own caches included) and, on the CPU, how far the timed steps raised the
+    RSS above that (:meth:`rise`): the steady-state cost of a step, apart from the
+    one-time cost of compiling it.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.note = ''
+        self.resident: int | None = None
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
             self.base = torch.cuda.memory_allocated(device)
         else:
             self.base = _proc_status('VmRSS') or _peak_rss()
 
+    def _current(self) -> int:
+        if self.device.type == 'cuda':
+            return torch.cuda.memory_allocated(self.device)
+        return _proc_status('VmRSS') or _peak_rss()
+
     def before_timing(self) -> None:
+        self.resident = self._current() - self.base
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
         elif not _reset_peak_rss():
@@ -315,6 +332,53 @@ class _Memory:
         if self.device.type == 'cuda':
             return torch.cuda.max_memory_allocated(self.device) - self.base
         return _peak_rss() - self.base
+
+    def rise(self) -> int | None:
+        """The peak of the timed steps over the memory held when they began."""
+        return None if self.resident is None else self.peak() - self.resident
+
+
+def _live_tensor_bytes(device: torch.device) -> int:
+    """Bytes of every tensor storage alive in this process on ``device``, each counted once."""
+    storages = {}
+    for obj in gc.get_objects():
+        # Parameters and plain tensors: not the compiler's fake or functional wrappers.
+        if type(obj) in (torch.Tensor, nn.Parameter) and obj.device.type == device.type:
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def tensor_peak(step: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes of tensors alive during one call of ``step``: what it holds plus what it allocates.
+
+    ``torch.cuda.max_memory_allocated`` on CUDA. On the CPU, where torch keeps no such
+    statistic, the tensors alive before the call (:func:`_live_tensor_bytes`) plus the
+    high-water mark of the profiler's count of the bytes allocated during it (its
+    allocation events carry the running total). Unlike RSS it does not see the
+    allocator's caching or the compiler's own memory: the CPU analogue of the CUDA figure.
+    """
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        float(step())
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    held = _live_tensor_bytes(device)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        float(step())
+    pending = list(prof.profiler.kineto_results.experimental_event_tree())
+    allocated = 0
+    while pending:
+        event = pending.pop()
+        pending.extend(event.children)
+        if event.tag == _EventType.Allocation:
+            allocated = max(allocated, event.extra_fields.total_allocated)
+    return held + allocated
 
 
 def _cpu_times() -> list[int] | None:
@@ -419,10 +483,20 @@ class ContenderRun:
         """What was measured (see :func:`run_contender`)."""
         if self.device.type != 'cuda':
             self.process_peak = max(self.process_peak, _peak_rss())
+        memory = self.memory
+        peak = None if memory is None else memory.peak()
+        rise = None if memory is None else memory.rise()
+        tensors = None
+        if memory is not None:  # after the timed blocks: one more step, profiled
+            batch = self.batches[len(self.times) % len(self.batches)]
+            tensors = tensor_peak(lambda: self.step(batch), self.device) - (
+                memory.base if self.device.type == 'cuda' else 0)
         return dict(times=self.times, warmup_times=self.warmup_times,
                     first_loss=self.first_loss, last_loss=self.last_loss,
-                    peak_mem_bytes=None if self.memory is None else self.memory.peak(),
-                    mem_note='' if self.memory is None else self.memory.note,
+                    peak_mem_bytes=peak,
+                    resident_bytes=None if memory is None else memory.resident,
+                    step_rise_bytes=rise, tensor_peak_bytes=tensors,
+                    mem_note='' if memory is None else memory.note,
                     process_peak_bytes=self.process_peak,
                     steal=_steal([0] * 8, self._ticks), warmup_steal=self.warmup_steal)
 
@@ -438,7 +512,10 @@ def run_contender(model: str, contender: str, device: torch.device | str, *, ste
         ``times`` (seconds per step, one per block), ``warmup_times`` (seconds of
         each warm-up step), ``first_loss`` and ``last_loss`` (a check that the
         contenders train the same thing), ``peak_mem_bytes`` (``None`` unless
-        measured), ``mem_note``, ``process_peak_bytes`` (the whole process's
+        measured), ``resident_bytes`` (held after the warm-up over the baseline:
+        compiled code and the compiler's caches included), ``step_rise_bytes`` (the
+        timed steps' peak over what was held when they began), ``tensor_peak_bytes``
+        (:func:`tensor_peak` of one more step), ``mem_note``, ``process_peak_bytes`` (the whole process's
         high-water mark, compilation included; CPU only), ``steal`` (the share of
         the machine's CPU time the hypervisor gave to other guests while the blocks
         ran: what neighbours on a shared virtual machine took; ``None`` off Linux)
@@ -558,7 +635,9 @@ def _row(model: str, contender: str, device: torch.device, spec: StepModel,
                 baseline=BASELINE, status='ok', seconds=None, times=[], ratio=None,
                 params=None, note='', batch_size=spec.batch_size, steps=steps,
                 steps_per_s=None, samples_per_s=None, warmup_seconds=None, warmup_times=[],
-                peak_mem_bytes=None, process_peak_bytes=None, first_loss=None,
+                peak_mem_bytes=None, resident_bytes=None, step_rise_bytes=None,
+                tensor_peak_bytes=None, tensor_ratio=None, process_peak_bytes=None,
+                first_loss=None,
                 last_loss=None, steal=None, warmup_steal=None)
 
 
@@ -605,7 +684,9 @@ def bench_step(models: list[str], device: torch.device | str, *, steps: int | No
         Rows as :func:`bench.init_bench.bench_init`'s (``benchmark='step'``,
         ``seconds`` = time per step) plus ``steps_per_s``, ``samples_per_s``,
         ``batch_size``, ``steps``, ``warmup_times`` and their sum ``warmup_seconds``
-        (compilation included), ``peak_mem_bytes``, ``process_peak_bytes``,
+        (compilation included), ``peak_mem_bytes``, ``resident_bytes``,
+        ``step_rise_bytes``, ``tensor_peak_bytes`` and ``tensor_ratio`` (over
+        ``fengine eager``'s), ``process_peak_bytes``,
         ``first_loss``, ``last_loss``, ``steal`` and ``warmup_steal`` (noted in the
         row from 5%).
         ``ratio`` is the time per step over ``fengine compiled``'s on the same model
@@ -660,6 +741,7 @@ def bench_step(models: list[str], device: torch.device | str, *, steps: int | No
             for run in runs.values():  # after an interruption: no worker left behind
                 _close(run)
         _set_ratios(model_rows)
+        _set_tensor_ratios(model_rows)
         rows.extend(model_rows)
     return rows
 
@@ -675,7 +757,8 @@ def _fill(row: dict, result: dict, spec: StepModel) -> None:
     row['steps_per_s'] = 1 / row['seconds']
     row['samples_per_s'] = spec.batch_size / row['seconds']
     row['warmup_seconds'] = sum(result['warmup_times'])
-    for key in ('warmup_times', 'peak_mem_bytes', 'process_peak_bytes', 'first_loss',
+    for key in ('warmup_times', 'peak_mem_bytes', 'resident_bytes', 'step_rise_bytes',
+                'tensor_peak_bytes', 'process_peak_bytes', 'first_loss',
                 'last_loss', 'steal', 'warmup_steal'):
         row[key] = result[key]
     notes = [result['mem_note']] if result['mem_note'] else []
@@ -687,6 +770,15 @@ def _fill(row: dict, result: dict, spec: StepModel) -> None:
     if not math.isfinite(result['last_loss']):
         notes.append(f"loss {result['last_loss']}")
     row['note'] = '; '.join(notes)
+
+
+def _set_tensor_ratios(rows: list[dict]) -> None:
+    """Each row's tensor peak over ``fengine eager``'s: the compiled step's memory goal is 1.1."""
+    eager = next((r['tensor_peak_bytes'] for r in rows if r['contender'] == FALLBACK_BASELINE
+                  and r['tensor_peak_bytes']), None)
+    for row in rows:
+        if eager and row['tensor_peak_bytes'] is not None:
+            row['tensor_ratio'] = row['tensor_peak_bytes'] / eager
 
 
 def _set_ratios(rows: list[dict]) -> None:

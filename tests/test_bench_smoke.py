@@ -201,6 +201,25 @@ def test_a_contender_run_reports_its_warm_up_and_peak_memory():
     assert isinstance(result['peak_mem_bytes'], int) and result['process_peak_bytes'] > 0
 
 
+def test_a_contender_run_separates_what_warm_up_left_from_the_step_s_own_memory():
+    result = step_bench.run_contender('fashion-mlp', 'fengine eager', 'cpu', steps=2, repeats=1,
+                                      warmup=1, compile=False)
+    assert isinstance(result['resident_bytes'], int) and result['step_rise_bytes'] >= 0
+    # At its peak an SGD step with momentum holds the parameters, the momentum and the
+    # gradients: three times the parameters' 669,706 float32 values at least.
+    assert result['tensor_peak_bytes'] >= 3 * 669706 * 4
+
+
+def test_the_tensor_peak_counts_what_a_step_holds_and_what_it_allocates():
+    held = torch.zeros(250_000)  # 1 MB alive before and after the step
+    baseline = step_bench.tensor_peak(lambda: held.sum(), torch.device('cpu'))
+    peak = step_bench.tensor_peak(lambda: torch.ones(2_000_000).add(held.sum()).sum(),
+                                  torch.device('cpu'))
+    assert baseline >= held.nbytes
+    # torch.ones and the result of add (8 MB each) are alive together; the sums are 4 bytes.
+    assert abs(peak - baseline - 2 * 8_000_000) < 1000
+
+
 def test_a_cuda_only_model_is_listed_as_skipped_on_the_cpu():
     rows = step_bench.bench_step(['gpt-125m'], 'cpu', contenders=['fengine compiled'],
                                  log=lambda line: None)
