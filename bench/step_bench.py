@@ -350,7 +350,7 @@ def _live_tensor_bytes(device: torch.device) -> int:
 
 
 def tensor_peak(step: Callable[[], Any], device: torch.device) -> int:
-    """Peak bytes of tensors alive during one call of ``step``: what it holds plus what it allocates.
+    """Peak bytes of the tensors alive during one call of ``step``: held plus allocated.
 
     ``torch.cuda.max_memory_allocated`` on CUDA. On the CPU, where torch keeps no such
     statistic, the tensors alive before the call (:func:`_live_tensor_bytes`) plus the
@@ -515,11 +515,11 @@ def run_contender(model: str, contender: str, device: torch.device | str, *, ste
         measured), ``resident_bytes`` (held after the warm-up over the baseline:
         compiled code and the compiler's caches included), ``step_rise_bytes`` (the
         timed steps' peak over what was held when they began), ``tensor_peak_bytes``
-        (:func:`tensor_peak` of one more step), ``mem_note``, ``process_peak_bytes`` (the whole process's
-        high-water mark, compilation included; CPU only), ``steal`` (the share of
-        the machine's CPU time the hypervisor gave to other guests while the blocks
-        ran: what neighbours on a shared virtual machine took; ``None`` off Linux)
-        and ``warmup_steal`` (the same during the warm-up steps).
+        (:func:`tensor_peak` of one more step), ``mem_note``, ``process_peak_bytes``
+        (the whole process's high-water mark, compilation included; CPU only),
+        ``steal`` (the share of the machine's CPU time the hypervisor gave to other
+        guests while the blocks ran: what neighbours on a shared virtual machine took;
+        ``None`` off Linux) and ``warmup_steal`` (the same during the warm-up steps).
     """
     run = ContenderRun(model, contender, device, **kwargs)
     for _ in range(repeats):

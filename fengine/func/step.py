@@ -8,16 +8,19 @@ wrapper into a :class:`TrainStep`; calling it on ``(state, batch)`` returns
    ``torch.func.functional_call`` on the state's parameter and buffer trees;
 2. ``torch.func.grad_and_value`` gives the gradients (buffers are passed as an
    explicit argument, so BatchNorm may update its statistics);
-3. the gradients are added into persistent ``.grad`` buffers (accumulation) and, on
-   update steps, clipped and applied by the optimizer's own ``step`` — torch.optim's
-   math, not a re-derivation.
+3. on update steps the gradients are clipped and applied with torch.optim's own math:
+   for torch's ``SGD``, ``Adam`` and ``AdamW`` straight from the backward, through the
+   functions their ``step()`` calls (``_grad_update.py``); for other optimizers through
+   their ``step()``, which reads ``.grad``. Micro-steps of an accumulation window add
+   their gradients into ``.grad``.
 
 Two details keep it one graph. ``Optimizer.step`` is wrapped by
 ``_use_grad_for_differentiable``, which calls ``torch._dynamo.graph_break()``
 unconditionally (https://github.com/pytorch/pytorch/issues/104053); the step calls the
 undecorated function under ``no_grad`` instead. And dynamo refuses an optimizer step
-when a parameter has a pending attribute mutation, so ``.grad`` buffers are created
-once, outside the graph, and written in place inside it.
+when a parameter has a pending attribute mutation, so where ``.grad`` is needed (an
+optimizer that reads it, an accumulation window) its buffers are created outside the
+graph and written in place inside it.
 
 Two more keep it *one compile* (``_optim_state.py``). Before the first compiled call
 the optimizer's state is created as its first step would create it (else the second
@@ -34,11 +37,14 @@ is not complete before its first step (``init_state_`` says so: SGD with dampeni
 optimizer without ``_init_group`` such as a user's own), steps run eagerly through the
 optimizer wrapper, whose scaler does not call ``optimizer.step()`` on inf gradients.
 
-Memory: the optimizer reads the gradients from the persistent ``.grad`` buffers, and
-``torch.func.grad`` returns new tensors that are added into them, so a step holds the
-parameters, the optimizer state, ``.grad`` and one gradient-sized temporary (the largest
-parameter's; inductor frees each after its update). A hand-written loop with
-``zero_grad(set_to_none=True)`` holds the parameters, the state and all gradients.
+Memory, and what ``.grad`` holds: with ``SGD``, ``Adam`` or ``AdamW`` a step holds what an
+eager step with ``zero_grad(set_to_none=True)`` holds: the parameters, the optimizer
+state and, until the update, the gradients. No ``.grad`` is kept between steps: after an
+update every ``.grad`` is ``None``, as after MMEngine's ``OptimWrapper.update_params``;
+within an accumulation window ``.grad`` holds the sum of the window's (scaled) gradients
+so far, as in eager, and the update frees it. Other optimizers read ``.grad``: their
+steps keep one persistent ``.grad`` buffer per parameter (zero after each update), that
+is the gradients once more.
 
 The state is *donated*: its tensors are updated in place and the same state is
 returned, as with buffer donation in JAX; keep using the returned one.
@@ -46,7 +52,7 @@ returned, as with buffer donation in JAX; keep using the returned one.
 Data parallel (``DistributedDataParallel``, or ``group=`` a process group of more than
 one rank): DDP's reducer hooks never fire under ``torch.func.grad``, so the step
 synchronizes itself. On an update step, after this micro-step's gradients are added to
-``.grad`` and before clipping, loss scaling's inf check and the update, the gradients and
+the window's and before clipping, loss scaling's inf check and the update, the gradients and
 the log values are averaged over the ranks with one functional all-reduce per dtype
 (``torch.distributed._functional_collectives``, traced into the same graph). On the
 other micro-steps of an accumulation window nothing is communicated, as DDP's
@@ -264,8 +270,8 @@ class TrainStep:
         # accumulation window added up (None when there were none).
         direct = update and self._grad_update is not None
         with torch.no_grad():
-            grads = [grads[name] if direct and param.grad is None else param.grad.add_(grads[name])
-                     for name, param in state.params.items()]
+            grads = [grads[name] if direct and param.grad is None
+                     else param.grad.add_(grads[name]) for name, param in state.params.items()]
             if window is not None:  # data parallel
                 # On update steps, the gradients and the log values are averaged over
                 # the ranks (DDP's all-reduce), with the window's non-finite flag.
