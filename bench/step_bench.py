@@ -344,7 +344,10 @@ def _live_tensor_bytes(device: torch.device) -> int:
     for obj in gc.get_objects():
         # Parameters and plain tensors: not the compiler's fake or functional wrappers.
         if type(obj) in (torch.Tensor, nn.Parameter) and obj.device.type == device.type:
-            storage = obj.untyped_storage()
+            try:
+                storage = obj.untyped_storage()
+            except (NotImplementedError, RuntimeError):  # torch.func's wrappers have none
+                continue
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values())
 
