@@ -67,7 +67,7 @@ from fengine.presets import get_preset
 from .init_bench import set_ratios
 
 __all__ = ['STEP_MODELS', 'CONTENDERS', 'BASELINE', 'WARMUP', 'StepModel', 'ContenderRun',
-           'bench_step', 'run_contender']
+           'bench_step', 'run_contender', 'tensor_peak']
 
 BASELINE = 'fengine compiled'
 # Ratios fall back to this contender on a model where the baseline failed.
