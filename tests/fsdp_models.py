@@ -9,6 +9,7 @@ from fengine.presets import GPT, GPTConfig
 
 # vocab 37 and width 18: first dimensions that 2 (and 4) ranks cannot split evenly.
 TINY = GPTConfig(vocab_size=37, block_size=8, n_layer=2, n_head=2, n_embd=18)
+INIT_SEED = 3
 INIT_CFG = [
     dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.01),
     dict(type='Normal', layer='Embedding', std=0.05),

@@ -205,10 +205,6 @@ class FSDP(nn.Module):
         from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
         super().__init__()
-        if not torch.distributed.is_initialized():
-            raise RuntimeError('FSDP needs a process group: launch with torchrun and pass '
-                               "launcher='pytorch' to the Runner, or call "
-                               'fengine.dist.init_dist() first')
         reshard_after_forward = check_bool('reshard_after_forward', reshard_after_forward)
         offload = OffloadPolicy()
         if check_bool('cpu_offload', cpu_offload):
@@ -219,6 +215,10 @@ class FSDP(nn.Module):
                 if torch.cuda.is_available() else torch.device('cpu')
         device = torch.device(device)
         targets = _shard_targets(module, shard_modules)
+        if not torch.distributed.is_initialized():  # checked after the arguments
+            raise RuntimeError('FSDP needs a process group: launch with torchrun and pass '
+                               "launcher='pytorch' to the Runner, or call "
+                               'fengine.dist.init_dist() first')
         self.sharded_modules = [name for name, _ in targets[::-1]]
         # Paths of the parameters without values (built on meta): init_weights sets them.
         self._unset = {path for path, p in module.named_parameters() if p.is_meta}
@@ -391,17 +391,18 @@ class MMFullyShardedDataParallel(FSDP):
     ``dict(offload_params=...)``), ``mixed_precision`` (``param_dtype``,
     ``reduce_dtype``; FSDP1's ``buffer_dtype`` has no FSDP2 meaning), ``use_orig_params``
     (FSDP2 always keeps the original parameters: only ``True``), ``device_id``. Others
-    are refused by name, saying what to do instead; fengine's own ``shard_modules``
-    may be given too.
+    are refused by name, saying what to do instead; fengine's own ``shard_modules`` and
+    ``device`` may be given too (``device_id`` wins over ``device``).
     """
 
-    def __init__(self, module: nn.Module, shard_modules: Any = None, **kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, shard_modules: Any = None,
+                 device: torch.device | str | None = None, **kwargs: Any) -> None:
         for key in kwargs:
             if key in _MMENGINE_REFUSED:
                 raise ValueError(f'MMFullyShardedDataParallel: {key!r} is not supported '
                                  f'({_MMENGINE_REFUSED[key]})')
         check_keys('MMFullyShardedDataParallel arguments', kwargs, _MMENGINE_KEYS)
-        args: dict[str, Any] = {}
+        args: dict[str, Any] = dict(device=device)
         strategy = kwargs.get('sharding_strategy', 'FULL_SHARD')
         strategy = getattr(strategy, 'name', strategy)  # torch's ShardingStrategy enum
         if strategy not in _STRATEGIES:
