@@ -167,8 +167,8 @@ def _local_log_vars(log_vars: dict) -> dict:
 class FSDP(nn.Module):
     """Shard a model's parameters, gradients and optimizer state over all ranks (FSDP2).
 
-    MMEngine: ``mmengine.model.MMFullyShardedDataParallel`` (see :class:`FSDP` vs. it in
-    ``docs/migrating.md``). Selected with ``Runner(..., launcher='pytorch',
+    MMEngine: ``mmengine.model.MMFullyShardedDataParallel`` (the differences are listed in
+    ``docs/migrating.md``, "FSDP"). Selected with ``Runner(..., launcher='pytorch',
     model_wrapper_cfg=dict(type='FSDP', shard_modules=['Block']))``.
 
     Args:
@@ -355,6 +355,11 @@ class FSDP(nn.Module):
         from ..func.step import compile_method
 
         options = compiled['options']
+        if not self.sharded_modules:
+            print_log('compile: FSDP compiles the forward of each module shard_modules picks, '
+                      'and shard_modules picks none, so training runs eagerly; set '
+                      "shard_modules (e.g. ['Block']).", logger='current',
+                      level=logging.WARNING)
         for name in self.sharded_modules:
             sub = self.module.get_submodule(name)
             checkpointed = getattr(sub.forward, _MARK, False)

@@ -23,7 +23,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .. import dist
 from ..registry import MODEL_WRAPPERS
-from .fsdp import FSDP, FSDP_WRAPPERS
+from .fsdp import is_fsdp_config
 
 __all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step', 'is_model_wrapper',
            'unwrap_model']
@@ -116,8 +116,7 @@ def wrap_model(model: nn.Module, device: torch.device, /, **wrapper_cfg: Any) ->
     """
     cfg = dict(wrapper_cfg)
     cfg.setdefault('type', 'MMDistributedDataParallel')
-    kind = cfg['type']
-    if kind in FSDP_WRAPPERS or (isinstance(kind, type) and issubclass(kind, FSDP)):
+    if is_fsdp_config(cfg):
         cfg.setdefault('device', device)  # FSDP allocates the shards there
     else:
         cfg.setdefault('device_ids', [device.index] if device.type == 'cuda' else None)
