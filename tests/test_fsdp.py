@@ -24,7 +24,8 @@ sys.path.insert(0, str(TESTS))
 from fsdp_models import INIT_SEED, TinyGPT, token_batches  # noqa: E402
 from test_runner_distributed import _env, _free_port, _torchrun  # noqa: E402
 
-from fengine.model import FSDP, MMFullyShardedDataParallel  # noqa: E402
+from fengine.model import FSDP, ImgDataPreprocessor, MMFullyShardedDataParallel  # noqa: E402
+from fengine.model.fsdp import _shard_targets, parameters_on_meta  # noqa: E402
 from fengine.optim import OptimWrapper  # noqa: E402
 
 STEPS = 10
@@ -257,3 +258,21 @@ def test_mmengine_fsdp_refuses_strategies_and_options_fsdp2_lacks():
         MMFullyShardedDataParallel(TinyGPT(), use_orig_params=False)
     with pytest.raises(TypeError, match=r"unknown key\(s\) \['bucket_cap_mb'\]"):
         MMFullyShardedDataParallel(TinyGPT(), bucket_cap_mb=25)
+
+
+def test_shard_modules_takes_class_names_over_the_mro_or_a_callable_innermost_first():
+    model = TinyGPT()
+    picked = [name for name, _ in _shard_targets(model, 'Block')]
+    assert picked == ['net.blocks.1', 'net.blocks.0']  # fully_shard's order: inner first
+    by_name = _shard_targets(model, lambda name, module: name.endswith('mlp'))
+    assert [name for name, _ in by_name] == ['net.blocks.1.mlp', 'net.blocks.0.mlp']
+    assert _shard_targets(model, None) == []
+
+
+def test_a_model_built_for_sharding_has_meta_parameters_and_real_buffers():
+    with parameters_on_meta():
+        model = TinyGPT()
+        model.data_preprocessor = ImgDataPreprocessor(mean=[1.0, 2.0, 3.0], std=[4.0, 8.0, 2.0])
+    assert all(p.is_meta for p in model.parameters())
+    assert model.data_preprocessor.mean.flatten().tolist() == [1.0, 2.0, 3.0]
+    assert not nn.Linear(2, 2).weight.is_meta  # only inside the block
