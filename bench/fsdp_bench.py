@@ -14,8 +14,10 @@ the ranks, the eager training step.
 
 Per contender: the model state each rank holds (parameters + gradients + AdamW state,
 counted from the local tensors), the peak resident memory of a rank over the timed
-steps (``VmHWM`` reset after the warm-up steps; the largest over ranks), the
-initialization time and the median step time (the slowest rank's). Contenders take turns round by round (fsdp, ddp, fsdp, ddp...)
+steps above what it held before building the model (``VmHWM`` reset after the warm-up
+steps, minus ``VmRSS`` before; the largest over ranks), the time to build the model
+(``fsdp``: on meta), to shard and initialize it, and the median step time (the slowest
+rank's). Contenders take turns round by round (fsdp, ddp, fsdp, ddp...)
 so that a slow spell of the shared machine hits both alike.
 """
 from __future__ import annotations
@@ -40,6 +42,14 @@ def _rss_peak_mb() -> float:
     with open('/proc/self/status') as status:
         for line in status:
             if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
                 return int(line.split()[1]) / 1024
     return float('nan')
 
@@ -75,17 +85,20 @@ def worker(kind: str, steps: int, warmup: int) -> None:
 
     dist.init_dist()
     rank, world = dist.get_rank(), dist.get_world_size()
+    baseline_mb = _rss_mb()
     start = time.perf_counter()
     if kind == 'fsdp':
         with torch.device('meta'):
             net = LM()
+        build_s = time.perf_counter() - start
         model = FSDP(net, shard_modules=['Block'])
         model.init_weights(seed=0)
     else:
         net = LM()
+        build_s = time.perf_counter() - start
         net.init_weights(seed=0)
         model = MMDistributedDataParallel(net) if world > 1 else net
-    init_s = time.perf_counter() - start
+    init_s = time.perf_counter() - start - build_s
     wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
     generator = torch.Generator().manual_seed(1)
     per_rank = GLOBAL_BATCH // world
@@ -108,7 +121,8 @@ def worker(kind: str, steps: int, warmup: int) -> None:
         [local(t) for s in wrapper.optimizer.state.values() for t in s.values()
          if isinstance(t, torch.Tensor) and t.dim()]
     row = dict(rank=rank, state_mb=sum(t.numel() * t.element_size() for t in tensors) / 2**20,
-               peak_steps_mb=_rss_peak_mb(), init_s=init_s, step_s=statistics.median(times),
+               peak_steps_mb=_rss_peak_mb() - baseline_mb, build_s=build_s, init_s=init_s,
+               step_s=statistics.median(times),
                params=sum(p.numel() for p in model.parameters()))
     rows = dist.all_gather_object(row)
     if rank == 0:
@@ -135,7 +149,8 @@ def launch(kind: str, procs: int, steps: int, warmup: int, timeout: float) -> di
     return dict(kind=kind, procs=procs, params=rows[0]['params'],
                 state_mb=max(r['state_mb'] for r in rows),
                 peak_steps_mb=max(r['peak_steps_mb'] for r in rows),
-                init_s=max(r['init_s'] for r in rows), step_s=max(r['step_s'] for r in rows))
+                build_s=max(r['build_s'] for r in rows), init_s=max(r['init_s'] for r in rows),
+                step_s=max(r['step_s'] for r in rows))
 
 
 def main() -> None:
@@ -156,20 +171,21 @@ def main() -> None:
             for kind in ('fsdp', 'ddp'):
                 row = launch(kind, procs, args.steps, args.warmup, timeout=900)
                 results.setdefault((kind, procs), []).append(row)
-    print(f'{"contender":<10} {"procs":>5} {"state MB/rank":>14} {"peak RSS MB":>12} '
-          f'{"init s":>7} {"step s":>7} {"step / ddp":>10}')
+    print(f'{"contender":<10} {"procs":>5} {"state MB/rank":>14} {"peak +RSS MB":>13} '
+          f'{"build s":>8} {"init s":>7} {"step s":>7} {"step / ddp":>10}')
     table = []
     for procs in args.procs:
         medians = {}
         for kind in ('fsdp', 'ddp'):
             runs = results[(kind, procs)]
             medians[kind] = {k: statistics.median(r[k] for r in runs)
-                             for k in ('state_mb', 'peak_steps_mb', 'init_s', 'step_s')}
+                             for k in ('state_mb', 'peak_steps_mb', 'build_s', 'init_s',
+                                       'step_s')}
         for kind in ('fsdp', 'ddp'):
             m = medians[kind]
             ratio = m['step_s'] / medians['ddp']['step_s']
-            print(f'{kind:<10} {procs:>5} {m["state_mb"]:>14.1f} {m["peak_steps_mb"]:>12.0f} '
-                  f'{m["init_s"]:>7.2f} {m["step_s"]:>7.3f} {ratio:>10.2f}')
+            print(f'{kind:<10} {procs:>5} {m["state_mb"]:>14.1f} {m["peak_steps_mb"]:>13.0f} '
+                  f'{m["build_s"]:>8.2f} {m["init_s"]:>7.2f} {m["step_s"]:>7.3f} {ratio:>10.2f}')
             table.append(dict(kind=kind, procs=procs, **m, step_vs_ddp=ratio))
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))

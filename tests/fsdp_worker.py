@@ -103,10 +103,14 @@ def main() -> None:
     # The Runner: a config builds the model on meta, the wrapper shards and initializes it.
     MODELS.register_module('FsdpTinyGPT', module=TinyGPT, force=True)
     tokens = torch.cat([b for (b,) in token_batches(STEPS, BATCH)])
-    for name, wrapper_cfg in (
-            ('runner', dict(type='FSDP', shard_modules=['Block'])),
-            ('runner_mmengine', dict(type='MMFullyShardedDataParallel', shard_modules='Block',
-                                     sharding_strategy='SHARD_GRAD_OP', use_orig_params=True))):
+    # MMEngine's name, compiled blocks and checkpointing set the way MMEngine configs do.
+    mmengine_cfg = dict(model_wrapper_cfg=dict(
+        type='MMFullyShardedDataParallel', shard_modules='Block',
+        sharding_strategy='SHARD_GRAD_OP', use_orig_params=True),
+        compile=compile, activation_checkpointing=['net.blocks.0', 'net.blocks.1'])
+    for name, extra in (
+            ('runner', dict(model_wrapper_cfg=dict(type='FSDP', shard_modules=['Block']))),
+            ('runner_mmengine', dict(cfg=mmengine_cfg))):
         runner = Runner(
             model=dict(type='FsdpTinyGPT'), work_dir=str(OUT / name), launcher='pytorch',
             train_dataloader=dict(dataset=TensorDataset(tokens), batch_size=4,
@@ -114,10 +118,10 @@ def main() -> None:
             optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2),
                                clip_grad=dict(max_norm=1.0)),
             train_cfg=dict(by_epoch=False, max_iters=STEPS), randomness=dict(seed=INIT_SEED),
-            default_hooks=dict(checkpoint=None), log_level='WARNING',
-            model_wrapper_cfg=wrapper_cfg)
+            default_hooks=dict(checkpoint=None), log_level='WARNING', **extra)
         runner.train()
         seen[name] = dict(wrapper=type(runner.model).__name__,
+                          compiled_blocks=runner.model._compiled_blocks,
                           losses=runner.message_hub.history('train/loss'),
                           params=full(runner.model))
     torch.save(seen, OUT / f'rank{rank}.pt')

@@ -160,6 +160,8 @@ def test_the_runner_builds_on_meta_shards_and_trains_like_one_process(
         ranks, one_process, name, wrapper):
     seen = ranks[0][name]
     assert seen['wrapper'] == wrapper
+    # The MMEngine-style config also compiles the blocks and checkpoints them.
+    assert seen['compiled_blocks'] == (name == 'runner_mmengine')
     assert seen['losses'] == pytest.approx(one_process['losses'], rel=1e-5)
     assert _relative(seen['params'], one_process['params']) < 1e-5
 
