@@ -12,8 +12,8 @@ the ranks, the eager training step.
 - ``ddp``: built on the CPU, ``init_weights()``, ``MMDistributedDataParallel``
   (one process: the bare model).
 
-Per contender: the model state each rank holds (parameters + gradients + AdamW state,
-counted from the local tensors), the peak resident memory of a rank over the timed
+Per contender: the model state each rank holds after a step (parameters and AdamW state,
+counted from the local tensors; gradients are freed by ``zero_grad`` after each update), the peak resident memory of a rank over the timed
 steps above what it held before building the model (``VmHWM`` reset after the warm-up
 steps, minus ``VmRSS`` before; the largest over ranks), the time to build the model
 (``fsdp``: on meta), to shard and initialize it, and the median step time (the slowest
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-# 4 layers of width 512, vocabulary 8192, 64 tokens: 16.9M parameters. A few hundred
+# 4 layers of width 512, vocabulary 8192, 64 tokens: 16.8M parameters. A few hundred
 # million do not train in reasonable time on a shared 2-core CPU machine.
 MODEL = dict(vocab_size=8192, block_size=64, n_layer=4, n_head=8, n_embd=512)
 GLOBAL_BATCH = 8

@@ -278,3 +278,15 @@ def test_a_model_built_for_sharding_has_meta_parameters_and_real_buffers():
     assert all(p.is_meta for p in model.parameters())
     assert model.data_preprocessor.mean.flatten().tolist() == [1.0, 2.0, 3.0]
     assert not nn.Linear(2, 2).weight.is_meta  # only inside the block
+
+
+def test_the_fsdp_benchmark_runs_a_one_process_launch_and_reports_every_field():
+    # bench/ cannot rot unnoticed; the figures themselves come from `python -m bench.fsdp_bench`.
+    sys.path.insert(0, str(TESTS.parent))
+    from bench import fsdp_bench
+
+    row = fsdp_bench.launch('fsdp', 1, steps=1, warmup=0, timeout=300)
+    assert row['kind'] == 'fsdp' and row['procs'] == 1 and row["params"] == 16_837_632
+    assert row['state_mb'] == pytest.approx(3 * row['params'] * 4 / 2**20, rel=0.01)
+    assert set(row) == {'kind', 'procs', 'params', 'state_mb', 'peak_steps_mb', 'build_s',
+                        'init_s', 'step_s'}
