@@ -24,7 +24,6 @@ from fengine.model.fsdp import local_numel  # noqa: E402
 from fengine.optim import OptimWrapper  # noqa: E402
 from fengine.registry import MODELS  # noqa: E402
 
-OUT = Path(os.environ['FSDP_TEST_OUT'])
 STEPS, BATCH = 10, 8  # 10 updates with a global batch of 8
 
 
@@ -75,6 +74,7 @@ def train(model, accumulate=1, steps=STEPS) -> dict:
 
 
 def main() -> None:
+    out = Path(os.environ['FSDP_TEST_OUT'])
     dist.init_dist()
     rank = dist.get_rank()
     seen: dict = {}
@@ -112,7 +112,7 @@ def main() -> None:
             ('runner', dict(model_wrapper_cfg=dict(type='FSDP', shard_modules=['Block']))),
             ('runner_mmengine', dict(cfg=mmengine_cfg))):
         runner = Runner(
-            model=dict(type='FsdpTinyGPT'), work_dir=str(OUT / name), launcher='pytorch',
+            model=dict(type='FsdpTinyGPT'), work_dir=str(out / name), launcher='pytorch',
             train_dataloader=dict(dataset=TensorDataset(tokens), batch_size=4,
                                   sampler=dict(type='DefaultSampler', shuffle=False)),
             optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2),
@@ -124,7 +124,7 @@ def main() -> None:
                           compiled_blocks=runner.model._compiled_blocks,
                           losses=runner.message_hub.history('train/loss'),
                           params=full(runner.model))
-    torch.save(seen, OUT / f'rank{rank}.pt')
+    torch.save(seen, out / f'rank{rank}.pt')
 
 
 if __name__ == '__main__':
