@@ -411,11 +411,10 @@ def test_gradient_accumulation_updates_every_fourth_iteration(tmp_path):
     assert [i + 1 for i, changed in enumerate(updates) if changed] == [4, 8, 12, 16, 20, 24, 25]
 
 
-def test_the_pages_fsdp_wrapper_is_refused_by_name(tmp_path):
+def test_the_pages_fsdp_wrapper_cfg_trains_unwrapped_in_one_process(tmp_path):
+    # Sharding needs torchrun (tests/test_fsdp.py); one process wraps nothing, as MMEngine.
     train_dataloader = DataLoader([(torch.ones(1, 1), torch.ones(1, 1))] * 4, batch_size=2)
-    with pytest.raises(KeyError, match="model_wrapper_cfg type 'MMFullyShardedDataParallel' is "
-                                       'not a registered model wrapper'):
-        Runner(
+    runner = Runner(
             model=ToyModel(),
             work_dir=str(tmp_path / 'tmp_dir'),
             train_dataloader=train_dataloader,
@@ -423,3 +422,5 @@ def test_the_pages_fsdp_wrapper_is_refused_by_name(tmp_path):
             optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
             cfg=dict(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel',
                                             cpu_offload=True)))
+    runner.train()
+    assert type(runner.model) is ToyModel and runner.iter == 2

@@ -17,7 +17,7 @@ import fengine.runner.randomness as randomness_module
 from fengine import Runner
 from fengine.evaluator import BaseMetric, Evaluator
 from fengine.hooks import Hook
-from fengine.model import BaseDataPreprocessor, BaseModel
+from fengine.model import BaseDataPreprocessor, BaseModel, is_model_wrapper
 from fengine.optim import OptimWrapper
 from fengine.registry import MODELS, DefaultScope
 from fengine.runner import DefaultSampler
@@ -391,12 +391,17 @@ def test_a_flexible_runner_and_mmcv_sync_bn_are_refused(tmp_path):
     make(tmp_path, cfg=dict(runner_type='Runner', sync_bn='torch'))
 
 
-@pytest.mark.parametrize('wrapper', ['MMFullyShardedDataParallel', 'MMDeepSpeedEngineWrapper'])
-def test_an_fsdp_or_deepspeed_wrapper_is_refused_even_in_one_process(tmp_path, wrapper):
-    with pytest.raises(KeyError, match=rf"model_wrapper_cfg type '{wrapper}' is not a "
-                                       r"registered model wrapper.*registered: .*"
+def test_a_deepspeed_wrapper_is_refused_even_in_one_process(tmp_path):
+    with pytest.raises(KeyError, match=r"model_wrapper_cfg type 'MMDeepSpeedEngineWrapper' is "
+                                       r"not a registered model wrapper.*registered: .*"
                                        r"'MMDistributedDataParallel'"):
-        make(tmp_path, cfg=dict(model_wrapper_cfg=dict(type=wrapper, cpu_offload=True)))
+        make(tmp_path, cfg=dict(model_wrapper_cfg=dict(type='MMDeepSpeedEngineWrapper')))
+
+
+@pytest.mark.parametrize('wrapper', ['FSDP', 'MMFullyShardedDataParallel'])
+def test_an_fsdp_wrapper_cfg_in_one_process_leaves_the_model_unwrapped(tmp_path, wrapper):
+    runner = make(tmp_path, cfg=dict(model_wrapper_cfg=dict(type=wrapper, cpu_offload=True)))
+    assert not is_model_wrapper(runner.model)
 
 
 def test_find_unused_parameters_in_the_config_must_agree_with_the_wrapper_cfg(tmp_path):

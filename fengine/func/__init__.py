@@ -7,6 +7,7 @@ from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_norma
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
 from .rng import fold_in
+from .shard import Shard, init_shards, row_shard
 from .sample import (GENERATORS, Distribution, current_generator, sample, sample_into,
                      use_generator)
 from .step import TrainState, TrainStep, make_train_step
@@ -17,5 +18,6 @@ __all__ = [
     'sample', 'sample_into', 'GENERATORS', 'use_generator', 'current_generator', 'TensorInit',
     'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
     'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
-    'apply_plan', 'apply_plan_', 'init_params', 'TrainState', 'TrainStep', 'make_train_step'
+    'apply_plan', 'apply_plan_', 'init_params', 'TrainState', 'TrainStep', 'make_train_step',
+    'Shard', 'row_shard', 'init_shards'
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -161,7 +161,8 @@ class InitPlan:
         return '\n'.join(lines)
 
 
-def init_plan(model: nn.Module, *, prefix: str = '', own_init_cfg: bool = False) -> InitPlan:
+def init_plan(model: nn.Module, *, prefix: str = '', own_init_cfg: bool = False,
+              unset: Iterable[str] = ()) -> InitPlan:
     """Resolve ``model``'s ``init_cfg`` (and its children's) into an :class:`InitPlan`.
 
     Args:
@@ -170,12 +171,15 @@ def init_plan(model: nn.Module, *, prefix: str = '', own_init_cfg: bool = False)
         prefix: The model's own path, when it is part of a larger model.
         own_init_cfg: Plan ``model``'s ``init_cfg`` and children even when its class
             overrides ``init_weights`` (what ``super().init_weights()`` does there).
+        unset: Paths of parameters to plan as if built on ``meta`` (storage without
+            values, e.g. allocated by ``to_empty`` after sharding): no step setting them
+            means PyTorch's default, or an error.
 
     Raises:
         TypeError, ValueError, KeyError: a bad ``init_cfg``; the message names the
             module, the entry and the valid choices. Nothing has been changed.
     """
-    resolver = _Resolver(model, prefix)
+    resolver = _Resolver(model, prefix, unset)
     if own_init_cfg:
         resolver.visit_base_module(model, prefix)
     else:
@@ -217,9 +221,10 @@ def initializer_plan(module: nn.Module, initializer, *, prefix: str = '',
 
 class _Resolver:
 
-    def __init__(self, model: nn.Module, prefix: str) -> None:
+    def __init__(self, model: nn.Module, prefix: str, unset: Iterable[str] = ()) -> None:
         self.model = model
         self.prefix = prefix
+        self.unset = frozenset(unset)
         self.params = dict(model.named_parameters(prefix=prefix))
         self.canonical = {id(p): path for path, p in self.params.items()}
         self.ops: list[Fill | Load | Call] = []
@@ -384,7 +389,8 @@ class _Resolver:
                            f'`init_weights` of {name}',
             initialized=self.initialized)
         filled = {p for op in self.ops if isinstance(op, Fill) for p in op.fills}
-        meta = {p for p, t in self.params.items() if t.is_meta and p not in filled}
+        meta = {p for p, t in self.params.items()
+                if (t.is_meta or p in self.unset) and p not in filled}
         # Opaque steps may set what they like; whether they did is checked once they ran.
         opaque = {p for op in self.ops if isinstance(op, Call)
                   for p in plan.paths_under(op.path)}

@@ -10,6 +10,7 @@ from .weight_init import (BaseInit, Caffe2XavierInit, ConstantInit, KaimingInit,
                           kaiming_init, normal_init, trunc_normal_init, uniform_init,
                           xavier_init)
 from .test_time_aug import BaseTTAModel
+from .fsdp import FSDP, MMFullyShardedDataParallel
 from .wrappers import MMDistributedDataParallel, is_model_wrapper, unwrap_model
 
 __all__ = [
@@ -20,5 +21,5 @@ __all__ = [
     'normal_init', 'trunc_normal_init', 'uniform_init', 'kaiming_init', 'caffe2_xavier_init',
     'bias_init_with_prob', 'MMDistributedDataParallel', 'is_model_wrapper', 'unwrap_model',
     'BaseAveragedModel', 'ExponentialMovingAverage', 'MomentumAnnealingEMA',
-    'StochasticWeightAverage',
+    'StochasticWeightAverage', 'FSDP', 'MMFullyShardedDataParallel',
 ]

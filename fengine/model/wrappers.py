@@ -23,6 +23,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .. import dist
 from ..registry import MODEL_WRAPPERS
+from .fsdp import is_fsdp_config
 
 __all__ = ['MMDistributedDataParallel', 'wrap_model', 'ddp_train_step', 'is_model_wrapper',
            'unwrap_model']
@@ -109,9 +110,14 @@ def wrap_model(model: nn.Module, device: torch.device, /, **wrapper_cfg: Any) ->
     the other keys go to its constructor, i.e. to ``DistributedDataParallel``
     (``find_unused_parameters``, ``bucket_cap_mb``, ``gradient_as_bucket_view``...).
     ``device_ids`` defaults to ``[device.index]`` on CUDA, ``None`` elsewhere. DDP's
-    constructor broadcasts rank 0's parameters and buffers to every rank.
+    constructor broadcasts rank 0's parameters and buffers to every rank. For
+    :class:`~fengine.model.fsdp.FSDP` (``'FSDP'``, ``'MMFullyShardedDataParallel'``)
+    ``device`` is where the shards go, and ``model`` may be on ``meta``.
     """
     cfg = dict(wrapper_cfg)
     cfg.setdefault('type', 'MMDistributedDataParallel')
-    cfg.setdefault('device_ids', [device.index] if device.type == 'cuda' else None)
+    if is_fsdp_config(cfg):
+        cfg.setdefault('device', device)  # FSDP allocates the shards there
+    else:
+        cfg.setdefault('device_ids', [device.index] if device.type == 'cuda' else None)
     return MODEL_WRAPPERS.build(cfg, default_args=dict(module=model))

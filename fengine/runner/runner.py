@@ -6,6 +6,7 @@ Everything fast lives in the model's (optionally compiled) steps.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -28,6 +29,7 @@ from ..evaluator import Evaluator, build_evaluator
 from ..hooks import PRIORITIES, Hook, get_priority
 from ..logging import configure_run_logging, get_logger
 from ..model.activation_checkpointing import turn_on_activation_checkpointing
+from ..model.fsdp import is_fsdp_config, parameters_on_meta
 from ..model.wrappers import is_model_wrapper, unwrap_model, wrap_model
 from ..optim import OptimWrapper, build_optim_wrapper
 from ..optim.scheduler import build_param_schedulers
@@ -365,7 +367,10 @@ class Runner:
         self.visualizer = self.build_visualizer(visualizer)
 
         self.device = self._pick_device()
-        self.model = self.build_model(with_preprocessor(model, data_preprocessor))
+        # A model to shard is built with parameters on meta: each rank allocates its shards.
+        with parameters_on_meta() if isinstance(model, dict) and self.world_size > 1 and \
+                is_fsdp_config(model_wrapper_cfg) else contextlib.nullcontext():
+            self.model = self.build_model(with_preprocessor(model, data_preprocessor))
         self._model_name = type(self.model).__name__
         self._checkpointed = cfg_read.get('activation_checkpointing')
         if self._checkpointed is not None:
@@ -542,7 +547,8 @@ class Runner:
             raise KeyError(f'model_wrapper_cfg type {kind!r} is not a registered model wrapper'
                            f'{suggest(kind, MODEL_WRAPPERS)}; registered: '
                            f'{choices_text(MODEL_WRAPPERS)}')
-        model = model.to(self.device)
+        if not (self.world_size > 1 and is_fsdp_config(cfg)):  # FSDP places the shards
+            model = model.to(self.device)
         if self.world_size > 1:
             if self._sync_bn == 'torch':
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -973,9 +979,7 @@ class Runner:
         self.param_schedulers = self.build_param_scheduler(self._param_scheduler_cfg) \
             if self._param_scheduler_cfg is not None else []
         if not (self.load_from or self.resume_from):
-            init = getattr(unwrap_model(self.model), 'init_weights', None)
-            if callable(init):
-                init()
+            self._init_weights()
         self._load_or_resume(training=True)
         self.optim_wrapper.initialize_count_status(unwrap_model(self.model), loop.iter,
                                                    loop.max_iters)
@@ -983,6 +987,14 @@ class Runner:
         model = loop.run()
         self.call_hook('after_run')
         return model
+
+    def _init_weights(self) -> None:
+        # A wrapper's own init_weights first: FSDP initializes each rank's shards.
+        init = getattr(self.model, 'init_weights', None) if is_model_wrapper(self.model) \
+            else None
+        init = init or getattr(unwrap_model(self.model), 'init_weights', None)
+        if callable(init):
+            init()
 
     def val(self) -> dict:
         """Run the validation loop once and return its metrics."""
@@ -1029,9 +1041,7 @@ class Runner:
                 self.logger.warning(f'resume=True but there is no checkpoint in '
                                     f'{self.work_dir} (no {LAST_CHECKPOINT} file, no '
                                     '*.pth): training starts from scratch.')
-                init = getattr(unwrap_model(self.model), 'init_weights', None)
-                if callable(init):
-                    init()
+                self._init_weights()
                 return
             self.resume(path)
         elif self.load_from:
