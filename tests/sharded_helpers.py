@@ -16,12 +16,16 @@ from fengine.model import BaseModel
 
 
 class TinyNet(BaseModel):
-    """Two blocks and a head; each block is sharded on its own (as a transformer's)."""
+    """Two blocks and a head; each block is sharded on its own (as a transformer's).
+
+    Dropout draws random numbers, so an exact resume needs the random states back.
+    """
 
     def __init__(self, width: int = 12) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8 if i == 0 else width, width),
-                                                   nn.ReLU()) for i in range(2)])
+                                                   nn.ReLU(), nn.Dropout(0.1))
+                                     for i in range(2)])
         self.head = nn.Linear(width, 3)
 
     def forward(self, x, label=None, mode='tensor'):

@@ -269,10 +269,12 @@ class Runner:
         custom_hooks: More hooks, as instances or ``HOOKS`` configs (``priority`` key).
         data_preprocessor: The ``data_preprocessor`` of a model given as a config
             (MMEngine's argument); with a built model it is an error.
-        load_from: A checkpoint whose weights are loaded before training/testing.
+        load_from: A checkpoint whose weights are loaded before training/testing: a
+            file, or a sharded checkpoint directory.
         resume: ``True`` resumes from ``load_from`` when it is given (as MMEngine),
             else from ``work_dir/last_checkpoint``; a path resumes from that file
-            (weights, optimizer, schedulers, counters, RNG states). A path and a
+            (weights, optimizer, schedulers, counters, RNG states) or sharded
+            checkpoint directory (written by any number of ranks). A path and a
             ``load_from`` naming another file are an error.
         launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``); MMEngine's
             ``'slurm'`` and ``'mpi'`` are refused.
@@ -1069,13 +1071,16 @@ class Runner:
 
         A directory is read into new tensors made like this run's (a sharded model's
         take this rank's shards: DCP reshards; ``map_location`` does not apply), all of
-        it or, with ``model_only``, the weights alone.
+        it or, with ``model_only``, all but the optimizer state.
         """
         if os.path.isdir(os.path.expanduser(os.fspath(filename))):
-            return read_sharded(os.path.expanduser(os.fspath(filename)),
-                                self._sharded_templates(),
-                                keys=(lambda key: key.startswith('state_dict.'))
-                                if model_only else None)
+            checkpoint = read_sharded(os.path.expanduser(os.fspath(filename)),
+                                      self._sharded_templates(),
+                                      keys=(lambda key: key.startswith('state_dict.'))
+                                      if model_only else None)
+            if model_only:  # its tensors were not read
+                checkpoint.pop('optimizer', None)
+            return checkpoint
         checkpoint = load_checkpoint_file(os.fspath(filename), map_location=map_location)
         if not isinstance(checkpoint, dict):
             raise RuntimeError(f'checkpoint {os.fspath(filename)!r} holds a '
@@ -1131,7 +1136,10 @@ class Runner:
         """Load the model weights of a checkpoint (MMEngine: ``Runner.load_checkpoint``).
 
         Read safely (``weights_only``); shapes are checked before anything is copied, so
-        a checkpoint of another model leaves this one unchanged.
+        a checkpoint of another model leaves this one unchanged. ``filename`` may be a
+        sharded checkpoint directory (its weights are read into new tensors, resharded
+        for this run, then copied in); a sharded model also loads a single file (each
+        rank keeps its shards).
 
         Raises:
             FileNotFoundError, RuntimeError: see :func:`fengine.checkpoint.load_checkpoint_file`;
@@ -1157,6 +1165,11 @@ class Runner:
         then theirs. The random states, the loop counters and the random states of the
         interrupted pass over the dataloader come back too, so the run continues
         exactly as if it had not stopped.
+
+        ``filename`` may be a sharded checkpoint directory, written by any number of
+        ranks: it is read into new tensors made like this run's (DCP reshards them),
+        checked, then loaded. Each rank takes its own random states (rank 0's when the
+        checkpoint has fewer ranks).
 
         Raises:
             FileNotFoundError, RuntimeError: the file is missing, unreadable, corrupt or
@@ -1261,7 +1274,11 @@ class Runner:
         a pass over the training data, the position in it and the random states when
         it began (``pass_rng``), for an exact :meth:`resume`. ``last_checkpoint`` holds
         the absolute path, so a relative ``out_dir`` is found from any directory. Only
-        the main process writes.
+        the main process writes, except for a sharded model (``DTensor`` parameters,
+        FSDP2): then every rank writes its shards into the directory
+        ``out_dir/<filename without .pth>`` (see
+        :mod:`fengine.runner.sharded_checkpoint`), and ``last_checkpoint`` moves once
+        all ranks have finished.
 
         Returns:
             The checkpoint's path.

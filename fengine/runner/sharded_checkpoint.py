@@ -114,8 +114,11 @@ def check_sharded_checkpoint(path: str | os.PathLike) -> Path:
             checkpoint has (named).
     """
     path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f'sharded checkpoint {os.fspath(path)!r} does not exist')
     if not path.is_dir():
-        raise FileNotFoundError(f'sharded checkpoint {os.fspath(path)!r} is not a directory')
+        raise FileNotFoundError(f'{os.fspath(path)!r} is a file, not a sharded checkpoint '
+                                'directory')
     missing = _missing_files(path)
     if missing:
         raise FileNotFoundError(
@@ -219,6 +222,7 @@ def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
             previous one and ``last_checkpoint`` are untouched), on every rank.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     path = Path(path)
     meta = dict(checkpoint.get('meta') or {})
@@ -241,14 +245,14 @@ def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
         atomic_write(tmp / _RANK_FILE.format(rank), lambda f: torch.save(rank_state, f))
         if rank == 0:
             atomic_write(tmp / STATE_FILE, lambda f: torch.save(skeleton, f))
-    except Exception as exc:  # noqa: BLE001 - reported to every rank below
+    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - reported to every rank
         error = exc
     # Doubles as the barrier: no rank goes on before every rank has written its files.
     failed = dist.all_reduce(torch.tensor([0 if error is None else 1]), op='max')
     if int(failed.item()):
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        detail = f': {type(error).__name__}: {error}' if error is not None else \
+        detail = f': {_last_line(error)}' if error is not None else \
             ' (another rank failed; its log names the error)'
         raise RuntimeError(f'the sharded checkpoint {os.fspath(path)!r} was not written: rank '
                            f'{rank} of {dist.get_world_size()} reports a failure{detail}. '
@@ -259,6 +263,13 @@ def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
         _replace_directory(tmp, path)
     dist.barrier()  # the final name exists for every rank when save_sharded returns
     return path
+
+
+def _last_line(exc: BaseException) -> str:
+    """What went wrong, in one line: DCP's errors carry each rank's whole traceback
+    (the full error stays chained to the one raised)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f'{type(exc).__name__}: {lines[-1]}' if lines else type(exc).__name__
 
 
 def _replace_directory(tmp: Path, path: Path) -> None:
@@ -318,10 +329,11 @@ def _template(templates: Mapping[str, torch.Tensor], key: str) -> torch.Tensor |
 
 def read_sharded(path: str | os.PathLike,
                  templates: Mapping[str, torch.Tensor] | None = None,
-                 keys: Any = None) -> dict[str, Any]:
+                 keys: Any = None, alone: bool = False) -> dict[str, Any]:
     """Read the sharded checkpoint ``path`` into new tensors; the inverse of :func:`save_sharded`.
 
-    Collective when a process group exists (every rank calls it). Nothing the caller
+    Collective when a process group exists (every rank calls it), unless ``alone``.
+    Nothing the caller
     holds is written to: the tensors are fresh, so a check that fails afterwards
     leaves the model and optimizer as they were.
 
@@ -335,6 +347,8 @@ def read_sharded(path: str | os.PathLike,
             ``'optimizer.state.fc.weight'``, the parameter).
         keys: A predicate on the dotted keys, to read only some (e.g. the weights);
             ``None``: all.
+        alone: Read in this process only, even when a process group exists (the
+            other ranks do not call it).
 
     Returns:
         The checkpoint as :func:`save_sharded` got it, with this rank's random states
@@ -345,6 +359,7 @@ def read_sharded(path: str | os.PathLike,
         RuntimeError: a file is damaged or unsafe to read.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     from ._dcp_safe import SafeFileSystemReader, TensorsOnlyLoadPlanner, read_metadata
 
@@ -360,11 +375,13 @@ def read_sharded(path: str | os.PathLike,
                 # Reading in one process without a group is what was asked for.
                 warnings.filterwarnings('ignore', message='torch.distributed is disabled')
                 dcp.load(blanks, storage_reader=SafeFileSystemReader(path),
-                         planner=TensorsOnlyLoadPlanner(), no_dist=not dist.is_distributed())
-        except Exception as exc:  # noqa: BLE001 - DCP wraps the failures of every rank
+                         planner=TensorsOnlyLoadPlanner(),
+                         no_dist=alone or not dist.is_distributed())
+        except (Exception, CheckpointException) as exc:  # noqa: BLE001 - DCP's error is a
+            # BaseException that wraps the failures of every rank.
             raise RuntimeError(f'cannot read sharded checkpoint {os.fspath(path)!r}: a shard '
-                               f'file is damaged or missing ({type(exc).__name__}: {exc}). '
-                               'Nothing was loaded.') from exc
+                               f'file is damaged or missing ({_last_line(exc)}). Nothing was '
+                               'loaded.') from exc
     checkpoint = join_tensors(skeleton, blanks)
     meta = checkpoint.setdefault('meta', {})
     if isinstance(meta, dict):
@@ -375,15 +392,11 @@ def read_sharded(path: str | os.PathLike,
 def load_consolidated(path: str | os.PathLike) -> dict[str, Any]:
     """The whole sharded checkpoint in this process, with whole tensors on the CPU.
 
-    Needs no process group and no model: the tensors are made from the index.
-    Memory: every tensor of the checkpoint at once.
+    Needs no model, and no other rank (it reads alone, also in a distributed run):
+    the tensors are made from the index. Memory: every tensor of the checkpoint at
+    once. The optimizer state is keyed by parameter name.
     """
-    if dist.is_distributed():
-        # Without a group DCP reads in this process alone; with one it would wait for
-        # the other ranks, which do not call this.
-        raise RuntimeError('load_consolidated reads in one process; call it where no '
-                           'process group is initialized (e.g. after training)')
-    return read_sharded(path)
+    return read_sharded(path, alone=True)
 
 
 def export_consolidated(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -393,7 +406,8 @@ def export_consolidated(directory: str | os.PathLike, out: str | os.PathLike) ->
     installed); otherwise ``torch.save`` writes ``{'state_dict': ..., 'meta': ...}``
     holding only tensors and plain values, which ``torch.load(weights_only=True)``, a
     non-sharded ``Runner(load_from=out)`` and ``Pretrained`` init read. Written
-    atomically. Runs in one process (no process group needed).
+    atomically. Reads in this process alone (no process group needed; in a
+    distributed run, call it on one rank). Memory: the whole model at once.
 
     Returns:
         ``out`` as a Path.
@@ -407,10 +421,8 @@ def export_consolidated(directory: str | os.PathLike, out: str | os.PathLike) ->
     if out.is_dir():
         raise ValueError(f'export_consolidated writes one file, but {os.fspath(out)!r} is a '
                          'directory; name the file, e.g. model.safetensors or model.pth')
-    if dist.is_distributed():
-        raise RuntimeError('export_consolidated reads in one process; call it where no '
-                           'process group is initialized (e.g. after training)')
-    checkpoint = read_sharded(directory, keys=lambda key: key.startswith('state_dict.'))
+    checkpoint = read_sharded(directory, keys=lambda key: key.startswith('state_dict.'),
+                              alone=True)
     weights = {k: v.contiguous() for k, v in checkpoint.get('state_dict', {}).items()}
     meta = checkpoint.get('meta', {})
     plain = {k: meta[k] for k in ('epoch', 'iter', 'fengine_version', 'torch_version',
