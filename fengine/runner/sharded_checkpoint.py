@@ -392,6 +392,8 @@ def read_sharded(path: str | os.PathLike,
 def load_consolidated(path: str | os.PathLike) -> dict[str, Any]:
     """The whole sharded checkpoint in this process, with whole tensors on the CPU.
 
+    MMEngine has none (its ``FSDPStrategy`` gathers a full state dict while training).
+
     Needs no model, and no other rank (it reads alone, also in a distributed run):
     the tensors are made from the index. Memory: every tensor of the checkpoint at
     once. The optimizer state is keyed by parameter name.
@@ -401,6 +403,9 @@ def load_consolidated(path: str | os.PathLike) -> dict[str, Any]:
 
 def export_consolidated(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write the model weights of a sharded checkpoint as one weights-only file.
+
+    MMEngine has none (its ``FSDPStrategy`` gathers a full state dict while training);
+    on the command line: ``python -m fengine.checkpoint export-consolidated DIR OUT``.
 
     ``out`` ending in ``.safetensors`` is written with safetensors (it must be
     installed); otherwise ``torch.save`` writes ``{'state_dict': ..., 'meta': ...}``
