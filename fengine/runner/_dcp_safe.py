@@ -29,9 +29,9 @@ import torch.distributed.checkpoint.metadata as dcp_metadata
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
-__all__ = ['METADATA_FILE', 'read_metadata', 'SafeFileSystemReader', 'TensorsOnlyLoadPlanner']
+from .sharded_checkpoint import METADATA_FILE
 
-METADATA_FILE = '.metadata'
+__all__ = ['read_metadata', 'SafeFileSystemReader', 'TensorsOnlyLoadPlanner']
 
 # Every global a DCP index written by torch's FileSystemWriter refers to: its records,
 # torch's dtypes, sizes and layouts, and the path it was written to (as a pathlib path).

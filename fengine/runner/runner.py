@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 
 from .._errors import check_bool, check_keys, choices_text, suggest
 from ..checkpoint import load_checkpoint_file, state_dict_from
-from ..dist import (all_reduce, get_local_rank, get_rank, get_world_size, is_main_process,
-                    sync_random_seed)
+from ..dist import (all_reduce, get_comm_device, get_local_rank, get_rank, get_world_size,
+                    is_main_process, sync_random_seed)
 from ..evaluator import Evaluator, build_evaluator
 from ..hooks import PRIORITIES, Hook, get_priority
 from ..logging import configure_run_logging, get_logger
@@ -1248,7 +1248,7 @@ class Runner:
         finite = torch.stack([torch.isfinite(v).all().to(floats[0].device) for v in floats]) \
             .all() if floats else torch.tensor(True)
         if sharded:
-            finite = all_reduce(finite.to(torch.int32).cpu(), op='min')
+            finite = all_reduce(finite.to(get_comm_device(), torch.int32), op='min')
         if bool(finite):
             return
         bad = [k for k, v in state.items() if isinstance(v, torch.Tensor)
@@ -1275,7 +1275,7 @@ class Runner:
         it began (``pass_rng``), for an exact :meth:`resume`. ``last_checkpoint`` holds
         the absolute path, so a relative ``out_dir`` is found from any directory. Only
         the main process writes, except for a sharded model (``DTensor`` parameters,
-        FSDP2): then every rank writes its shards into the directory
+        FSDP2): then every rank must call it, and writes its shards into the directory
         ``out_dir/<filename without .pth>`` (see
         :mod:`fengine.runner.sharded_checkpoint`), and ``last_checkpoint`` moves once
         all ranks have finished.

@@ -41,12 +41,15 @@ from .. import dist
 from .._io import atomic_write, fsync_dir, is_temporary, remove_stale_temporaries
 from ..checkpoint import load_checkpoint_file
 
-__all__ = ['STATE_FILE', 'is_sharded_model', 'local_tensor', 'load_model_state', 'is_sharded_checkpoint', 'checkpoint_dir_name',
+__all__ = ['STATE_FILE', 'METADATA_FILE', 'is_sharded_model', 'local_tensor', 'load_model_state', 'is_sharded_checkpoint', 'checkpoint_dir_name',
            'check_sharded_checkpoint', 'split_tensors', 'join_tensors', 'save_sharded',
            'read_sharded', 'load_consolidated', 'export_consolidated', 'remove_checkpoint',
            'optimizer_state_by_name', 'optimizer_state_by_index']
 
 STATE_FILE = 'fengine_state.pth'
+# DCP's index, written last by its FileSystemWriter (named here: checking for it must not
+# import torch.distributed.checkpoint, which takes a second).
+METADATA_FILE = '.metadata'
 _RANK_FILE = 'rank_{}.pth'
 # Stands for a tensor in fengine_state.pth: (_TENSOR, its key in the DCP directory).
 _TENSOR = '__fengine_sharded_tensor__'
@@ -95,8 +98,6 @@ def checkpoint_dir_name(filename: str) -> str:
 
 
 def _missing_files(path: Path) -> list[str]:
-    from ._dcp_safe import METADATA_FILE
-
     return [name for name in (METADATA_FILE, STATE_FILE) if not (path / name).is_file()]
 
 
@@ -209,7 +210,8 @@ def _placeholders(skeleton: Any) -> list[str]:
 def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` as the sharded checkpoint directory ``path``, atomically.
 
-    Every rank calls it (it is collective) with its own ``checkpoint``: its shards of
+    Every rank must call it (it is collective; a call on one rank alone waits for the
+    others until the process group's timeout) with its own ``checkpoint``: its shards of
     the model and optimizer tensors (``DTensor`` s) and its random states
     (``meta['rng']``, ``meta['pass_rng']``); the rest is taken from rank 0. Plain
     tensors are taken as replicated (DCP writes rank 0's copy).
@@ -248,7 +250,8 @@ def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
     except (Exception, CheckpointException) as exc:  # noqa: BLE001 - reported to every rank
         error = exc
     # Doubles as the barrier: no rank goes on before every rank has written its files.
-    failed = dist.all_reduce(torch.tensor([0 if error is None else 1]), op='max')
+    failed = dist.all_reduce(torch.tensor([0 if error is None else 1],
+                                          device=dist.get_comm_device()), op='max')
     if int(failed.item()):
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
