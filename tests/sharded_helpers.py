@@ -4,7 +4,6 @@ Imported by the tests and by the scripts they start under ``torchrun``.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 
 import torch
@@ -61,6 +60,13 @@ def full_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter whole (gathered from the ranks when sharded), on the CPU."""
     return {name: (p.full_tensor() if hasattr(p, 'full_tensor') else p).detach().cpu().clone()
             for name, p in model.named_parameters()}
+
+
+def assert_equal_tensors(a: dict, b: dict) -> None:
+    """The same keys, and bit-identical tensors under each (the differing keys named)."""
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different
 
 
 def samples(n: int = 48, seed: int = 0) -> TensorDataset:

@@ -27,7 +27,8 @@ from fengine.runner.sharded_checkpoint import (STATE_FILE, check_sharded_checkpo
                                                is_sharded_model, join_tensors,
                                                load_consolidated, read_sharded, split_tensors)
 
-from sharded_helpers import full_params, init_single_rank_group, samples, shard, tiny_net
+from sharded_helpers import (assert_equal_tensors, full_params, init_single_rank_group,
+                             samples, shard, tiny_net)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +62,6 @@ def optimizer_state(run: Runner) -> dict[str, torch.Tensor]:
     params = dict(run.model.named_parameters())
     return {f'{name}.{key}': (v.full_tensor() if hasattr(v, 'full_tensor') else v).clone()
             for name, p in params.items() for key, v in state[p].items()}
-
-
-def assert_equal_tensors(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, different
 
 
 @pytest.fixture(scope='module')
@@ -387,3 +382,14 @@ def test_load_checkpoint_of_a_directory_reads_the_weights_but_not_the_optimizer(
     checkpoint = run.load_checkpoint(trained['work'] / 'iter_10')
     assert sorted(checkpoint) == ['message_hub', 'meta', 'param_schedulers', 'state_dict']
     assert_equal_tensors(full_params(run.model), trained['params'])
+
+
+def test_a_dangling_pointer_falls_back_to_the_newest_complete_checkpoint_directory(
+        tmp_path, trained):
+    for name in ('iter_3', 'iter_6'):
+        _copy_checkpoint(trained['work'] / name, tmp_path / name)
+    old = time.time() - 60
+    os.utime(tmp_path / 'iter_3', (old, old))
+    (tmp_path / 'iter_7').mkdir()  # incomplete: no index, no state file
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_9'))  # removed since
+    assert find_last_checkpoint(tmp_path) == tmp_path / 'iter_6'

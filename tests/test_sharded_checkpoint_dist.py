@@ -26,7 +26,8 @@ from fengine import Runner
 from fengine.runner import find_last_checkpoint
 from fengine.runner.sharded_checkpoint import STATE_FILE, is_sharded_model, load_consolidated
 
-from sharded_helpers import full_params, init_single_rank_group, samples, shard, tiny_net
+from sharded_helpers import (assert_equal_tensors, full_params, init_single_rank_group,
+                             samples, shard, tiny_net)
 from test_runner_distributed import _env, _free_port, _torchrun
 
 TESTS = Path(__file__).resolve().parent
@@ -138,12 +139,6 @@ def _script(path: Path, template: str, out: Path) -> Path:
 def _launch(script: Path, timeout: float = 300) -> None:
     code, output, _ = _torchrun(script, timeout=timeout, FENGINE_DIST_TIMEOUT='120')
     assert code == 0, output[-6000:]
-
-
-def assert_equal_tensors(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, different
 
 
 @pytest.fixture(scope='module')

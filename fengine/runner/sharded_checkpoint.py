@@ -214,7 +214,8 @@ def save_sharded(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
     others until the process group's timeout) with its own ``checkpoint``: its shards of
     the model and optimizer tensors (``DTensor`` s) and its random states
     (``meta['rng']``, ``meta['pass_rng']``); the rest is taken from rank 0. Plain
-    tensors are taken as replicated (DCP writes rank 0's copy).
+    tensors (buffers, Adam's step counts) must be the same on every rank: DCP writes
+    one rank's copy.
 
     Returns:
         The final directory, complete on every rank when this returns.
