@@ -41,8 +41,8 @@ from .. import dist
 from .._io import atomic_write, fsync_dir, is_temporary, remove_stale_temporaries
 from ..checkpoint import load_checkpoint_file
 
-__all__ = ['STATE_FILE', 'METADATA_FILE', 'is_sharded_model', 'local_tensor', 'load_model_state', 'is_sharded_checkpoint', 'checkpoint_dir_name',
-           'check_sharded_checkpoint', 'split_tensors', 'join_tensors', 'save_sharded',
+__all__ = ['STATE_FILE', 'METADATA_FILE', 'is_sharded_model', 'local_tensor', 'load_model_state',
+           'is_sharded_checkpoint', 'checkpoint_dir_name', 'check_sharded_checkpoint', 'split_tensors', 'join_tensors', 'save_sharded',
            'read_sharded', 'load_consolidated', 'export_consolidated', 'remove_checkpoint',
            'optimizer_state_by_name', 'optimizer_state_by_index']
 
@@ -57,21 +57,17 @@ _TENSOR = '__fengine_sharded_tensor__'
 _RANK_META = ('rng', 'pass_rng')
 
 
-def is_sharded_model(model: nn.Module) -> bool:
-    """Whether ``model`` has ``DTensor`` parameters (sharded by ``fully_shard``)."""
+def _is_dtensor(value: Any) -> bool:
     if 'torch.distributed.tensor' not in sys.modules:
         return False  # no DTensor can exist: spare the import
     from torch.distributed.tensor import DTensor
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
-def _is_dtensor(value: Any) -> bool:
-    if 'torch.distributed.tensor' not in sys.modules:
-        return False
-    from torch.distributed.tensor import DTensor
-
     return isinstance(value, DTensor)
+
+
+def is_sharded_model(model: nn.Module) -> bool:
+    """Whether ``model`` has ``DTensor`` parameters (sharded by ``fully_shard``)."""
+    return any(_is_dtensor(p) for p in model.parameters())
 
 
 def local_tensor(value: Any) -> Any:
@@ -133,13 +129,13 @@ def check_sharded_checkpoint(path: str | os.PathLike) -> Path:
 def split_tensors(tree: Any, prefix: str = '') -> tuple[dict[str, torch.Tensor], Any]:
     """``(tensors by dotted key, the tree with a placeholder for each)``; a pure function.
 
-    Dicts (with str keys), lists and tuples are walked; every tensor leaf is taken out,
+    Dicts (with str or int keys), lists and tuples are walked; every tensor leaf is taken out,
     named by its path (``'optimizer.state.fc.weight.exp_avg'``). The rest of the tree
     is plain data for a ``weights_only`` file.
 
     Raises:
         ValueError: two paths give the same key (a dict key holding a dot), or a dict
-            key is not a str.
+            key is neither a str nor an int.
     """
     tensors: dict[str, torch.Tensor] = {}
 
