@@ -393,3 +393,19 @@ def test_a_dangling_pointer_falls_back_to_the_newest_complete_checkpoint_directo
     (tmp_path / 'iter_7').mkdir()  # incomplete: no index, no state file
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_9'))  # removed since
     assert find_last_checkpoint(tmp_path) == tmp_path / 'iter_6'
+
+
+def test_save_best_keeps_one_best_directory_and_last_checkpoint_names_the_periodic_one(
+        tmp_path):
+    run = runner(tmp_path, length=6, interval=2,
+                 train_cfg=dict(by_epoch=False, max_iters=6, val_interval=2),
+                 val_dataloader=dict(dataset=samples(24, seed=1), batch_size=8),
+                 val_evaluator=dict(type='Accuracy'),
+                 default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                                    interval=2, save_best='accuracy/top1',
+                                                    rule='greater')))
+    run.train()
+    best = [p for p in tmp_path.iterdir() if p.name.startswith('best_')]
+    assert len(best) == 1 and is_sharded_checkpoint(best[0]), best
+    assert 'optimizer' not in load_consolidated(best[0])  # a best checkpoint: weights only
+    assert find_last_checkpoint(tmp_path) == tmp_path / 'iter_6'
