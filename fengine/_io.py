@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Callable
 
-__all__ = ['atomic_write', 'write_text_atomic', 'remove_stale_temporaries', 'is_temporary']
+__all__ = ['atomic_write', 'write_text_atomic', 'remove_stale_temporaries', 'is_temporary',
+           'fsync_dir']
 
 _TMP_SUFFIX = '.tmp'
 # What tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp') makes: a dot, the final
@@ -60,11 +62,14 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return bool(_TMP_PATTERN.match(Path(path).name))
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, *,
+                             directories: bool = False) -> list[Path]:
     """Delete the temporary files that killed writers left in ``folder``.
 
     Only files named like this module's temporaries (see :func:`is_temporary`) and
-    last modified before the current process started are removed.
+    last modified before the current process started are removed; with
+    ``directories``, such directories too (those of sharded checkpoints, with all
+    they hold).
 
     Returns:
         The removed paths.
@@ -79,16 +84,21 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not (entry.name.endswith(_TMP_SUFFIX) and _TMP_PATTERN.match(entry.name)):
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and \
-                    entry.stat(follow_symlinks=False).st_mtime < started:
+            if entry.stat(follow_symlinks=False).st_mtime >= started:
+                continue
+            if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            elif directories and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
                 removed.append(Path(entry.path))
         except FileNotFoundError:  # another process cleaned it up first
             continue
     return removed
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename in it) to disk; a no-op outside POSIX."""
     if os.name != 'posix':
         return
     fd = os.open(folder, os.O_RDONLY)
@@ -119,7 +129,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

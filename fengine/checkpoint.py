@@ -129,3 +129,47 @@ def select_prefix(state: dict[str, torch.Tensor], prefix: str,
         raise KeyError(f'prefix {prefix!r} matches no key in checkpoint {filename!r}; its '
                        f'top-level prefixes are {", ".join(tops)}')
     return selected
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fengine.checkpoint export-consolidated DIR OUT``: the command line.
+
+    Writes the weights of the sharded checkpoint directory ``DIR`` as the single file
+    ``OUT`` (``.safetensors`` or ``.pth``), see
+    :func:`fengine.runner.sharded_checkpoint.export_consolidated`.
+
+    Returns:
+        The exit status: 0, or 1 when the checkpoint cannot be read or written (the
+        reason is printed).
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog='python -m fengine.checkpoint',
+        description='Tools for fengine checkpoints.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    export = commands.add_parser(
+        'export-consolidated', help='write the weights of a sharded checkpoint directory as '
+        'one file, for inference or load_from in a run that is not sharded',
+        description='Write the model weights of a sharded checkpoint directory (as saved by '
+        'a run whose model is sharded with FSDP2) as one weights-only file. OUT ending in '
+        '.safetensors is written with safetensors, anything else with torch.save; both '
+        'load with load_from=OUT. The whole model is gathered in memory.')
+    export.add_argument('directory', metavar='DIR', help='the sharded checkpoint directory, '
+                        'e.g. work_dirs/run/epoch_3')
+    export.add_argument('out', metavar='OUT', help='the file to write, e.g. model.safetensors')
+    args = parser.parse_args(argv)
+    from .runner.sharded_checkpoint import export_consolidated
+
+    try:
+        out = export_consolidated(args.directory, args.out)
+    except (OSError, RuntimeError, ValueError, ImportError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {args.directory}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -270,18 +270,26 @@ class CheckpointHook(Hook):
         """
         if self.interval <= 0 or not self.keep_ckpt_ids:
             return
+        # Here, not at the top: fengine.runner imports the hooks.
+        from ..runner.sharded_checkpoint import checkpoint_dir_name, is_sharded_checkpoint
+
         step = self.keep_ckpt_ids[0] - self.interval
         while step > 0:
             old = self._dir / self.filename_tmpl.format(step)
-            if not old.exists():
+            if not (old.exists() or is_sharded_checkpoint(
+                    old.with_name(checkpoint_dir_name(old.name)))):
                 break
             self._remove(old)
             step -= self.interval
 
     @staticmethod
     def _remove(path: Path) -> None:
-        if is_main_process() and path.is_file():
-            path.unlink()
+        """Remove a checkpoint file, or the sharded checkpoint directory it stands for
+        (``epoch_3.pth`` -> ``epoch_3/``)."""
+        from ..runner.sharded_checkpoint import remove_checkpoint
+
+        if is_main_process():
+            remove_checkpoint(path)
 
     # -- best checkpoints --------------------------------------------------------------
     def after_val_epoch(self, runner, metrics: dict[str, Any] | None = None) -> None:
@@ -357,13 +365,18 @@ class CheckpointHook(Hook):
             self._publish(runner, path)
 
     def _publish(self, runner, path: Path) -> Path | None:
-        """Write ``<name>-<sha256[:8]>.pth`` with only the published keys of ``path``."""
+        """Write ``<name>-<sha256[:8]>.pth`` with only the published keys of ``path``.
+
+        A sharded checkpoint (a directory) is consolidated: the file holds whole tensors.
+        """
         if not is_main_process():
             return None
         from .._io import atomic_write
         from ..checkpoint import load_checkpoint_file
+        from ..runner.sharded_checkpoint import load_consolidated
 
-        checkpoint = load_checkpoint_file(os.fspath(path))
+        checkpoint = load_consolidated(path) if path.is_dir() else \
+            load_checkpoint_file(os.fspath(path))
         missing = [k for k in self.published_keys if k not in checkpoint]
         if missing:
             raise KeyError(f'CheckpointHook published_keys names {missing}'

@@ -7,9 +7,10 @@ from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import set_random_seed
 from .runner import DEFAULT_HOOKS, Runner
+from .sharded_checkpoint import export_consolidated, load_consolidated
 
 __all__ = ['Runner', 'DEFAULT_HOOKS', 'EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop',
            'TestLoop', 'MessageHub', 'HistoryBuffer', 'LogProcessor', 'NonFiniteLossError',
            'DefaultSampler', 'build_dataloader', 'default_collate', 'pseudo_collate',
            'set_random_seed',
-           'atomic_save', 'find_last_checkpoint']
+           'atomic_save', 'find_last_checkpoint', 'export_consolidated', 'load_consolidated']

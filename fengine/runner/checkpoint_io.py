@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write, is_temporary, remove_stale_temporaries, write_text_atomic
+from .sharded_checkpoint import is_sharded_checkpoint
 
 __all__ = ['atomic_save', 'write_text_atomic', 'LAST_CHECKPOINT', 'find_last_checkpoint',
            'remove_stale_temporaries', 'is_temporary']
@@ -47,7 +48,8 @@ def find_last_checkpoint(work_dir: str | os.PathLike) -> Path | None:
     found); a relative one is read relative to ``work_dir``. A pointer to a file that
     no longer exists falls back to the newest ``*.pth`` in the pointer's folder, then
     in ``work_dir`` (temporary files of interrupted writes end in ``.tmp`` and are
-    never candidates).
+    never candidates). A sharded checkpoint (a directory, see
+    :mod:`fengine.runner.sharded_checkpoint`) counts when it is complete.
     """
     work_dir = Path(work_dir).expanduser()
     pointer = work_dir / LAST_CHECKPOINT
@@ -56,7 +58,7 @@ def find_last_checkpoint(work_dir: str | os.PathLike) -> Path | None:
         target = Path(pointer.read_text().strip()).expanduser()
         if not target.is_absolute():
             target = work_dir / target
-        if target.is_file():
+        if target.is_file() or is_sharded_checkpoint(target):
             return target
         # Checkpoints written to an out_dir are in the dangling pointer's folder.
         folders.insert(0, target.parent)
@@ -68,6 +70,9 @@ def find_last_checkpoint(work_dir: str | os.PathLike) -> Path | None:
 
 
 def _newest_checkpoint(folder: Path) -> Path | None:
-    """The most recently written ``*.pth`` in ``folder`` (never a temporary file)."""
+    """The most recently written ``*.pth`` or sharded checkpoint directory in ``folder``
+    (never a temporary file or directory)."""
     candidates = [p for p in folder.glob('*.pth') if p.is_file() and not is_temporary(p)]
+    candidates += [p for p in folder.iterdir() if is_sharded_checkpoint(p)] \
+        if folder.is_dir() else []
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from .._errors import check_bool, check_keys, choices_text, suggest
 from ..checkpoint import load_checkpoint_file, state_dict_from
-from ..dist import get_local_rank, get_rank, get_world_size, is_main_process, sync_random_seed
+from ..dist import (all_reduce, get_comm_device, get_local_rank, get_rank, get_world_size,
+                    is_main_process, sync_random_seed)
 from ..evaluator import Evaluator, build_evaluator
 from ..hooks import PRIORITIES, Hook, get_priority
 from ..logging import configure_run_logging, get_logger
@@ -37,6 +38,9 @@ from ..registry import (HOOKS, LOG_PROCESSORS, LOOPS, MODEL_WRAPPERS, MODELS, RU
                         DefaultScope)
 from ..visualization import Visualizer, build_visualizer
 from .checkpoint_io import LAST_CHECKPOINT, atomic_save, find_last_checkpoint, write_text_atomic
+from .sharded_checkpoint import (checkpoint_dir_name, is_sharded_model, load_model_state,
+                                 local_tensor, optimizer_state_by_index,
+                                 optimizer_state_by_name, read_sharded, save_sharded)
 from .arguments import (check_auto_scale_lr, check_launcher, check_runner_type,
                         check_sync_bn, experiment_name_of, merge_cfg_key,
                         refuse_loop_num_batches, train_batch_size, with_preprocessor,
@@ -124,19 +128,28 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, filenam
                     f'{tuple(param.shape)}. Nothing was loaded.')
 
 
-def _optimizer_state(wrapper: Any) -> dict:
-    """What a checkpoint holds of ``wrapper``: plain hyper-parameters, by name for several."""
+def _optimizer_state(wrapper: Any, model: nn.Module | None = None) -> dict:
+    """What a checkpoint holds of ``wrapper``: plain hyper-parameters, by name for several.
+
+    With ``model`` (a sharded checkpoint), the state is keyed by parameter name.
+    """
     if hasattr(wrapper, 'optimizer'):
-        return _plain_hyperparams(wrapper.state_dict())
-    return {name: _optimizer_state(inner) for name, inner in wrapper.items()}
+        state = _plain_hyperparams(wrapper.state_dict())
+        return state if model is None else optimizer_state_by_name(state, wrapper.optimizer,
+                                                                   model)
+    return {name: _optimizer_state(inner, model) for name, inner in wrapper.items()}
 
 
-def _checked_optimizer_state(wrapper: Any, saved: Any, filename: str) -> Any:
+def _checked_optimizer_state(wrapper: Any, saved: Any, filename: str,
+                             model: nn.Module | None = None) -> Any:
     """``saved`` with plain hyper-parameters, after checking that it fits ``wrapper``.
 
     An ``OptimWrapperDict`` (several optimizers) takes a dict with the same names.
+    With ``model``, ``saved`` is keyed by parameter name (a sharded checkpoint).
     """
     if hasattr(wrapper, 'optimizer'):
+        if model is not None:
+            saved = optimizer_state_by_index(saved, wrapper.optimizer, model, filename)
         saved = _plain_hyperparams(saved) if isinstance(saved, dict) else saved
         if isinstance(wrapper.optimizer, torch.optim.Optimizer):
             _check_optimizer_state(wrapper.optimizer, saved, filename)
@@ -147,7 +160,7 @@ def _checked_optimizer_state(wrapper: Any, saved: Any, filename: str) -> Any:
         raise RuntimeError(f'checkpoint {filename!r} has the optimizers {got}, this run has '
                            f'{sorted(names)}: is the optim_wrapper config the same? Nothing '
                            'was loaded.')
-    return {name: _checked_optimizer_state(wrapper[name], saved[name], filename)
+    return {name: _checked_optimizer_state(wrapper[name], saved[name], filename, model)
             for name in names}
 
 
@@ -258,10 +271,12 @@ class Runner:
         custom_hooks: More hooks, as instances or ``HOOKS`` configs (``priority`` key).
         data_preprocessor: The ``data_preprocessor`` of a model given as a config
             (MMEngine's argument); with a built model it is an error.
-        load_from: A checkpoint whose weights are loaded before training/testing.
+        load_from: A checkpoint whose weights are loaded before training/testing: a
+            file, or a sharded checkpoint directory.
         resume: ``True`` resumes from ``load_from`` when it is given (as MMEngine),
             else from ``work_dir/last_checkpoint``; a path resumes from that file
-            (weights, optimizer, schedulers, counters, RNG states). A path and a
+            (weights, optimizer, schedulers, counters, RNG states) or sharded
+            checkpoint directory (written by any number of ranks). A path and a
             ``load_from`` naming another file are an error.
         launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``); MMEngine's
             ``'slurm'`` and ``'mpi'`` are refused.
@@ -1060,12 +1075,42 @@ class Runner:
             return Path(self.load_from)
         return find_last_checkpoint(self.work_dir)
 
-    def _read_checkpoint(self, filename: str | os.PathLike, map_location: Any) -> dict:
+    def _read_checkpoint(self, filename: str | os.PathLike, map_location: Any,
+                         model_only: bool = False) -> dict:
+        """The checkpoint file, or sharded checkpoint directory, ``filename``.
+
+        A directory is read into new tensors made like this run's (a sharded model's
+        take this rank's shards: DCP reshards; ``map_location`` does not apply), all of
+        it or, with ``model_only``, all but the optimizer state.
+        """
+        if os.path.isdir(os.path.expanduser(os.fspath(filename))):
+            checkpoint = read_sharded(os.path.expanduser(os.fspath(filename)),
+                                      self._sharded_templates(),
+                                      keys=(lambda key: key.startswith('state_dict.'))
+                                      if model_only else None)
+            if model_only:  # its tensors were not read
+                checkpoint.pop('optimizer', None)
+            return checkpoint
         checkpoint = load_checkpoint_file(os.fspath(filename), map_location=map_location)
         if not isinstance(checkpoint, dict):
             raise RuntimeError(f'checkpoint {os.fspath(filename)!r} holds a '
                                f'{type(checkpoint).__name__}, not a dict')
         return checkpoint
+
+    def _sharded_templates(self) -> dict[str, torch.Tensor]:
+        """This run's tensors by their key in a sharded checkpoint (the weights and, for
+        the optimizer state, the parameters); what its tensors are read like."""
+        model = unwrap_model(self.model)
+        templates = {f'state_dict.{k}': v for k, v in model.state_dict().items()}
+        wrapper = self.optim_wrapper
+        if wrapper is None or isinstance(wrapper, dict):
+            return templates
+        prefixes = ['optimizer.'] if hasattr(wrapper, 'optimizer') else \
+            [f'optimizer.{name}.' for name in wrapper.keys()]
+        for prefix in prefixes:
+            templates.update({f'{prefix}state.{name}': param
+                              for name, param in model.named_parameters()})
+        return templates
 
     def _checked_state(self, checkpoint: dict, filename: str) -> dict[str, torch.Tensor]:
         """The model state of ``checkpoint``, after checking every shape against the model."""
@@ -1089,7 +1134,7 @@ class Runner:
             raise RuntimeError(f'checkpoint {filename!r} does not match the model: missing '
                                f'keys {missing[:10]}, unexpected keys {unexpected[:10]}. '
                                'Nothing was loaded.')
-        model.load_state_dict(state, strict=False)
+        load_model_state(model, state)
         if missing:
             self.logger.warning(f'missing keys in checkpoint {filename}: {", ".join(missing)}')
         if unexpected:
@@ -1101,14 +1146,17 @@ class Runner:
         """Load the model weights of a checkpoint (MMEngine: ``Runner.load_checkpoint``).
 
         Read safely (``weights_only``); shapes are checked before anything is copied, so
-        a checkpoint of another model leaves this one unchanged.
+        a checkpoint of another model leaves this one unchanged. ``filename`` may be a
+        sharded checkpoint directory (its weights are read into new tensors, resharded
+        for this run, then copied in); a sharded model also loads a single file (each
+        rank keeps its shards).
 
         Raises:
             FileNotFoundError, RuntimeError: see :func:`fengine.checkpoint.load_checkpoint_file`;
                 shape mismatches (listed); with ``strict``, missing/unexpected keys.
         """
         filename = os.fspath(filename)
-        checkpoint = self._read_checkpoint(filename, map_location)
+        checkpoint = self._read_checkpoint(filename, map_location, model_only=True)
         self._checked_state(checkpoint, filename)  # another model's file: before any hook
         # As MMEngine, hooks see the checkpoint before the model loads it (EMAHook swaps
         # the averaged weights out of its state_dict).
@@ -1128,6 +1176,11 @@ class Runner:
         interrupted pass over the dataloader come back too, so the run continues
         exactly as if it had not stopped.
 
+        ``filename`` may be a sharded checkpoint directory, written by any number of
+        ranks: it is read into new tensors made like this run's (DCP reshards them),
+        checked, then loaded. Each rank takes its own random states (rank 0's when the
+        checkpoint has fewer ranks).
+
         Raises:
             FileNotFoundError, RuntimeError: the file is missing, unreadable, corrupt or
                 truncated (named), has no training progress, or its model, optimizer or
@@ -1139,6 +1192,14 @@ class Runner:
         filename = os.fspath(filename)
         checkpoint = self._read_checkpoint(filename, map_location)
         self._checked_state(checkpoint, filename)  # another model's file: before any hook
+        # A sharded checkpoint keys the optimizer state by parameter name.
+        by_name = unwrap_model(self.model) if os.path.isdir(os.path.expanduser(filename)) \
+            else None
+        if by_name is None and 'optimizer' in checkpoint and \
+                is_sharded_model(unwrap_model(self.model)):
+            raise RuntimeError(f'checkpoint {filename!r} is a single file, but this run\'s model '
+                               'is sharded: resume it from a sharded checkpoint directory, or '
+                               'load the weights alone with load_from=. Nothing was loaded.')
         meta = checkpoint.get('meta', {})
         if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
             raise RuntimeError(f'checkpoint {filename!r} has no training progress (meta.epoch, '
@@ -1151,7 +1212,7 @@ class Runner:
         if 'optimizer' in checkpoint and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
             optimizer_state = _checked_optimizer_state(self.optim_wrapper,
-                                                       checkpoint['optimizer'], filename)
+                                                       checkpoint['optimizer'], filename, by_name)
         scheduler_pairs = _scheduler_pairs(
             self.param_schedulers, checkpoint.get('param_schedulers'),
             filename) if self.param_schedulers else []
@@ -1184,20 +1245,28 @@ class Runner:
         self.logger.info(f'resumed from {filename}: epoch {meta["epoch"]}, iter {meta["iter"]}')
 
     @staticmethod
-    def _check_finite(state: dict[str, Any], iteration: int, path: Path) -> None:
-        """Refuse to write non-finite weights (one host read for the whole model)."""
+    def _check_finite(state: dict[str, Any], iteration: int, path: Path,
+                      sharded: bool = False) -> None:
+        """Refuse to write non-finite weights (one host read for the whole model).
+
+        ``sharded``: each rank checks its shards and the ranks agree (one all-reduce),
+        so every rank raises, or none.
+        """
+        state = {k: local_tensor(v) for k, v in state.items()}
         floats = [v for v in state.values()
                   if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
-        if not floats:
-            return
-        finite = torch.stack([torch.isfinite(v).all().to(floats[0].device) for v in floats])
-        if bool(finite.all()):
+        finite = torch.stack([torch.isfinite(v).all().to(floats[0].device) for v in floats]) \
+            .all() if floats else torch.tensor(True)
+        if sharded:
+            finite = all_reduce(finite.to(get_comm_device(), torch.int32), op='min')
+        if bool(finite):
             return
         bad = [k for k, v in state.items() if isinstance(v, torch.Tensor)
                and v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
         raise NonFiniteLossError(
             f'the model has NaN or infinite values after iteration {iteration} in '
-            f'{", ".join(bad[:10])}{" ..." if len(bad) > 10 else ""}; checkpoint {path.name} '
+            f'{", ".join(bad[:10]) or "the shards of another rank"}'
+            f'{" ..." if len(bad) > 10 else ""}; checkpoint {path.name} '
             'was not written, so the last checkpoint is still the last good state. Lower the '
             'learning rate or clip gradients (optim_wrapper=dict(..., clip_grad='
             'dict(max_norm=...))).')
@@ -1215,7 +1284,11 @@ class Runner:
         a pass over the training data, the position in it and the random states when
         it began (``pass_rng``), for an exact :meth:`resume`. ``last_checkpoint`` holds
         the absolute path, so a relative ``out_dir`` is found from any directory. Only
-        the main process writes.
+        the main process writes, except for a sharded model (``DTensor`` parameters,
+        FSDP2): then every rank must call it, and writes its shards into the directory
+        ``out_dir/<filename without .pth>`` (see
+        :mod:`fengine.runner.sharded_checkpoint`), and ``last_checkpoint`` moves once
+        all ranks have finished.
 
         Returns:
             The checkpoint's path.
@@ -1226,11 +1299,13 @@ class Runner:
         from .. import __version__
 
         self.message_hub.sync()  # raises NonFiniteLossError on a NaN/inf loss: no file
-        path = Path(out_dir) / filename
+        model = unwrap_model(self.model)
+        sharded = is_sharded_model(model)
+        path = Path(out_dir) / (checkpoint_dir_name(filename) if sharded else filename)
         loop = self._train_loop
         epoch, iteration = (loop.progress() if loop is not None else (0, 0))
-        model_state = unwrap_model(self.model).state_dict()
-        self._check_finite(model_state, iteration, path)
+        model_state = model.state_dict()
+        self._check_finite(model_state, iteration, path, sharded)
         checkpoint_meta = dict(meta or {})
         # Batches of the current pass over the dataloader already trained on.
         position = loop.position(epoch, iteration) if loop is not None else 0
@@ -1251,12 +1326,16 @@ class Runner:
         }
         if save_optimizer and self.optim_wrapper is not None and \
                 not isinstance(self.optim_wrapper, dict):
-            checkpoint['optimizer'] = _optimizer_state(self.optim_wrapper)
+            checkpoint['optimizer'] = _optimizer_state(self.optim_wrapper,
+                                                       model if sharded else None)
         if save_param_scheduler and self.param_schedulers:
             checkpoint['param_schedulers'] = _scheduler_states(self.param_schedulers)
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-        if is_main_process():
+        if sharded:  # every rank writes its shards; complete on return
+            save_sharded(path, checkpoint)
+        elif is_main_process():
             atomic_save(checkpoint, path)
+        if is_main_process():
             # Absolute: find_last_checkpoint reads the pointer from another current
             # directory, and resolves a relative one against work_dir, not out_dir.
             write_text_atomic(self.work_dir / LAST_CHECKPOINT, str(path.resolve()))
