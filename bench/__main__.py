@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               'contenders taking turns block by block; peak mem: high-water mark during the '
               f'timed steps over the memory before the model was built ({memory}).')
     if 'epoch' in run:
-        print(f"epoch: the seed's FashionMNIST example on {device}, {epoch_size[0]} training "
+        print(f"epoch: the tutorial's FashionMNIST example on {device}, {epoch_size[0]} training "
               f'and {epoch_size[1]} validation synthetic images at batch 64, default hooks; '
               "each run a fresh process. 'fashion-mnist 1 epoch': runner.train() with "
               "max_epochs=1 (compilation included); 'fashion-mnist epoch 2': the second "

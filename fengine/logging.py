@@ -22,7 +22,7 @@ __all__ = ['LOGGER_NAME', 'get_logger', 'print_log', 'MMLogger', 'MessageHub',
 
 LOGGER_NAME = 'fengine'
 
-# The seed's line format: ``08/19 00:58:14 - fengine - INFO - message``.
+# MMEngine's line format: ``08/19 00:58:14 - fengine - INFO - message``.
 _FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
 _DATE_FORMAT = '%m/%d %H:%M:%S'
 
@@ -89,7 +89,7 @@ def _formatter() -> logging.Formatter:
 def get_logger(name: str = LOGGER_NAME) -> logging.Logger:
     """Return the ``fengine`` logger (or a child of it), ready to print.
 
-    The first call gives the ``fengine`` logger a console handler in the seed's
+    The first call gives the ``fengine`` logger a console handler in MMEngine's
     format and, unless the user set a level on it already, level INFO. It does not
     propagate to the root logger, so a user who configured ``logging.basicConfig``
     does not see every line twice (MMEngine's ``MMLogger`` behaves the same way).
@@ -292,7 +292,7 @@ def print_log(msg: object,
             :class:`MMLogger` (which prints through the fengine logger);
             ``'silent'`` drops the message; another string names an MMLogger
             instance or, if there is none of that name, a standard logger
-            (``'fengine'`` and its children get the seed's format); a
+            (``'fengine'`` and its children get MMEngine's format); a
             :class:`logging.Logger` is used as it is.
         level: The logging level, e.g. ``logging.WARNING``.
 

@@ -1,4 +1,4 @@
-"""FashionMNIST for the seed's example, offline too (MMEngine's ``mmengine.dataset`` API is
+"""FashionMNIST for the example of MMEngine's tutorial 'Model', offline too (MMEngine's ``mmengine.dataset`` API is
 :mod:`fengine.dataset`)."""
 from .fashion_mnist import FASHION_MNIST_CLASSES, SyntheticFashionMNIST, load_fashion_mnist
 

@@ -1,6 +1,7 @@
 """FashionMNIST that also works offline (torchvision: ``datasets.FashionMNIST``).
 
-The seed's example trains on ``torchvision.datasets.FashionMNIST``, which downloads
+The FashionMNIST example of MMEngine's tutorial 'Model' trains on
+``torchvision.datasets.FashionMNIST``, which downloads
 the data on first use. Where there is no network (CI, a sandbox), the same script
 can train on :class:`SyntheticFashionMNIST`: a dataset of the same shape, size and
 item types whose classes are learnable but not trivially separable.
@@ -32,7 +33,7 @@ _TRAIN_SIZE, _TEST_SIZE = 60000, 10000
 _SIDE = 28
 
 # How hard the synthetic task is. With these values a nearest-class-mean classifier
-# (5000 training images, scored on 1000) gets about 94%, and the seed's MLP trained with
+# (5000 training images, scored on 1000) gets about 94%, and the tutorial's MLP trained with
 # SGD(lr=1e-3), batch 64, reaches about 23% after one epoch and 65% after five: close to
 # its curve on the real FashionMNIST (48% and 64% in PyTorch's tutorial). A model has
 # something to learn, and a broken pipeline shows.
