@@ -1,11 +1,11 @@
 """FashionMNIST that also works offline (torchvision: ``datasets.FashionMNIST``).
 
 The FashionMNIST example of MMEngine's tutorial 'Model' trains on
-``torchvision.datasets.FashionMNIST``, which downloads
-the data on first use. Where there is no network (CI, a sandbox), the same script
-can train on :class:`SyntheticFashionMNIST`: a dataset of the same shape, size and
-item types whose classes are learnable but not trivially separable.
-:func:`load_fashion_mnist` picks between the two.
+``torchvision.datasets.FashionMNIST``, which downloads the data on first use. Where
+there is no network (CI, a sandbox), the same script can train on
+:class:`SyntheticFashionMNIST`: a dataset of the same shape, size and item types whose
+classes are learnable but not trivially separable. :func:`load_fashion_mnist` picks
+between the two.
 """
 from __future__ import annotations
 
