@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               'warm-up: held when timing began (compiled code included); step rise: the '
               "timed steps' peak over that; tensors: tensors alive at the peak of one step.")
     if 'epoch' in run:
-        print(f"epoch: the seed's FashionMNIST example on {device}, {epoch_size[0]} training "
+        print(f"epoch: the tutorial's FashionMNIST example on {device}, {epoch_size[0]} training "
               f'and {epoch_size[1]} validation synthetic images at batch 64, default hooks; '
               "each run a fresh process. 'fashion-mnist 1 epoch': runner.train() with "
               "max_epochs=1 (compilation included); 'fashion-mnist epoch 2': the second "

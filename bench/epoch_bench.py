@@ -1,13 +1,13 @@
-"""End to end: one epoch of the seed's FashionMNIST example, as a user runs it.
+"""End to end: one epoch of the FashionMNIST example of MMEngine's tutorial 'Model'.
 
-The seed's code (``NeuralNetwork``, ``FashionMnistMetric`` and the ``Runner`` call of
+The tutorial's code (``NeuralNetwork``, ``FashionMnistMetric`` and the ``Runner`` call of
 ``examples/fashion_mnist.py``), on ``SyntheticFashionMNIST`` (60000 training and
 10000 validation images of the real size, made offline) through
 ``DataLoader(batch_size=64)``, with ``randomness=dict(seed=0)``, a temporary
 ``work_dir`` and the default hooks (a log line every 10 iterations, a checkpoint
 after each epoch). Three contenders:
 
-- ``mmengine runner``: ``mmengine.runner.Runner`` with the seed's code verbatim
+- ``mmengine runner``: ``mmengine.runner.Runner`` with the tutorial's code verbatim
   (``mmengine`` imports), ``val_cfg=dict(fp16=True)``. If MMEngine's fp16 validation
   fails on the CPU, the run is repeated with ``val_cfg=dict()`` and the row says so.
 - ``fengine eager``: ``fengine.Runner`` with the same code and ``compile=False``.
@@ -38,7 +38,6 @@ memory is the process's peak RSS (``VmHWM``: imports, data, compilation, trainin
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import math
 import os
@@ -67,26 +66,30 @@ BASELINE = 'fengine compiled'
 FALLBACK_BASELINE = 'fengine eager'
 SKIPPED = 'skipped (not installed)'
 TRAIN_SIZE, VAL_SIZE = 60000, 10000  # the real FashionMNIST splits
-BATCH_SIZE = 64  # the seed's
+BATCH_SIZE = 64  # the tutorial's
 SEED = 0
 STEAL_NOTE = 0.05  # a row says how much CPU time the hypervisor took, from this share
 OTHERS_NOTE = 0.10  # ... and how much other processes of this machine took, from this share
 MODELS = {1: 'fashion-mnist 1 epoch', 2: 'fashion-mnist epoch 2'}
 
 
-# -- the seed's code, under either engine ---------------------------------------------
-EXAMPLE = Path(__file__).resolve().parents[1] / 'examples' / 'fashion_mnist.py'
+# -- the tutorial's code, under either engine -----------------------------------------
+# The tutorial's classes, as the README's main job (examples/fashion_mnist.py) imports them.
+EXAMPLE = Path(__file__).resolve().parents[1] / 'examples' / 'fashion_mnist_model.py'
 
 
 def _seed_code(engine: str) -> tuple[type, type, type, type]:
     """``(Runner, NeuralNetwork, FashionMnistMetric, Hook)`` of ``engine``.
 
-    The two classes are ``examples/fashion_mnist.py``'s, the seed's verbatim (the README's
-    main job); for MMEngine their source is run again over MMEngine's base classes.
+    The two classes are ``examples/fashion_mnist_model.py``'s, the tutorial's verbatim
+    (the README's main job); for MMEngine their source is run again over MMEngine's
+    base classes.
     """
-    spec = importlib.util.spec_from_file_location('fengine_example_fashion_mnist', EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    # Imported under its one name, as the example does: a second copy of the module
+    # would register its classes twice.
+    if str(EXAMPLE.parent) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE.parent))
+    import fashion_mnist_model as example
     if engine != 'mmengine':
         from fengine import Runner
         from fengine.hooks import Hook
@@ -157,7 +160,7 @@ def run_contender(contender: str, *, epochs: int = 1, train_size: int = TRAIN_SI
                   val_size: int = VAL_SIZE, compile_backend: str | None = None,
                   val_fp16: bool = True, work_dir: str | os.PathLike | None = None,
                   record: dict | None = None) -> dict:
-    """Build the seed's ``Runner`` of ``contender`` and time its ``train()``, in this process.
+    """Build the tutorial's ``Runner`` of ``contender`` and time its ``train()``, in this process.
 
     Args:
         contender: Name in :data:`CONTENDERS`.
@@ -165,7 +168,7 @@ def run_contender(contender: str, *, epochs: int = 1, train_size: int = TRAIN_SI
         train_size, val_size: Images of the synthetic splits.
         compile_backend: ``torch.compile`` backend of ``fengine compiled`` (default:
             inductor); tests use ``'aot_eager'``.
-        val_fp16: ``val_cfg=dict(fp16=True)`` as the seed, or ``dict()``.
+        val_fp16: ``val_cfg=dict(fp16=True)`` as the tutorial, or ``dict()``.
         work_dir: Where logs and checkpoints go (default: a temporary directory,
             removed afterwards).
         record: A dict to fill as the run goes (the clock hooks' record), so that a
@@ -383,7 +386,7 @@ def bench_epoch(device: str = 'cpu', *, train_size: int = TRAIN_SIZE,
                 val_size: int = VAL_SIZE, second_epoch: bool = True,
                 contenders: list[str] | None = None, compile_backend: str | None = None,
                 isolate: bool = True, log: Callable[[str], None] = print) -> list[dict]:
-    """Time the seed's FashionMNIST example end to end, every contender; one row each.
+    """Time the tutorial's FashionMNIST example end to end, every contender; one row each.
 
     Args:
         device: ``'cpu'`` hides CUDA from the runs (both Runners would pick it);

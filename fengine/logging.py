@@ -7,6 +7,7 @@ root logger.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import logging.handlers
 import os
@@ -21,7 +22,7 @@ __all__ = ['LOGGER_NAME', 'get_logger', 'print_log', 'MMLogger', 'MessageHub',
 
 LOGGER_NAME = 'fengine'
 
-# The seed's line format: ``08/19 00:58:14 - fengine - INFO - message``.
+# MMEngine's line format: ``08/19 00:58:14 - fengine - INFO - message``.
 _FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
 _DATE_FORMAT = '%m/%d %H:%M:%S'
 
@@ -44,6 +45,42 @@ class _StdoutHandler(logging.StreamHandler):
     def stream(self, value) -> None:  # logging.StreamHandler assigns it once
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # A validation or test run on a terminal shows a tqdm bar (fengine.runner.loops):
+        # a line is printed above it, not into it.
+        tqdm = sys.modules.get('tqdm')
+        if tqdm is None or not getattr(tqdm.tqdm, '_instances', None):
+            super().emit(record)
+            return
+        with tqdm.tqdm.external_write_mode(file=self.stream):
+            super().emit(record)
+
+
+class _EarlyRecords(logging.Handler):
+    """Keeps what the ``fengine`` logger printed before the process's first run log.
+
+    A script logs before it builds its Runner (e.g. the example's line about the
+    synthetic dataset); the run's log file starts with those lines, so the file holds
+    everything the console showed. Collecting stops once the first run's log file is
+    open: later lines reach a run's file directly.
+    """
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__()
+        self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
+        self.open = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.open:
+            self.records.append(record)
+
+    def flush_into(self, handler: logging.Handler) -> None:
+        """Write the kept records through ``handler`` and stop collecting."""
+        for record in self.records:
+            handler.handle(record)
+        self.records.clear()
+        self.open = False
+
 
 def _formatter() -> logging.Formatter:
     return logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT)
@@ -52,7 +89,7 @@ def _formatter() -> logging.Formatter:
 def get_logger(name: str = LOGGER_NAME) -> logging.Logger:
     """Return the ``fengine`` logger (or a child of it), ready to print.
 
-    The first call gives the ``fengine`` logger a console handler in the seed's
+    The first call gives the ``fengine`` logger a console handler in MMEngine's
     format and, unless the user set a level on it already, level INFO. It does not
     propagate to the root logger, so a user who configured ``logging.basicConfig``
     does not see every line twice (MMEngine's ``MMLogger`` behaves the same way).
@@ -65,6 +102,7 @@ def get_logger(name: str = LOGGER_NAME) -> logging.Logger:
         handler = _StdoutHandler()
         handler.setFormatter(_formatter())
         root.addHandler(handler)
+        root.addHandler(_EarlyRecords())
         if root.level == logging.NOTSET:  # a level the user set is theirs to keep
             root.setLevel(logging.INFO)
         root.propagate = False
@@ -96,7 +134,8 @@ def configure_run_logging(log_file: str | os.PathLike | None, log_level: str | i
     """Set the ``fengine`` logger up for a run (what a Runner's ``log_level`` does).
 
     MMEngine: ``Runner.build_logger``. The logger gets ``log_level``; the run's log file
-    (``log_file``) replaces an earlier run's. Only rank 0 prints and writes the file;
+    (``log_file``) replaces an earlier run's; the first run's file begins with the lines
+    the logger printed before it was opened. Only rank 0 prints and writes the file;
     the other ranks print errors only, and at ``DEBUG`` each writes its own file,
     ``<name>_rank<rank>.log`` beside rank 0's, as MMEngine does.
 
@@ -128,6 +167,8 @@ def configure_run_logging(log_file: str | os.PathLike | None, log_level: str | i
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _RunFileHandler(path, encoding='utf-8')
     handler.setFormatter(_formatter())
+    for early in [h for h in logger.handlers if isinstance(h, _EarlyRecords)]:
+        early.flush_into(handler)
     logger.addHandler(handler)
     return logger
 
@@ -251,7 +292,7 @@ def print_log(msg: object,
             :class:`MMLogger` (which prints through the fengine logger);
             ``'silent'`` drops the message; another string names an MMLogger
             instance or, if there is none of that name, a standard logger
-            (``'fengine'`` and its children get the seed's format); a
+            (``'fengine'`` and its children get MMEngine's format); a
             :class:`logging.Logger` is used as it is.
         level: The logging level, e.g. ``logging.WARNING``.
 

@@ -119,12 +119,12 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-# -- the seed tutorial's classifier ------------------------------------------------------
+# -- the classifier of MMEngine's tutorial 'Model' ---------------------------------------
 class FashionMLP(nn.Module):
-    """The seed tutorial's FashionMNIST ``NeuralNetwork`` without its loss: logits out.
+    """The FashionMNIST ``NeuralNetwork`` of MMEngine's tutorial 'Model' without its loss.
 
     ``1x28x28`` images are flattened and go through two 512-wide ReLU layers to 10
-    logits. The submodule names are the seed's, so its state dicts load here.
+    logits. The submodule names are the tutorial's, so its state dicts load here.
     """
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -228,7 +228,7 @@ _VIT_INIT = (
     dict(type='Constant', layer='LayerNorm', val=1, bias=0),
     dict(type='Kaiming', layer='Conv2d', mode='fan_in', nonlinearity='relu'),
 )
-# He fan-in for a ReLU MLP (the seed itself keeps PyTorch's default initialization).
+# He fan-in for a ReLU MLP (the tutorial itself keeps PyTorch's default initialization).
 _MLP_INIT = (
     dict(type='Kaiming', layer='Linear', mode='fan_in', nonlinearity='relu', bias=0),
 )
@@ -257,8 +257,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            'params', _gpt(_GPT_MEDIUM), _GPT_INIT, _tokens(_GPT_MEDIUM)),
     Preset('gpt-1.3b', 'GPT-3 XL shape (24 layers, d=2048, 16 heads, 1024 tokens): 1.31B '
            'params', _gpt(_GPT_XL), _GPT_INIT, _tokens(_GPT_XL)),
-    Preset('fashion-mlp', "the seed tutorial's FashionMNIST MLP (784-512-512-10, ReLU), 1x28x28 "
-           'images: 0.67M params', FashionMLP, _MLP_INIT, _image_input(1, 28, 28)),
+    Preset('fashion-mlp', "the FashionMNIST MLP of MMEngine's tutorial 'Model' (784-512-512-10, "
+           'ReLU), 1x28x28 images: 0.67M params', FashionMLP, _MLP_INIT, _image_input(1, 28, 28)),
     Preset('resnet18-64', 'torchvision ResNet-18, 10 classes, 3x64x64 images: 11.2M params',
            _torchvision('resnet18', num_classes=10), _RESNET_INIT, _image_input(3, 64, 64)),
 )}

@@ -1,6 +1,7 @@
 """Spec for :mod:`fengine.logging`: the ``fengine`` logger, its line format and print_log."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -197,7 +198,7 @@ PROBE = textwrap.dedent('''
         'root_handlers_added': len(logging.getLogger().handlers) - len(root_handlers),
         'root_level': logging.getLevelName(logging.getLogger().level),
         'fengine_handlers': len(logging.getLogger('fengine').handlers),
-        'imported': sorted(m for m in ('torchvision', 'triton', 'mmengine')
+        'imported': sorted(m for m in ('torch', 'numpy', 'torchvision', 'triton', 'mmengine')
                            if m in sys.modules),
     }))
 ''')
@@ -228,8 +229,47 @@ def test_import_fengine_does_not_configure_its_own_logger_yet(fresh_import):
     assert fresh_import['probe']['fengine_handlers'] == 0
 
 
-def test_import_fengine_imports_neither_torchvision_triton_nor_mmengine(fresh_import):
+def test_import_fengine_imports_neither_torch_numpy_torchvision_triton_nor_mmengine(
+        fresh_import):
     assert fresh_import['probe']['imported'] == []
+
+
+# ------------------------------------------------------- the console and the log file
+def test_a_line_logged_while_a_progress_bar_shows_is_printed_above_the_bar(monkeypatch):
+    tqdm = pytest.importorskip('tqdm')
+    out = io.StringIO()
+    monkeypatch.setattr(sys, 'stdout', out)
+    bar = tqdm.tqdm(total=3, file=out, desc='val')
+    try:
+        get_logger().info('a line')
+    finally:
+        bar.close()
+    (segment,) = [s for s in out.getvalue().split('\r') if 'a line' in s]
+    # The bar was cleared first, so the line begins where the bar was.
+    assert LINE.match(segment.splitlines()[0]), out.getvalue()
+
+
+EARLY_PROBE = textwrap.dedent('''
+    import logging, sys
+    from fengine.logging import configure_run_logging, print_log
+    print_log('before any run', logger='current', level=logging.WARNING)
+    print_log('a debug line nobody sees', logger='current', level=logging.DEBUG)
+    configure_run_logging(sys.argv[1], 'INFO')
+    print_log('in the first run', logger='current')
+    configure_run_logging(sys.argv[2], 'INFO')
+    print_log('in the second run', logger='current')
+''')
+
+
+def test_the_first_run_log_begins_with_the_lines_printed_before_it(tmp_path):
+    first, second = tmp_path / 'a' / 'first.log', tmp_path / 'b' / 'second.log'
+    done = subprocess.run([sys.executable, '-c', EARLY_PROBE, str(first), str(second)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    console = [LINE.match(line)['msg'] for line in lines(done.stdout)]
+    assert console == ['before any run', 'in the first run', 'in the second run']
+    assert [LINE.match(line)['msg'] for line in lines(first.read_text())] == console[:2]
+    assert [LINE.match(line)['msg'] for line in lines(second.read_text())] == console[2:]
 
 
 # ------------------------------------------------------------------------ levels

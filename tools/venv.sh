@@ -13,7 +13,7 @@ key=$( (cat "$root/constraints.txt"; sed -n '/^\[project\]/,/^\[tool/p' "$root/p
       | sha256sum | cut -c1-16)
 venv="${FENGINE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fengine/venv-$key}"
 if [ ! -f "$venv/.complete" ]; then
-  echo "tools/venv.sh: creating $venv (torch + torchvision, about a minute and 5.5 GB)" >&2
+  echo "tools/venv.sh: creating $venv (torch + torchvision: about 2 minutes and 5.5 GB)" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip

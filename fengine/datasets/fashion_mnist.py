@@ -1,10 +1,11 @@
 """FashionMNIST that also works offline (torchvision: ``datasets.FashionMNIST``).
 
-The seed's example trains on ``torchvision.datasets.FashionMNIST``, which downloads
-the data on first use. Where there is no network (CI, a sandbox), the same script
-can train on :class:`SyntheticFashionMNIST`: a dataset of the same shape, size and
-item types whose classes are learnable but not trivially separable.
-:func:`load_fashion_mnist` picks between the two.
+The FashionMNIST example of MMEngine's tutorial 'Model' trains on
+``torchvision.datasets.FashionMNIST``, which downloads the data on first use. Where
+there is no network (CI, a sandbox), the same script can train on
+:class:`SyntheticFashionMNIST`: a dataset of the same shape, size and item types whose
+classes are learnable but not trivially separable. :func:`load_fashion_mnist` picks
+between the two.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ _TRAIN_SIZE, _TEST_SIZE = 60000, 10000
 _SIDE = 28
 
 # How hard the synthetic task is. With these values a nearest-class-mean classifier
-# (5000 training images, scored on 1000) gets about 94%, and the seed's MLP trained with
+# (5000 training images, scored on 1000) gets about 94%, and the tutorial's MLP trained with
 # SGD(lr=1e-3), batch 64, reaches about 23% after one epoch and 65% after five: close to
 # its curve on the real FashionMNIST (48% and 64% in PyTorch's tutorial). A model has
 # something to learn, and a broken pipeline shows.
@@ -183,6 +184,28 @@ def _short_reason(exc: BaseException) -> str:
     return reason
 
 
+def _missing_folders(path: str) -> list[str]:
+    """The folders of ``path`` (itself and its parents) that do not exist, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (a partial download stays for the next try), or gone
+            pass
+
+
 def _load_real(root: str | os.PathLike, download: bool, timeout: float | None,
                transform: Callable | None,
                target_transform: Callable | None) -> tuple[Dataset, Dataset]:
@@ -194,6 +217,9 @@ def _load_real(root: str | os.PathLike, download: bool, timeout: float | None,
         raise RuntimeError(f'torchvision is not installed ({exc}; pip install torchvision)'
                            ) from exc
     previous = socket.getdefaulttimeout()
+    # torchvision makes root/FashionMNIST/raw before it downloads; a failed load removes
+    # the folders it made, so a run that stops here leaves nothing behind.
+    made = _missing_folders(raw)
     # urllib waits forever on a connection that never answers; a firewall that drops
     # packets would hang training before its first step.
     socket.setdefaulttimeout(timeout)
@@ -202,6 +228,7 @@ def _load_real(root: str | os.PathLike, download: bool, timeout: float | None,
             FashionMNIST(root, train=train, download=download, transform=transform,
                          target_transform=target_transform) for train in (True, False))
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
+        _remove_empty(made)
         names = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
                  't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
         if all(os.path.isfile(os.path.join(raw, name)) for name in names):

@@ -194,7 +194,7 @@ def build_evaluator(cfg: Evaluator | BaseMetric | dict | Sequence) -> Evaluator:
     - a :class:`BaseMetric`, or a list of metrics and metric configs;
     - ``dict(metrics=...)``, optionally with ``type`` naming an entry of
       ``fengine.registry.EVALUATOR`` (default ``'Evaluator'``), or an Evaluator class
-      (the seed's ``val_evaluator=dict(metrics=MyMetric())``);
+      (``val_evaluator=dict(metrics=MyMetric())`` in MMEngine's tutorial 'Model');
     - a metric config, ``dict(type='Accuracy', topk=(1, 5))``.
 
     Raises:

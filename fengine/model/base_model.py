@@ -32,7 +32,7 @@ class _DropCompileNoise(logging.Filter):
 # (logger, a fragment of the message): torch's warnings that say nothing actionable
 # to a user of compiled steps.
 _COMPILE_NOISE = (
-    # Predictions often carry Python numbers (the seed's ``loss.item()``); the compiled
+    # Predictions often carry Python numbers (the tutorial's ``loss.item()``); the compiled
     # evaluation step allows that graph break by design (``fullgraph=False``).
     ('torch._dynamo.variables.tensor', 'Graph break from `Tensor.item()`'),
     # A CUDA build of torch on a machine without a GPU, when inductor loads its C++
@@ -161,7 +161,8 @@ class BaseModel(BaseModule):
         The training step becomes one graph (preprocessing, forward, backward, clipping,
         the optimizer update; see :mod:`fengine.func.step`). Validation and test steps
         are compiled too, allowing graph breaks, since predictions often hold Python
-        values (the seed's ``loss.item()``). ``compile_steps(False)`` switches back.
+        values (``loss.item()`` in MMEngine's tutorial 'Model'). ``compile_steps(False)``
+        switches back.
 
         Args:
             compile: ``True`` or a dict of ``torch.compile`` options (``backend``,

@@ -16,23 +16,26 @@ __all__ = [
     'INFERENCERS', 'FUNCTIONS',
 ]
 
-# `locations` name fengine's modules that `import fengine` does not import, so that
-# their built-ins are there on the first lookup.
+# `locations` name the modules holding fengine's own entries: `import fengine` does not
+# import them (they need torch); a registry's first lookup does.
 RUNNERS = Registry('runner', build_func=build_runner_from_cfg, scope=ROOT_SCOPE,
                    locations=['fengine.runner'])
 RUNNER_CONSTRUCTORS = Registry('runner constructor', scope=ROOT_SCOPE)
-LOOPS = Registry('loop', scope=ROOT_SCOPE)
-HOOKS = Registry('hook', scope=ROOT_SCOPE)
+LOOPS = Registry('loop', scope=ROOT_SCOPE, locations=['fengine.runner'])
+HOOKS = Registry('hook', scope=ROOT_SCOPE, locations=['fengine.hooks'])
 STRATEGIES = Registry('strategy', scope=ROOT_SCOPE)
-DATASETS = Registry('dataset', scope=ROOT_SCOPE, locations=['fengine.datasets'])
-DATA_SAMPLERS = Registry('data sampler', scope=ROOT_SCOPE)
+DATASETS = Registry('dataset', scope=ROOT_SCOPE,
+                    locations=['fengine.datasets', 'fengine.dataset'])
+DATA_SAMPLERS = Registry('data sampler', scope=ROOT_SCOPE, locations=['fengine.dataset'])
 TRANSFORMS = Registry('transform', scope=ROOT_SCOPE)
-MODELS = Registry('model', build_func=build_model_from_cfg, scope=ROOT_SCOPE)
-MODEL_WRAPPERS = Registry('model wrapper', scope=ROOT_SCOPE)
-WEIGHT_INITIALIZERS = Registry('weight initializer', scope=ROOT_SCOPE)
-OPTIMIZERS = Registry('optimizer', scope=ROOT_SCOPE)
-OPTIM_WRAPPERS = Registry('optimizer wrapper', scope=ROOT_SCOPE)
-OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', scope=ROOT_SCOPE)
+MODELS = Registry('model', build_func=build_model_from_cfg, scope=ROOT_SCOPE,
+                  locations=['fengine.model'])
+MODEL_WRAPPERS = Registry('model wrapper', scope=ROOT_SCOPE, locations=['fengine.model'])
+WEIGHT_INITIALIZERS = Registry('weight initializer', scope=ROOT_SCOPE, locations=['fengine.model'])
+OPTIMIZERS = Registry('optimizer', scope=ROOT_SCOPE, locations=['fengine.optim'])
+OPTIM_WRAPPERS = Registry('optimizer wrapper', scope=ROOT_SCOPE, locations=['fengine.optim'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', scope=ROOT_SCOPE,
+                                      locations=['fengine.optim'])
 
 
 def _build_scheduler(cfg, registry, *args, **kwargs):
@@ -44,12 +47,13 @@ def _build_scheduler(cfg, registry, *args, **kwargs):
 
 
 PARAM_SCHEDULERS = Registry('parameter scheduler', build_func=_build_scheduler,
-                            scope=ROOT_SCOPE)
-METRICS = Registry('metric', scope=ROOT_SCOPE)
-EVALUATOR = Registry('evaluator', scope=ROOT_SCOPE)
+                            scope=ROOT_SCOPE, locations=['fengine.optim'])
+METRICS = Registry('metric', scope=ROOT_SCOPE, locations=['fengine.evaluator'])
+EVALUATOR = Registry('evaluator', scope=ROOT_SCOPE, locations=['fengine.evaluator'])
 TASK_UTILS = Registry('task util', scope=ROOT_SCOPE)
-VISUALIZERS = Registry('visualizer', scope=ROOT_SCOPE)
-VISBACKENDS = Registry('visualization backend', scope=ROOT_SCOPE)
-LOG_PROCESSORS = Registry('log processor', scope=ROOT_SCOPE)
+VISUALIZERS = Registry('visualizer', scope=ROOT_SCOPE, locations=['fengine.visualization'])
+VISBACKENDS = Registry('visualization backend', scope=ROOT_SCOPE,
+                       locations=['fengine.visualization'])
+LOG_PROCESSORS = Registry('log processor', scope=ROOT_SCOPE, locations=['fengine.runner'])
 INFERENCERS = Registry('inferencer', scope=ROOT_SCOPE)
-FUNCTIONS = Registry('function', scope=ROOT_SCOPE)
+FUNCTIONS = Registry('function', scope=ROOT_SCOPE, locations=['fengine.dataset'])
