@@ -30,6 +30,7 @@ import torch
 from .bandwidth_bench import bench_bandwidth
 from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
+from .init_fresh import bench_fresh
 from .kernels_bench import FULL_NUMEL, QUICK_NUMEL, bench_kernels
 from .step_bench import STEP_MODELS, WARMUP, bench_step
 
@@ -43,7 +44,7 @@ QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
 # Whole-model initialization against the copy bandwidth: a 1.3B model on CUDA; run on the
 # CPU only when asked for (--only bandwidth), on a smaller model.
 BANDWIDTH_PRESETS = {'cuda': ['gpt-1.3b'], 'cpu': ['gpt-125m'], 'quick': ['debug']}
-BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'bandwidth')
+BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'bandwidth')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -124,6 +125,21 @@ STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('compile+warm-up', lambda r: '' if r.get('warmup_seconds') is None
                  else _seconds(r['warmup_seconds'])),
                 ('peak mem', lambda r: _mebibytes(r.get('peak_mem_bytes'))))
+# Columns only fresh-process rows fill: the phases of the ready time, and the whole process.
+FRESH_COLUMNS = (('engine import', lambda r: _phase(r, 'engine')),
+                 ('model library', lambda r: _phase(r, 'library')),
+                 ('build', lambda r: _phase(r, 'build')),
+                 ('init', lambda r: _phase(r, 'init')),
+                 ('process', lambda r: '' if r.get('process') is None
+                  else _seconds(r['process'])),
+                 ('process ratio', lambda r: _ratio(r.get('process_ratio'))))
+
+
+def _phase(row: dict, name: str) -> str:
+    value = (row.get('phases') or {}).get(name)
+    return '' if value is None else _seconds(value)
+
+
 # Columns only epoch rows fill: that epoch's training and validation, accuracy, peak RSS.
 EPOCH_COLUMNS = (('train epoch', lambda r: '' if r.get('train_seconds') is None
                   else _seconds(r['train_seconds'])),
@@ -141,7 +157,8 @@ def format_table(rows: list[dict]) -> str:
     time and peak memory; their time is the time per step. With epoch rows, the
     epoch's training and validation time, the accuracy and the peak RSS.
     """
-    extra = ((STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ())
+    extra = ((FRESH_COLUMNS if any(row['benchmark'] == 'fresh' for row in rows) else ())
+             + (STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ())
              + (EPOCH_COLUMNS if any(row['benchmark'] == 'epoch' for row in rows) else ()))
     header = ('benchmark', 'model', 'contender', 'time (median)', 'range (min-max)', 'ratio',
               *(name for name, _ in extra), 'note')
@@ -200,8 +217,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         f'or rounds of one block of steps each for training steps (default '
                         f'{STEP_ROUNDS}); quick: 1; the table shows their median')
     parser.add_argument('--fresh-repeats', type=int,
-                        help='fresh interpreters per import and first-call measure '
+                        help='fresh interpreters per fresh-process, import and first-call measure '
                         '(default 3; quick: 1)')
+    parser.add_argument('--python', metavar='PATH',
+                        help='interpreter of the fresh-process init runs (default: this one); '
+                        "MMEngine's row needs mmengine importable there")
     parser.add_argument('--epoch-size', type=int, nargs=2, metavar=('TRAIN', 'VAL'),
                         help='images of the epoch benchmark\'s training and validation '
                         f'sets (default: {TRAIN_SIZE} {VAL_SIZE}; quick: '
@@ -226,6 +246,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  progress only
 
     rows = []
+    if 'fresh' in run:  # the headline: a ready model as a training script meets it
+        rows += bench_fresh(presets, args.device, repeats=fresh_repeats, python=args.python,
+                            log=log)
     if 'init' in run:
         rows += bench_init(presets, device, repeats=repeats, log=log)
     if 'first-call' in run:  # a small model, so that its one-off costs show
@@ -249,6 +272,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
           f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
           + ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v))
+    if 'fresh' in run:
+        print(f'fresh: a ready model on {device} in a fresh process per run, median of '
+              f'{fresh_repeats}; time = after import torch: the model library (torchvision), '
+              'the engine import, construction and init_weights; process: the whole process '
+              'timed from outside. Interpreter: ' + (args.python or sys.executable) + '.')
     if 'init' in run:
         print(f'init: time to a model ready on {device}, construction included; median of '
               f'{repeats} after 1 warm-up.')
