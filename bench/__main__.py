@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .bandwidth_bench import bench_bandwidth
+from .bandwidth_bench import bench_bandwidth, bench_fill_bandwidth
 from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
 from .init_fresh import bench_fresh
@@ -44,7 +44,7 @@ QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
 # Whole-model initialization against the copy bandwidth: a 1.3B model on CUDA; run on the
 # CPU only when asked for (--only bandwidth), on a smaller model.
 BANDWIDTH_PRESETS = {'cuda': ['gpt-1.3b'], 'cpu': ['gpt-125m'], 'quick': ['debug']}
-BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'bandwidth')
+BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'fill', 'bandwidth')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -118,7 +118,7 @@ def _mebibytes(value: int | None) -> str:
 
 
 BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox',
-             'fengine init_weights')
+             'fengine init_weights', 'memory write (fill_)')
 # Columns only training-step rows fill; shown when the table has such a row.
 STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     kernels_numel = QUICK_NUMEL if args.quick else FULL_NUMEL
     if 'kernels' in run:  # CPU only: the fill on CUDA is the Triton kernel's job
         rows += bench_kernels(kernels_numel, repeats=repeats, log=log)
+    if 'fill' in run:  # CPU: the C fill against the memory write bandwidth
+        rows += bench_fill_bandwidth(kernels_numel, repeats=repeats, log=log)
     bandwidth = 'bandwidth' in run and (device.type == 'cuda' or args.only is not None)
     if bandwidth:
         bandwidth_presets = args.presets or BANDWIDTH_PRESETS[
@@ -305,6 +307,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
               "note says when it is the torch operations instead); 'fengine philox "
               "(compiled)', from 2**20 elements: torch.compile of the torch operations, its "
               'compile paid before and shown in the note.')
+    if 'fill' in run:
+        print(f'fill: one float32 tensor of {kernels_numel:,} elements written in place on the '
+              f'CPU (page faults paid before), median of {repeats} after 1 warm-up; '
+              "bandwidth: bytes written over time; of write: over Tensor.fill_'s, the "
+              'memory write bandwidth measured in the same run.')
     if bandwidth:
         print(f'bandwidth: a model built on meta materialized on {device}; bytes written over '
               f'time against a copy of as many bytes on the device; median of {repeats} after '
