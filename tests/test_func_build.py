@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from fengine.func import building_on_meta, init_params, skip_init
+from fengine.func import apply_plan, config_plan, init_params, skip_init
+from fengine.func.build import building_on_meta
 from fengine.model import BaseModule
 from fengine.presets import get_preset
 
@@ -139,7 +140,6 @@ def test_a_meta_built_base_module_is_initialized_with_the_values_of_a_plain_meta
     with torch.device('meta'):
         plain = nn.Module()
         plain.fc, plain.emb = nn.Linear(4, 2), nn.Embedding(3, 4)
-    from fengine.func import apply_plan, config_plan
     theirs = apply_plan(config_plan(plain, cfg), seed=2, device='cpu').params
     for path, value in theirs.items():
         assert torch.equal(ours.get_parameter(path), value), path

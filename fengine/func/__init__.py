@@ -3,7 +3,7 @@
 See ``fengine/func/README.md`` for the design: purity, paths, provenance.
 """
 from .apply import InitResult, apply_plan, apply_plan_, init_params
-from .build import building_on_meta, skip_init
+from .build import skip_init
 from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_normal, uniform,
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
@@ -18,5 +18,6 @@ __all__ = [
     'sample', 'sample_into', 'GENERATORS', 'use_generator', 'current_generator', 'TensorInit',
     'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
     'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
-    'apply_plan', 'apply_plan_', 'init_params', 'skip_init', 'building_on_meta', 'TrainState', 'TrainStep', 'make_train_step'
+    'apply_plan', 'apply_plan_', 'init_params', 'skip_init', 'TrainState',
+    'TrainStep', 'make_train_step'
 ]
