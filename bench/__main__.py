@@ -44,7 +44,8 @@ QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
 # Whole-model initialization against the copy bandwidth: a 1.3B model on CUDA; run on the
 # CPU only when asked for (--only bandwidth), on a smaller model.
 BANDWIDTH_PRESETS = {'cuda': ['gpt-1.3b'], 'cpu': ['gpt-125m'], 'quick': ['debug']}
-BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'fill', 'bandwidth')
+BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'fill',
+              'bandwidth')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
