@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from .bandwidth_bench import bench_bandwidth
+from .bandwidth_bench import bench_bandwidth, bench_fill_bandwidth
 from .epoch_bench import TRAIN_SIZE, VAL_SIZE, bench_epoch
 from .init_bench import bench_first_call, bench_import, bench_init
+from .init_fresh import bench_fresh
 from .kernels_bench import FULL_NUMEL, QUICK_NUMEL, bench_kernels
 from .step_bench import STEP_MODELS, WARMUP, bench_step
 
@@ -43,7 +44,8 @@ QUICK_EPOCH_SIZES = (6400, 1000)  # training and validation images
 # Whole-model initialization against the copy bandwidth: a 1.3B model on CUDA; run on the
 # CPU only when asked for (--only bandwidth), on a smaller model.
 BANDWIDTH_PRESETS = {'cuda': ['gpt-1.3b'], 'cpu': ['gpt-125m'], 'quick': ['debug']}
-BENCHMARKS = ('init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'bandwidth')
+BENCHMARKS = ('fresh', 'init', 'first-call', 'import', 'step', 'epoch', 'kernels', 'fill',
+              'bandwidth')
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
@@ -120,7 +122,7 @@ def _mebibytes(value: int | None) -> str:
 
 
 BASELINES = ('fengine', 'fengine compiled', 'import torch', 'fengine philox',
-             'fengine init_weights')
+             'fengine init_weights', 'memory write (fill_)')
 # Columns only training-step rows fill; shown when the table has such a row.
 STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('samples/s', lambda r: _rate(r.get('samples_per_s'))),
@@ -131,6 +133,21 @@ STEP_COLUMNS = (('steps/s', lambda r: _rate(r.get('steps_per_s'))),
                 ('step rise', lambda r: _mebibytes(r.get('step_rise_bytes'))),
                 ('tensors', lambda r: _mebibytes(r.get('tensor_peak_bytes'))),
                 ('tensors/eager', lambda r: _ratio(r.get('tensor_ratio'))))
+# Columns only fresh-process rows fill: the phases of the ready time, and the whole process.
+FRESH_COLUMNS = (('engine import', lambda r: _phase(r, 'engine')),
+                 ('model library', lambda r: _phase(r, 'library')),
+                 ('build', lambda r: _phase(r, 'build')),
+                 ('init', lambda r: _phase(r, 'init')),
+                 ('process', lambda r: '' if r.get('process') is None
+                  else _seconds(r['process'])),
+                 ('process ratio', lambda r: _ratio(r.get('process_ratio'))))
+
+
+def _phase(row: dict, name: str) -> str:
+    value = (row.get('phases') or {}).get(name)
+    return '' if value is None else _seconds(value)
+
+
 # Columns only epoch rows fill: that epoch's training and validation, accuracy, peak RSS.
 EPOCH_COLUMNS = (('train epoch', lambda r: '' if r.get('train_seconds') is None
                   else _seconds(r['train_seconds'])),
@@ -148,7 +165,8 @@ def format_table(rows: list[dict]) -> str:
     time and peak memory; their time is the time per step. With epoch rows, the
     epoch's training and validation time, the accuracy and the peak RSS.
     """
-    extra = ((STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ())
+    extra = ((FRESH_COLUMNS if any(row['benchmark'] == 'fresh' for row in rows) else ())
+             + (STEP_COLUMNS if any(row['benchmark'] == 'step' for row in rows) else ())
              + (EPOCH_COLUMNS if any(row['benchmark'] == 'epoch' for row in rows) else ()))
     header = ('benchmark', 'model', 'contender', 'time (median)', 'range (min-max)', 'ratio',
               *(name for name, _ in extra), 'note')
@@ -207,8 +225,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         f'or rounds of one block of steps each for training steps (default '
                         f'{STEP_ROUNDS}); quick: 1; the table shows their median')
     parser.add_argument('--fresh-repeats', type=int,
-                        help='fresh interpreters per import and first-call measure '
+                        help='fresh interpreters per fresh-process, import and first-call measure '
                         '(default 3; quick: 1)')
+    parser.add_argument('--python', metavar='PATH',
+                        help='interpreter of the fresh-process init runs (default: this one); '
+                        "MMEngine's row needs mmengine importable there")
     parser.add_argument('--epoch-size', type=int, nargs=2, metavar=('TRAIN', 'VAL'),
                         help='images of the epoch benchmark\'s training and validation '
                         f'sets (default: {TRAIN_SIZE} {VAL_SIZE}; quick: '
@@ -233,6 +254,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  progress only
 
     rows = []
+    if 'fresh' in run:  # the headline: a ready model as a training script meets it
+        rows += bench_fresh(presets, args.device, repeats=fresh_repeats, python=args.python,
+                            log=log)
     if 'init' in run:
         rows += bench_init(presets, device, repeats=repeats, log=log)
     if 'first-call' in run:  # a small model, so that its one-off costs show
@@ -247,6 +271,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     kernels_numel = QUICK_NUMEL if args.quick else FULL_NUMEL
     if 'kernels' in run:  # CPU only: the fill on CUDA is the Triton kernel's job
         rows += bench_kernels(kernels_numel, repeats=repeats, log=log)
+    if 'fill' in run:  # CPU: the C fill against the memory write bandwidth
+        rows += bench_fill_bandwidth(kernels_numel, repeats=repeats, log=log)
     bandwidth = 'bandwidth' in run and (device.type == 'cuda' or args.only is not None)
     if bandwidth:
         bandwidth_presets = args.presets or BANDWIDTH_PRESETS[
@@ -256,6 +282,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\n{env['date']} on {env['host']}: {env['cpu']} ({env['cpu_count']} cores, "
           f"{env['torch_threads']} torch threads){', ' + env['gpu'] if env['gpu'] else ''}; "
           + ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v))
+    if 'fresh' in run:
+        print(f'fresh: a ready model on {device} in a fresh process per run, median of '
+              f'{fresh_repeats}; time = after import torch: the model library (torchvision), '
+              'the engine import, construction and init_weights; process: the whole process '
+              'timed from outside. Interpreter: ' + (args.python or sys.executable) + '.')
     if 'init' in run:
         print(f'init: time to a model ready on {device}, construction included; median of '
               f'{repeats} after 1 warm-up.')
@@ -286,6 +317,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
               "note says when it is the torch operations instead); 'fengine philox "
               "(compiled)', from 2**20 elements: torch.compile of the torch operations, its "
               'compile paid before and shown in the note.')
+    if 'fill' in run:
+        print(f'fill: one float32 tensor of {kernels_numel:,} elements written in place on the '
+              f'CPU (page faults paid before), median of {repeats} after 1 warm-up; '
+              "bandwidth: bytes written over time; of write: over Tensor.fill_'s, the "
+              'memory write bandwidth measured in the same run.')
     if bandwidth:
         print(f'bandwidth: a model built on meta materialized on {device}; bytes written over '
               f'time against a copy of as many bytes on the device; median of {repeats} after '

@@ -18,20 +18,28 @@ taken as the bandwidth of a device-to-device copy of the same number of bytes
 fraction of the copy's. ``ratio`` is time over ``fengine init_weights``'s. Aimed at CUDA
 (``--only bandwidth``, preset ``gpt-1.3b``); it runs on the CPU too, where the copy is a
 memcpy and the fill the Philox CPU path.
+
+:func:`bench_fill_bandwidth` (``--only fill``) is the CPU question alone: how close the C
+Philox fill of one float32 tensor comes to the memory's write bandwidth, measured in the
+same run as ``Tensor.fill_`` of the same tensor (torch's threads, one store per element).
+The tensor is written once before the clock runs, so page faults are in neither.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 from torch import nn
 
 from fengine.func import Fill, fold_in, init_plan, sample_into
+from fengine.kernels import native, philox
 from fengine.presets import get_preset
 
 from .init_bench import FengineModel, _mmengine, quiet_init_logs, take_turns, time_call
 
-__all__ = ['BASELINE', 'CONTENDERS', 'bench_bandwidth', 'model_fills']
+__all__ = ['BASELINE', 'CONTENDERS', 'WRITE', 'bench_bandwidth', 'bench_fill_bandwidth',
+           'model_fills']
 
 BASELINE = 'fengine init_weights'
 CONTENDERS = ('device copy', 'fengine fill', BASELINE, 'mmengine')
@@ -123,3 +131,54 @@ def _set_ratios(rows: list[dict]) -> None:
         if row['bandwidth'] is not None:
             row['note'] = f"{row['bandwidth'] / 1e9:.1f} GB/s" + (
                 f", {row['of_copy']:.0%} of copy" if row['of_copy'] is not None else '')
+
+
+WRITE = 'memory write (fill_)'
+# The Philox kinds and arguments of the fill rows (the kernels benchmark's).
+FILL_KINDS = {'uniform': (-1.0, 1.0), 'normal': (0.0, 1.0), 'trunc_normal': (0.0, 1.0, -2.0, 2.0)}
+
+
+def bench_fill_bandwidth(numel: int, *, repeats: int = 3,
+                         log: Callable[[str], None] = print) -> list[dict]:
+    """The C Philox fill of each kind against the CPU's memory write bandwidth.
+
+    Every contender writes the same float32 tensor of ``numel`` elements (touched before
+    the clock: no page faults); they take turns, one untimed warm-up call each, then
+    ``repeats`` rounds. Rows as :func:`bench_bandwidth`'s, ``benchmark='fill'``, with
+    ``of_write``: a row's bandwidth over ``Tensor.fill_``'s. ``ratio``: time over
+    ``fill_``'s. The note names the path (the C loop, or torch operations without it).
+    """
+    device = torch.device('cpu')
+    out = torch.empty(numel)
+    out.fill_(0.0)
+    key = fold_in(0, 'bench.weight')
+    path = 'C loop' if native.library() is not None else 'torch ops, eager'
+    fns = {WRITE: lambda: out.fill_(1.0)}
+    for kind, args in FILL_KINDS.items():
+        d = philox.dist_args(kind, args)
+        fns[f'philox {kind}'] = functools.partial(philox.fill, out, d, key, compile=False)
+    written = numel * out.element_size()
+    rows = []
+    for name in fns:
+        row = _row(f'float32 {numel:,}', name, device, numel)
+        row.update(benchmark='fill', baseline=WRITE, of_write=None)
+        rows.append(row)
+
+    def time_row(row: dict, timed: bool) -> list[float]:
+        return time_call(fns[row['contender']], device, repeats=int(timed),
+                         warmup=int(not timed))
+
+    take_turns(rows, 'fill bandwidth', repeats, time_row, log)
+    write = next(r for r in rows if r['contender'] == WRITE)
+    for row in rows:
+        if row['seconds'] is None:
+            continue
+        row['bytes'] = written
+        row['bandwidth'] = written / row['seconds']
+        if write['seconds'] is not None:
+            row['ratio'] = row['seconds'] / write['seconds']
+            row['of_write'] = row['bandwidth'] / write['bandwidth']
+        row['note'] = (f"{row['bandwidth'] / 1e9:.2f} GB/s"
+                       + (f", {row['of_write']:.0%} of write" if row['of_write'] else '')
+                       + ('' if row['contender'] == WRITE else f'; {path}'))
+    return rows

@@ -128,58 +128,71 @@ def torch_init_loop(model: nn.Module, init_cfg: list[dict]) -> None:
 
 
 # -- the contenders: each returns a model ready on `device` -----------------------------
-def _fengine(preset: Preset, device: torch.device) -> nn.Module:
+# Each calls `phase('build')` between construction and initialization, for the fresh-process
+# benchmark (bench/init_fresh.py), which times the two apart.
+def _no_phase(name: str) -> None:
+    pass
+
+
+def _fengine(preset: Preset, device: torch.device, phase=_no_phase) -> nn.Module:
     with torch.device('meta'):
         model = FengineModel(preset)
+    phase('build')
     model.init_weights(seed=0, device=device)
     return model
 
 
-def _fengine_torch_generator(preset: Preset, device: torch.device) -> nn.Module:
+def _fengine_torch_generator(preset: Preset, device: torch.device,
+                             phase=_no_phase) -> nn.Module:
     with use_generator('torch'):
-        return _fengine(preset, device)
+        return _fengine(preset, device, phase)
 
 
-def _fengine_cpu(preset: Preset, device: torch.device) -> nn.Module:
+def _fengine_cpu(preset: Preset, device: torch.device, phase=_no_phase) -> nn.Module:
     model = FengineModel(preset)
+    phase('build')
     model.init_weights(seed=0)
     return model.to(device)
 
 
-def _mmengine(preset: Preset, device: torch.device) -> nn.Module:
+def _mmengine(preset: Preset, device: torch.device, phase=_no_phase) -> nn.Module:
     model = _mmengine_model_class()(preset)
+    phase('build')
     model.init_weights()
     return model.to(device)
 
 
-def _torch_loop(preset: Preset, device: torch.device) -> nn.Module:
+def _torch_loop(preset: Preset, device: torch.device, phase=_no_phase) -> nn.Module:
     model = preset.build()
+    phase('build')
     torch_init_loop(model, preset.init_cfg)
     return model.to(device)
 
 
-CONTENDERS: dict[str, Callable[[Preset, torch.device], nn.Module]] = {
+CONTENDERS: dict[str, Callable[..., nn.Module]] = {
     'fengine': _fengine,
     'fengine (torch generator)': _fengine_torch_generator,
     'fengine (built on CPU)': _fengine_cpu,
     'mmengine': _mmengine,
     'torch.nn.init loop': _torch_loop,
 }
-"""Contender name -> function building and initializing a preset on a device."""
+"""Contender name -> ``fn(preset, device, phase=...)`` building and initializing a preset
+on a device, calling ``phase('build')`` when construction is done."""
 
 
 @contextlib.contextmanager
-def quiet_init_logs() -> Iterator[None]:
+def quiet_init_logs(mmengine: bool | None = None) -> Iterator[None]:
     """Drop the per-parameter INFO lines of both init reports while timing.
 
     Both engines log one INFO line per parameter after ``init_weights``; printing
     thousands of lines would be what is measured. Raising the ``fengine`` logger and
     MMEngine's current ``MMLogger`` to WARNING makes ``logger.info`` return at its
     level check (the message string is still built, by both engines alike), and
-    keeps warnings visible.
+    keeps warnings visible. ``mmengine=False`` leaves MMEngine alone (a fresh process
+    timing fengine must not import it); the default: whenever it is installed.
     """
     loggers = [flog.get_logger()]
-    if mmengine_available():
+    if mmengine_available() if mmengine is None else mmengine:
         from mmengine.logging import MMLogger
         loggers.append(MMLogger.get_current_instance())
     levels = [logger.level for logger in loggers]

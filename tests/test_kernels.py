@@ -282,8 +282,10 @@ def test_the_c_loop_gives_the_bits_of_the_torch_operations(kind, args):
     from fengine.kernels import native
     assert native.library() is not None, 'this machine has a C compiler: the C loop must build'
     d, key = dist_args(kind, args), fold_in(7, 'c.weight')
-    # Slices at every alignment, batch edges (64 counters), and one split over threads.
-    for n, start in [(1, 0), (3, 5), (255, 1), (256, 0), (257, 3), (1000, 2), (300_001, 7)]:
+    # Slices at every alignment, batch edges (64 counters), one split over threads, and
+    # counters whose high word changes inside a batch (the vectorized Philox's 64-bit count).
+    for n, start in [(1, 0), (3, 5), (255, 1), (256, 0), (257, 3), (1000, 2), (300_001, 7),
+                     (1000, 4 * (2**32 - 100) + 1)]:
         want = fill(torch.empty(n), d, key, start, compile=False, native=False)
         got = torch.empty(n)
         version = got._version

@@ -3,6 +3,7 @@
 See ``fengine/func/README.md`` for the design: purity, paths, provenance.
 """
 from .apply import InitResult, apply_plan, apply_plan_, init_params
+from .build import skip_init
 from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_normal, uniform,
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
@@ -18,6 +19,6 @@ __all__ = [
     'sample', 'sample_into', 'GENERATORS', 'use_generator', 'current_generator', 'TensorInit',
     'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
     'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
-    'apply_plan', 'apply_plan_', 'init_params', 'TrainState', 'TrainStep', 'make_train_step',
-    'Shard', 'row_shard', 'init_shards'
+    'apply_plan', 'apply_plan_', 'init_params', 'skip_init', 'TrainState', 'TrainStep',
+    'make_train_step', 'Shard', 'row_shard', 'init_shards'
 ]

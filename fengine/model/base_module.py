@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..func.apply import apply_plan_, current_session
+from ..func.build import building_on_meta, skip_init
 from ..func.plan import init_plan, normalize_init_cfg
 from ..logging import get_logger, print_log
 
@@ -78,6 +79,23 @@ def _top_level(init_weights):
     return wrapper
 
 
+def _skipping_default_init_on_meta(init):
+    """Make a BaseModule subclass's ``__init__`` skip PyTorch's default initialization
+    when it runs under ``torch.device('meta')`` (:func:`fengine.func.skip_init`): its
+    values would be thrown away, and computing them on ``meta`` imports ``torch._dynamo``.
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        if building_on_meta():
+            with skip_init():
+                return init(self, *args, **kwargs)
+        return init(self, *args, **kwargs)
+
+    wrapper._fengine_skips_init_on_meta = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class BaseModule(nn.Module):
     """``nn.Module`` with configurable initialization (MMEngine: ``BaseModule``).
 
@@ -106,6 +124,9 @@ class BaseModule(nn.Module):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is not None and not hasattr(init, '_fengine_skips_init_on_meta'):
+            cls.__init__ = _skipping_default_init_on_meta(init)
         own = cls.__dict__.get('init_weights')
         if own is not None and not getattr(own, '_fengine_base_init_weights', False) \
                 and not hasattr(own, '_fengine_user_init_weights'):
