@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,35 @@ def configure_run_logging(log_file: str | os.PathLike | None, log_level: str | i
     for early in [h for h in logger.handlers if isinstance(h, _EarlyRecords)]:
         early.flush_into(handler)
     logger.addHandler(handler)
+    _copy_warnings_to_run_file()
     return logger
+
+
+def _copy_warnings_to_run_file() -> None:
+    """Python warnings still print as before; the run's log file gets a copy of each.
+
+    Warnings (``warnings.warn`` in fengine, torch or the user's code) print to stderr
+    through ``warnings.showwarning``, outside the logger, so without this a run's log
+    file would miss lines its console showed. ``showwarning`` is wrapped, not replaced:
+    whatever printed warnings before still does (pytest's recording included).
+    """
+    if getattr(warnings.showwarning, 'copies_to_run_file', False):
+        return
+    shown = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        shown(message, category, filename, lineno, file, line)
+        if file is not None:  # written to a file of the caller's choosing: not the console
+            return
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        record = logging.LogRecord('py.warnings', logging.WARNING, filename, lineno, text,
+                                   None, None)
+        for handler in get_logger().handlers:
+            if isinstance(handler, _RunFileHandler):
+                handler.handle(record)
+
+    showwarning.copies_to_run_file = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
 
 
 class MMLogger(logging.Logger, ManagerMixin):

@@ -424,3 +424,26 @@ def test_message_hub_and_history_buffer_are_importable_from_fengine_logging():
     assert flog.MessageHub is MessageHub and flog.HistoryBuffer is HistoryBuffer
     with pytest.raises(AttributeError, match="has no attribute 'LogBuffer'"):
         flog.LogBuffer  # noqa: B018
+
+
+def test_a_python_warning_during_a_run_is_shown_as_before_and_written_to_the_log_file(
+        tmp_path):
+    import warnings
+
+    from fengine.logging import configure_run_logging
+
+    logger = logging.getLogger('fengine')
+    level = logger.level
+    log_file = tmp_path / 'run.log'
+    shown = []
+    try:
+        with warnings.catch_warnings():  # restores warnings.showwarning after the test
+            warnings.simplefilter('always')
+            # What prints warnings before the run (stderr, or pytest's recorder) still does.
+            warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+            configure_run_logging(log_file, 'INFO')
+            warnings.warn('the learning rate looks large', UserWarning)
+    finally:
+        configure_run_logging(None, logging.getLevelName(level) if level else 'INFO')
+    assert shown == ['the learning rate looks large']
+    assert 'UserWarning: the learning rate looks large' in log_file.read_text()
