@@ -70,11 +70,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_map
 
 from .. import dist as _dist
 from ..logging import print_log
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
+from .compile_background import (BackgroundCompile, EagerInCompileThread,
+                                 refuse_eager_in_compile_thread)
+from .compile_cache import use_compile_cache
+from .compile_watch import CompileWatch
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
 
@@ -113,7 +118,12 @@ class TrainState(NamedTuple):
 
 
 def compile_options(compile: bool | dict) -> dict | None:
-    """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``."""
+    """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``.
+
+    Besides ``torch.compile``'s own options, the dict may hold ``background`` (a bool:
+    compile the training step in a worker thread while eager steps run, see
+    :mod:`fengine.func.compile_background`).
+    """
     if not isinstance(compile, (bool, dict)) and compile is not None:
         raise TypeError(f'compile must be a bool or a dict of torch.compile options, but '
                         f'got {type(compile).__name__}: {compile!r}')
@@ -123,14 +133,21 @@ def compile_options(compile: bool | dict) -> dict | None:
     # Graph breaks inside a training step mean extra host round trips and a split
     # backward; fail loudly (and fall back to eager, unless strict) instead.
     options.setdefault('fullgraph', True)
+    if 'background' in options and not isinstance(options['background'], bool):
+        raise TypeError(f"compile option 'background' must be True or False, but got "
+                        f"{options['background']!r}")
     return options
+
+
+# Keys of a compile dict that fengine reads and torch.compile does not get.
+FENGINE_COMPILE_KEYS = ('background',)
 
 
 # Numbers the code copies of compile_method.
 _COPIES = itertools.count()
 
 
-def compile_method(method, options: dict):
+def compile_method(method, options: dict, watch: CompileWatch | None = None):
     """``torch.compile`` a bound method with a compile cache of its own.
 
     Dynamo keys its cache on the code object and allows ``recompile_limit`` (8) entries
@@ -141,13 +158,24 @@ def compile_method(method, options: dict):
     file, line and name, so a model stepped with batches of 16 after another model's
     batches of 8 would otherwise be traced with a symbolic batch size, which some ops
     under ``torch.func.grad`` (dropout) cannot take.
+
+    With a ``watch``, the backend reports to it (graph counts, log lines, compiling in a
+    background thread: see :class:`~fengine.func.compile_watch.CompileWatch`); with an
+    inductor backend, compiled code is cached in fengine's compile cache folder
+    (:mod:`fengine.func.compile_cache`).
     """
     function = method.__func__
     code = function.__code__.replace(co_name=f'{function.__code__.co_name}_{next(_COPIES)}')
     own = types.FunctionType(code, function.__globals__,
                              function.__name__, function.__defaults__, function.__closure__)
     own.__kwdefaults__ = function.__kwdefaults__
-    return torch.compile(types.MethodType(own, method.__self__), **options)
+    kwargs = {k: v for k, v in options.items() if k not in FENGINE_COMPILE_KEYS}
+    if kwargs.get('backend', 'inductor') == 'inductor':
+        use_compile_cache()
+    if watch is not None:
+        watch.code_name = code.co_name
+        kwargs = watch.torch_compile_kwargs(kwargs)
+    return torch.compile(types.MethodType(own, method.__self__), **kwargs)
 
 
 class TrainStep:
@@ -210,8 +238,6 @@ class TrainStep:
         self.strict = strict
         optimizer = optim_wrapper.optimizer
         self._optimizer_step = optimizer_update(optimizer)
-        options = compile_options(compile)
-        self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False
         self._scales: dict[tuple, torch.Tensor] = {}
         self._held: dict = {}  # the 0-d tensors that replace float lrs (_optim_state.py)
@@ -223,6 +249,18 @@ class TrainStep:
         self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._static_scale = getattr(optim_wrapper, 'static_loss_scale', None)
         self._warned_lazy_state = False
+        options = compile_options(compile)
+        self._watch = None if options is None else CompileWatch(
+            f'the training step of {type(model).__name__}', options)
+        self._compiled = None if options is None else compile_method(self._step, options,
+                                                                     self._watch)
+        # Compiling without running (compile_background.py) needs one graph; data
+        # parallel and fp16 loss scaling keep to the foreground.
+        self._background_wanted = bool(
+            options is not None and options.get('background') and options['fullgraph']
+            and self.group is None and self._scaler is None)
+        self._background: BackgroundCompile | None = None
+        self._background_ended = False
 
     @property
     def state(self) -> TrainState:
@@ -237,6 +275,8 @@ class TrainStep:
     def _step(self, state: TrainState, data: Any, scale: torch.Tensor, update: bool,
               restore: list[torch.Tensor] | None = None,
               window: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if not torch.compiler.is_compiling():
+            refuse_eager_in_compile_thread()  # see compile_background.py
         model, wrapper, scaler = self.model, self.optim_wrapper, self._scaler
         with wrapper.optim_context(model):
             data = model.data_preprocessor(data, True)
@@ -287,6 +327,14 @@ class TrainStep:
 
                 return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
+        if self._background_wanted and not self._background_ended and not self._fell_back:
+            self._watch.calls += 1
+            if self._background is None:
+                self._start_background(state, data)
+            if not self._background.done:
+                return state, self._eager_while_compiling(data)
+            self._watch.calls -= 1  # counted again by the compiled call below
+            self._end_background(state)
         for param in state.params.values():
             if param.grad is None:  # persistent buffers, created outside the graph
                 param.grad = torch.zeros_like(param)
@@ -323,22 +371,76 @@ class TrainStep:
             # A failed collective is explained; a compile error falls back to eager below.
             with _dist._explained_collective_errors(
                     unless=lambda exc: self.group is None or _is_compile_error(exc)):
-                log_vars = step(state, data, scale, update, restore, window)
+                args = (state, data, scale, update, restore, window)
+                log_vars = self._watch.call(step, *args) if compiled else step(*args)
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
             if not compiled or self.strict or not _is_compile_error(exc):
                 raise
-            self._fell_back = True
-            release_hyperparams_(state.optimizer, self._held)  # eager optimizers want floats
-            print_log(f'compiling the training step of {type(self.model).__name__} failed, '
-                      f'so it runs eagerly from now on: {type(exc).__name__}: '
-                      f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
-                      'raise instead).', logger='current', level=logging.WARNING)
+            self._fall_back(state, exc)
             log_vars = self._step(state, data, scale, update, restore, window)
         if update:
             # torch's LRScheduler wraps optimizer.step to set this flag; the update above
             # bypasses that wrapper, and the scheduler would warn it ran before any update.
             state.optimizer._opt_called = True
         return state, log_vars
+
+    def _fall_back(self, state: TrainState, exc: BaseException) -> None:
+        """Run eagerly from now on, after compiling failed with ``exc``; say so."""
+        self._fell_back = True
+        release_hyperparams_(state.optimizer, self._held)  # eager optimizers want floats
+        print_log(f'compiling the training step of {type(self.model).__name__} failed, '
+                  f'so it runs eagerly from now on: {type(exc).__name__}: '
+                  f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
+                  'raise instead).', logger='current', level=logging.WARNING)
+
+    # -- compiling in the background (compile_background.py) -------------------------
+    def _start_background(self, state: TrainState, data: Any) -> None:
+        """Ready the state as the first compiled call would, and compile in a worker."""
+        for param in state.params.values():
+            if param.grad is None:  # the persistent buffers the graph writes into
+                param.grad = torch.zeros_like(param)
+        # The trace must see what every compiled call sees (see __call__), or the first
+        # compiled call would compile again.
+        hold_hyperparams_(state.optimizer, self._held)
+        if not self._state_ready:
+            init_state_(state.optimizer)
+            self._cached_layout = None
+            self._state_ready = True
+        device = self._layout(state).device
+        # The eager step preprocesses `data` meanwhile; the trace gets its own batch.
+        batch = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, data)
+        # Traced for this micro-step's kind of update; the other kind (accumulation)
+        # compiles when it first comes, as without a background compile.
+        update = self.optim_wrapper.should_sync()
+        args = (state, batch, self._scale(1, device), update, None, None)
+        self._watch.log_start(background=True)
+        self._background = BackgroundCompile(self._compiled, args).start()
+
+    def _eager_while_compiling(self, data: Any) -> dict[str, torch.Tensor]:
+        """The model's eager step (``compile=False``'s), keeping the ``.grad`` buffers.
+
+        ``zero_grad(set_to_none=False)``: the worker's trace reads the ``.grad`` buffers
+        the compiled step writes into; they must exist whenever it looks.
+        """
+        return self.model._eager_train_step(data, self.optim_wrapper,
+                                             zero_kwargs=dict(set_to_none=False))
+
+    def _end_background(self, state: TrainState) -> None:
+        """Take the worker's result: switch to the compiled step, or fall back, or go on
+        compiling in the foreground (an error of the model itself shows there)."""
+        self._background_ended = True
+        background, self._background = self._background, None
+        error = background.error
+        if error is None:
+            self._watch.settle(background.seconds, log=False)
+            self._watch.log_end(background.seconds, switch_step=self._watch.calls + 1)
+        elif isinstance(error, EagerInCompileThread):
+            print_log(f'{error}; the training step of {type(self.model).__name__} is called '
+                      'in the foreground from now on', logger='current', level=logging.WARNING)
+        elif isinstance(error, Exception) and _is_compile_error(error):
+            if self.strict:
+                raise error
+            self._fall_back(state, error)
 
     def _lazy_fp16_state(self, state: TrainState) -> bool:
         """Whether this fp16 step must run eagerly through the wrapper: incomplete state.
