@@ -127,6 +127,7 @@ class CompileWatch:
         self._frames = 0  # frames dynamo compiled for this function
         self._seen_graphs = 0
         self._seen_metrics: set[int] = set()
+        self._started = False  # the start line was written
 
     # -- wiring ------------------------------------------------------------------------
     def torch_compile_kwargs(self, options: dict) -> dict:
@@ -149,17 +150,18 @@ class CompileWatch:
     def call(self, compiled: Callable, *args: Any) -> Any:
         """``compiled(*args)``, with the log lines of any compilation it caused."""
         self.calls += 1
-        if self._frames == 0:
+        if not self._started:
             self.log_start()
         start = time.perf_counter()
         try:
             return compiled(*args)
         finally:
-            if self.graphs != self._seen_graphs or self._frames == 0:
+            if self.graphs != self._seen_graphs:
                 self.settle(time.perf_counter() - start)
 
     def log_start(self, background: bool = False) -> None:
         """The line that says compilation starts (at the coming call)."""
+        self._started = True
         where = ('in a background thread; eager steps run until it is ready'
                  if background else 'this takes a while the first time')
         print_log(f'compiling {self.what} (backend {self.backend_name}) at its step '
