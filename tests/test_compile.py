@@ -299,8 +299,17 @@ def test_a_worker_whose_function_returns_without_compiling_reports_it():
     assert isinstance(background.error, EagerInCompileThread)
 
 
+def test_deterministic_algorithms_compile_in_the_foreground_by_default():
+    torch.use_deterministic_algorithms(True)  # as conftest.py leaves every test
+    assert MLP().compile_steps(AOT)._compiled_steps['options']['background'] is False
+    assert MLP().compile_steps(dict(AOT, background=True))._compiled_steps['options'][
+        'background'] is True
+
+
 def test_the_runner_compiles_in_the_background_by_default(tmp_path, fengine_log):
     from torch.utils.data import DataLoader, TensorDataset
+
+    torch.use_deterministic_algorithms(False)  # conftest.py's, which would keep it in front
 
     from fengine.evaluator import BaseMetric
     from fengine.runner import Runner

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from .compile_watch import CompileOnly, compile_only, compiling_only
 
 __all__ = ['BackgroundCompile', 'compile_in_flight', 'EagerInCompileThread',
-           'refuse_eager_in_compile_thread']
+           'refuse_eager_in_compile_thread', 'wait_for_background_compiles']
 
 _in_flight: set[BackgroundCompile] = set()
 _lock = threading.Lock()
@@ -44,6 +44,19 @@ def compile_in_flight() -> bool:
     one frame at a time per process, so they would wait for it.
     """
     return bool(_in_flight)
+
+
+def wait_for_background_compiles(timeout: float | None = None) -> bool:
+    """Block until every background compilation of this process ended (or ``timeout``
+    seconds passed); return whether none is left. For tests and benchmarks that must not
+    leave a compiling thread behind."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _lock:
+        running = list(_in_flight)
+    for background in running:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        background.wait(left)
+    return not compile_in_flight()
 
 
 class BackgroundCompile:

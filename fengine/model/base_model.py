@@ -168,12 +168,16 @@ class BaseModel(BaseModule):
         Args:
             compile: ``True`` or a dict of ``torch.compile`` options (``backend``,
                 ``mode='reduce-overhead'`` for CUDA graphs, ``dynamic``...), and
-                ``background`` (default ``True``): the first training step starts a
-                worker thread that compiles the training step while the steps run
-                eagerly, and the steps switch to the compiled one when it is ready
+                ``background``: the first training step starts a worker thread that
+                compiles the training step while the steps run eagerly, and the steps
+                switch to the compiled one when it is ready
                 (:mod:`fengine.func.compile_background`); ``False`` compiles on the
-                first step, which waits for it. Validation and test steps run eagerly
-                while a background compilation runs.
+                first step, which waits for it. The default is ``True``, except under
+                ``torch.use_deterministic_algorithms(True)`` (``randomness=dict(
+                deterministic=True)``): the step where the switch happens depends on
+                timing, so the last bits of the weights would differ from run to run.
+                Validation and test steps run eagerly while a background compilation
+                runs.
             strict: Raise when compilation fails instead of warning and running eagerly.
 
         Returns:
@@ -184,8 +188,10 @@ class BaseModel(BaseModule):
 
         options = compile_options(compile)
         if options is not None:
-            # Training starts at once, eagerly, while the training step compiles.
-            options.setdefault('background', True)
+            # Training starts at once, eagerly, while the training step compiles; but
+            # which steps run eagerly depends on timing, and a run that asked for
+            # deterministic algorithms wants the same bits every time.
+            options.setdefault('background', not torch.are_deterministic_algorithms_enabled())
         self._compiled_steps = None if options is None else dict(options=options,
                                                                    strict=strict, train={})
         if options is not None:
