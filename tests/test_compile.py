@@ -50,12 +50,19 @@ def batches(count, size=16, seed=1):
             for _ in range(count)]
 
 
-def twins(model_cls=MLP, momentum=0.9):
+OPTIMIZERS = {
+    'SGD with momentum': lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+    'Adam': lambda params: torch.optim.Adam(params, lr=1e-3),
+}
+
+
+def twins(model_cls=MLP, optimizer='SGD with momentum'):
     torch.manual_seed(0)
     eager = model_cls()
     other = copy.deepcopy(eager)
-    return (eager, OptimWrapper(torch.optim.SGD(eager.parameters(), lr=0.05, momentum=momentum)),
-            other, OptimWrapper(torch.optim.SGD(other.parameters(), lr=0.05, momentum=momentum)))
+    make = OPTIMIZERS[optimizer]
+    return (eager, OptimWrapper(make(eager.parameters())),
+            other, OptimWrapper(make(other.parameters())))
 
 
 def relative(a, b):
@@ -192,8 +199,9 @@ def test_the_background_option_must_be_a_bool():
 
 
 # -- compiling in the background --------------------------------------------------------
-def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_log):
-    eager, eager_wrapper, model, wrapper = twins()
+@pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
+def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_log, optimizer):
+    eager, eager_wrapper, model, wrapper = twins(optimizer=optimizer)
     step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
     data = batches(8)
     state = step.state
