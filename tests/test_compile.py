@@ -6,7 +6,6 @@ import copy
 import logging
 import os
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,37 +16,10 @@ from fengine.func.compile_background import (BackgroundCompile, EagerInCompileTh
                                              compile_in_flight)
 from fengine.func.compile_cache import COMPILE_CACHE_ENV, compile_cache_dir, use_compile_cache
 from fengine.func.compile_watch import CompileOnly
-from fengine.model import BaseModel
 from fengine.optim import OptimWrapper
+from test_func_step import MLP, GraphBreaking, batches
 
 AOT = dict(backend='aot_eager')
-
-
-class MLP(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x, y, mode='tensor'):
-        out = self.net(x)
-        if mode == 'loss':
-            return dict(loss=nn.functional.cross_entropy(out, y))
-        return out.argmax(1) if mode == 'predict' else out
-
-
-class GraphBreaking(MLP):
-
-    def forward(self, x, y, mode='tensor'):
-        torch._dynamo.graph_break()
-        return super().forward(x, y, mode)
-
-
-def batches(count, size=16, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, 1, 8, 8, generator=gen), torch.randint(0, 10, (size,),
-                                                                       generator=gen))
-            for _ in range(count)]
 
 
 OPTIMIZERS = {
@@ -291,7 +263,7 @@ def test_validation_runs_eagerly_while_a_background_compile_is_in_flight():
     try:
         assert compile_in_flight()
         out = model.val_step(batches(1)[0])
-        assert out.shape == (16,)
+        assert out.shape == (16, 10)
         assert model._compiled_steps['eval'].func.__self__.graphs == 0  # not compiled
     finally:
         release.set()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from .compile_watch import CompileOnly, compile_only, compiling_only
 

@@ -17,7 +17,6 @@ a worker thread while the main thread keeps training eagerly.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from typing import Any, Callable, Iterator
