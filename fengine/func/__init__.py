@@ -4,7 +4,7 @@ See ``fengine/func/README.md`` for the design: purity, paths, provenance.
 """
 from .apply import InitResult, apply_plan, apply_plan_, init_params
 from .compile_background import compile_in_flight, wait_for_background_compiles
-from .compile_cache import COMPILE_CACHE_ENV, compile_cache_dir
+from .compile_cache import compile_cache_dir
 from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_normal, uniform,
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
@@ -20,5 +20,5 @@ __all__ = [
     'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
     'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
     'apply_plan', 'apply_plan_', 'init_params', 'TrainState', 'TrainStep', 'make_train_step',
-    'compile_cache_dir', 'COMPILE_CACHE_ENV', 'compile_in_flight', 'wait_for_background_compiles'
+    'compile_cache_dir', 'compile_in_flight', 'wait_for_background_compiles'
 ]

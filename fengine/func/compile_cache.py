@@ -46,7 +46,11 @@ def _torch_default() -> str | None:
 
 
 def compile_cache_dir() -> Path:
-    """The folder compiled steps are cached in (see the module docstring); makes nothing."""
+    """The folder compiled steps are cached in: a ``TORCHINDUCTOR_CACHE_DIR`` set by the
+    user, else ``FENGINE_COMPILE_CACHE``, else ``~/.cache/fengine/compile``; creates nothing.
+
+    No MMEngine equivalent (MMEngine leaves torch's default under the temporary folder).
+    """
     given = os.environ.get(_TORCH_ENV)
     if given and os.path.abspath(given) != _torch_default():
         return Path(given)
