@@ -207,6 +207,31 @@ def test_the_first_background_step_runs_eagerly_and_leaves_the_grad_buffers_in_p
     assert [p.grad for p in model.parameters()] == grads  # the same buffers
 
 
+def test_an_eager_step_that_met_another_thread_s_fx_trace_runs_again(monkeypatch):
+    from fengine.func.compile_background import prepare_inductor_in_this_thread
+
+    prepare_inductor_in_this_thread()  # inductor's own trace, done on this thread
+    eager, eager_wrapper, model, wrapper = twins()
+    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    real, calls = model._eager_train_step, []
+
+    def meets_a_trace_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise NameError('module is not installed as a submodule')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, '_eager_train_step', meets_a_trace_once)
+    batch = batches(1)[0]
+    expected = eager.train_step(batch, eager_wrapper)
+    _, got = step(step.state, batch)
+    assert len(calls) == 2 and relative(got['loss'], expected['loss']) <= 1e-6
+    assert_close_models(eager, model)
+    monkeypatch.setattr(model, '_eager_train_step', lambda *a, **k: {}[0])
+    with pytest.raises(KeyError):  # any other error is the model's own
+        step._eager_while_compiling(batch)
+
+
 def test_a_step_that_cannot_compile_in_the_background_falls_back_to_eager_with_a_warning(
         fengine_log):
     eager, eager_wrapper, model, wrapper = twins(GraphBreaking)

@@ -26,7 +26,8 @@ from typing import Callable
 from .compile_watch import CompileOnly, compile_only, compiling_only
 
 __all__ = ['BackgroundCompile', 'compile_in_flight', 'EagerInCompileThread',
-           'refuse_eager_in_compile_thread', 'wait_for_background_compiles']
+           'refuse_eager_in_compile_thread', 'wait_for_background_compiles',
+           'prepare_inductor_in_this_thread', 'is_foreign_fx_trace_error']
 
 _in_flight: set[BackgroundCompile] = set()
 _lock = threading.Lock()
@@ -44,6 +45,27 @@ def compile_in_flight() -> bool:
     one frame at a time per process, so they would wait for it.
     """
     return bool(_in_flight)
+
+
+def prepare_inductor_in_this_thread() -> None:
+    """Run, on the calling thread, inductor's one-time ``torch.fx.symbolic_trace``.
+
+    FX's symbolic tracing swaps ``torch.nn.Module.__call__`` for the whole process while
+    it runs, and a module called meanwhile from another thread fails ('module is not
+    installed as a submodule'). Inductor traces one function that way, once per process
+    (``InterpreterShim._dummy_gm``, cached): done here, before the worker starts, the
+    worker's compilation does not open that window while the eager steps run.
+    """
+    try:
+        from torch._inductor.loop_body import InterpreterShim
+        InterpreterShim._dummy_gm()
+    except (ImportError, AttributeError):  # another torch: nothing known to warm up
+        pass
+
+
+def is_foreign_fx_trace_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is FX's error for a module called while another thread traced."""
+    return isinstance(exc, NameError) and 'module is not installed as a submodule' in str(exc)
 
 
 def wait_for_background_compiles(timeout: float | None = None) -> bool:

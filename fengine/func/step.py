@@ -63,6 +63,7 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
+import time
 import types
 from typing import Any, NamedTuple
 
@@ -77,6 +78,7 @@ from ..logging import print_log
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
 from .compile_background import (BackgroundCompile, EagerInCompileThread,
+                                 is_foreign_fx_trace_error, prepare_inductor_in_this_thread,
                                  refuse_eager_in_compile_thread)
 from .compile_cache import use_compile_cache
 from .compile_watch import CompileWatch
@@ -142,6 +144,9 @@ def compile_options(compile: bool | dict) -> dict | None:
 # Keys of a compile dict that fengine reads and torch.compile does not get.
 FENGINE_COMPILE_KEYS = ('background',)
 
+
+# Attempts of an eager step that meets another thread's FX tracing (_eager_while_compiling).
+_FX_RETRIES = 100
 
 # Numbers the code copies of compile_method.
 _COPIES = itertools.count()
@@ -413,6 +418,8 @@ class TrainStep:
         # compiles when it first comes, as without a background compile.
         update = self.optim_wrapper.should_sync()
         args = (state, batch, self._scale(1, device), update, None, None)
+        if self._watch.backend_name == 'inductor':
+            prepare_inductor_in_this_thread()
         self._watch.log_start(background=True)
         self._background = BackgroundCompile(self._compiled, args).start()
 
@@ -421,9 +428,23 @@ class TrainStep:
 
         ``zero_grad(set_to_none=False)``: the worker's trace reads the ``.grad`` buffers
         the compiled step writes into; they must exist whenever it looks.
+
+        A module called while the worker runs FX's symbolic tracing fails (see
+        :func:`~fengine.func.compile_background.prepare_inductor_in_this_thread`); that
+        forward pass is run again. It failed at a module call, before any gradient or
+        update; only normalization statistics updated before that call see the batch
+        twice.
         """
-        return self.model._eager_train_step(data, self.optim_wrapper,
-                                             zero_kwargs=dict(set_to_none=False))
+        attempts = 0
+        while True:
+            try:
+                return self.model._eager_train_step(data, self.optim_wrapper,
+                                                     zero_kwargs=dict(set_to_none=False))
+            except NameError as exc:
+                attempts += 1
+                if not is_foreign_fx_trace_error(exc) or attempts >= _FX_RETRIES:
+                    raise
+                time.sleep(0.01)  # the window is one short trace
 
     def _end_background(self, state: TrainState) -> None:
         """Take the worker's result: switch to the compiled step, or fall back, or go on
