@@ -43,6 +43,12 @@ parameter's; inductor frees each after its update). A hand-written loop with
 The state is *donated*: its tensors are updated in place and the same state is
 returned, as with buffer donation in JAX; keep using the returned one.
 
+When the step is compiled is decided here too: on the first call (the default of
+:func:`make_train_step`), or in a worker thread while the first calls run eagerly
+(``background=True``, the default of ``BaseModel.compile_steps``; see
+``compile_background.py``). Every compilation is logged (``compile_watch.py``), and
+inductor's output is cached on disk between runs (``compile_cache.py``).
+
 Data parallel (``DistributedDataParallel``, or ``group=`` a process group of more than
 one rank): DDP's reducer hooks never fire under ``torch.func.grad``, so the step
 synchronizes itself. On an update step, after this micro-step's gradients are added to
@@ -194,7 +200,12 @@ class TrainStep:
             and AMP settings are read from it).
         compile: ``True``, ``False`` (run the same function eagerly) or a dict of
             ``torch.compile`` options (``backend``, ``mode``...; ``mode='reduce-overhead'``
-            replays the step as a CUDA graph on CUDA when shapes are static).
+            replays the step as a CUDA graph on CUDA when shapes are static), which may
+            add ``background=True``: the first call starts a worker thread that compiles
+            the step, the calls run the model's eager step until it is ready, then the
+            compiled one (:mod:`fengine.func.compile_background`; not under data
+            parallel nor with fp16 loss scaling, which compile on the first call).
+            Compilations are logged (:mod:`fengine.func.compile_watch`).
         strict: Raise when compilation fails instead of warning and running eagerly.
         group: A ``torch.distributed`` process group to average the gradients over, for
             a model that is not wrapped in DDP (``None``: the DDP wrapper's group, or no
