@@ -183,7 +183,7 @@ def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_
         assert relative(got['loss'], expected['loss']) <= 1e-5, index
         if index == 2:  # steps 1-3 ran eagerly while it compiled, at least step 1
             assert step._background.wait(120)
-    assert step._background_ended and not step._fell_back
+    assert step._background is None and not step._fell_back
     assert_close_models(eager, model)
     assert step._watch.graphs == 1 and step._watch.recompiles == 0  # the switch compiled nothing
     lines = [m for m in fengine_log.messages() if 'the training step of MLP' in m]
@@ -193,6 +193,29 @@ def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_
     assert lines[1].endswith(' s: 1 graph, 0 recompiles; compiled steps from its step 4 on '
                              '(eager before)')
     assert len(lines) == 2
+
+
+def test_a_batch_of_a_new_shape_is_compiled_in_the_background_too(fengine_log):
+    eager, eager_wrapper, model, wrapper = twins()
+    step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
+    state = step.state
+    data = batches(2) + batches(2, size=8, seed=2) + batches(2, seed=3)
+    for index, batch in enumerate(data):
+        expected = eager.train_step(batch, eager_wrapper)
+        state, got = step(state, batch)
+        assert relative(got['loss'], expected['loss']) <= 1e-5, index
+        if step._background is not None:
+            assert step._background.wait(120)
+    assert_close_models(eager, model)
+    assert step._watch.graphs == 2 and step._watch.recompiles == 1
+    lines = [m for m in fengine_log.messages() if 'the training step of MLP' in m]
+    assert lines[1].endswith('compiled steps from its step 2 on (eager before)')
+    assert lines[2].startswith('recompiled the training step of MLP in the background from '
+                               'its step 3 in ')
+    assert ('(2 graphs, 1 recompile); compiled steps again from its step 4 on, because: '
+            in lines[2])
+    assert 'size mismatch at index 0. expected 16, actual 8' in lines[2]
+    assert len(lines) == 3  # the last two batches ran compiled, without compiling
 
 
 def test_the_first_background_step_runs_eagerly_and_leaves_the_grad_buffers_in_place():

@@ -126,7 +126,7 @@ class CompileWatch:
         self._frames = 0  # frames dynamo compiled for this function
         self._seen_graphs = 0
         self._seen_metrics: set[int] = set()
-        self._started = False  # the start line was written
+        self.started = False  # the start line was written
 
     # -- wiring ------------------------------------------------------------------------
     def torch_compile_kwargs(self, options: dict) -> dict:
@@ -149,7 +149,7 @@ class CompileWatch:
     def call(self, compiled: Callable, *args: Any) -> Any:
         """``compiled(*args)``, with the log lines of any compilation it caused."""
         self.calls += 1
-        if not self._started:
+        if not self.started:
             self.log_start()
         start = time.perf_counter()
         try:
@@ -160,18 +160,21 @@ class CompileWatch:
 
     def log_start(self, background: bool = False) -> None:
         """The line that says compilation starts (at the coming call)."""
-        self._started = True
+        self.started = True
         where = ('in a background thread; eager steps run until it is ready'
                  if background else 'this takes a while the first time')
         print_log(f'compiling {self.what} (backend {self.backend_name}) at its step '
                   f'{max(self.calls, 1)}, {where}', logger='current')
 
-    def settle(self, wall: float, log: bool = True) -> list:
-        """Read dynamo's records of the frames compiled since the last call, and log them.
+    def settle(self, seconds: float, background_from: int | None = None) -> list:
+        """Read dynamo's records of the frames compiled since the last look, and log them.
 
         Args:
-            wall: Seconds the call took (used where dynamo recorded no times).
-            log: Whether a first compilation is logged (a background compile logs its own).
+            seconds: How long the compilation took, as the user waited for it (the
+                call's time in the foreground, the worker's in the background).
+            background_from: The step at which a background compilation began (``None``:
+                this call compiled in the foreground); its result is used from the
+                coming step on.
 
         Returns:
             The new records (dynamo's ``CompilationMetrics``), oldest first.
@@ -182,25 +185,24 @@ class CompileWatch:
             return records
         first = self._frames == 0
         self._frames += len(records)
-        seconds = sum(r.entire_frame_compile_time_s or 0.0 for r in records) or wall
         self.seconds += seconds
-        failed = [r.fail_reason for r in records if getattr(r, 'fail_reason', None)]
-        if failed:
+        if any(getattr(r, 'fail_reason', None) for r in records):
             return records  # the caller reports the failure (it falls back to eager)
+        switch = None if background_from is None else self.calls + 1
         if first:
-            if log:
-                self.log_end(seconds)
+            self.log_end(seconds, switch_step=switch)
             return records
         reasons = [r.recompile_reason for r in records if getattr(r, 'recompile_reason', None)]
         self.recompiles += len(reasons)
-        if reasons:
-            print_log(f'recompiled {self.what} at its step {self.calls} in {seconds:.1f} s '
-                      f'({_plural(self.graphs, "graph")}, '
-                      f'{_plural(self.recompiles, "recompile")}), because: {reasons[0]}',
-                      logger='current')
-        else:  # a part after a graph break, reached for the first time
-            print_log(f'compiled another part of {self.what} at its step {self.calls} in '
-                      f'{seconds:.1f} s ({_plural(self.graphs, "graph")})', logger='current')
+        where = (f'at its step {self.calls}' if background_from is None else
+                 f'in the background from its step {background_from}')
+        counts = f'{_plural(self.graphs, "graph")}, {_plural(self.recompiles, "recompile")}'
+        line = (f'recompiled {self.what} {where} in {seconds:.1f} s ({counts})'
+                if reasons else  # a part after a graph break, reached for the first time
+                f'compiled another part of {self.what} {where} in {seconds:.1f} s ({counts})')
+        if switch is not None:
+            line += f'; compiled steps again from its step {switch} on'
+        print_log(line + (f', because: {reasons[0]}' if reasons else ''), logger='current')
         return records
 
     def log_end(self, seconds: float, switch_step: int | None = None) -> None:

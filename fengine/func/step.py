@@ -77,7 +77,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .. import dist as _dist
 from ..logging import print_log
@@ -276,7 +276,9 @@ class TrainStep:
             options is not None and options.get('background') and options['fullgraph']
             and self.group is None and self._scaler is None)
         self._background: BackgroundCompile | None = None
-        self._background_ended = False
+        self._background_from = 0  # the step at which it began
+        # (shapes, dtypes, devices of the batch's tensors; update) already compiled for.
+        self._compiled_kinds: set[tuple] = set()
 
     @property
     def state(self) -> TrainState:
@@ -343,14 +345,22 @@ class TrainStep:
 
                 return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
-        if self._background_wanted and not self._background_ended and not self._fell_back:
-            self._watch.calls += 1
-            if self._background is None:
-                self._start_background(state, data)
-            if not self._background.done:
+        if self._background_wanted and not self._fell_back:
+            if self._background is not None and self._background.done:
+                self._end_background(state)
+            if self._background is None and self._background_wanted and not self._fell_back:
+                # A batch of a new shape (the shorter last batch of an epoch) or kind of
+                # update (accumulation) would recompile in the foreground: compile it in
+                # the background too.
+                kind = _signature(data, self.optim_wrapper.should_sync())
+                if kind not in self._compiled_kinds:
+                    self._compiled_kinds.add(kind)
+                    self._watch.calls += 1
+                    self._start_background(state, data)
+                    return state, self._eager_while_compiling(data)
+            elif self._background is not None:  # compiling: eager steps meanwhile
+                self._watch.calls += 1
                 return state, self._eager_while_compiling(data)
-            self._watch.calls -= 1  # counted again by the compiled call below
-            self._end_background(state)
         for param in state.params.values():
             if param.grad is None:  # persistent buffers, created outside the graph
                 param.grad = torch.zeros_like(param)
@@ -431,7 +441,9 @@ class TrainStep:
         args = (state, batch, self._scale(1, device), update, None, None)
         if self._watch.backend_name == 'inductor':
             prepare_inductor_in_this_thread()
-        self._watch.log_start(background=True)
+        if not self._watch.started:
+            self._watch.log_start(background=True)
+        self._background_from = self._watch.calls
         self._background = BackgroundCompile(self._compiled, args).start()
 
     def _eager_while_compiling(self, data: Any) -> dict[str, torch.Tensor]:
@@ -460,19 +472,20 @@ class TrainStep:
     def _end_background(self, state: TrainState) -> None:
         """Take the worker's result: switch to the compiled step, or fall back, or go on
         compiling in the foreground (an error of the model itself shows there)."""
-        self._background_ended = True
         background, self._background = self._background, None
         error = background.error
         if error is None:
-            self._watch.settle(background.seconds, log=False)
-            self._watch.log_end(background.seconds, switch_step=self._watch.calls + 1)
+            self._watch.settle(background.seconds, background_from=self._background_from)
         elif isinstance(error, EagerInCompileThread):
+            self._background_wanted = False
             print_log(f'{error}; the training step of {type(self.model).__name__} is called '
                       'in the foreground from now on', logger='current', level=logging.WARNING)
         elif isinstance(error, Exception) and _is_compile_error(error):
             if self.strict:
                 raise error
             self._fall_back(state, error)
+        else:  # the model's own error: the compiled call in the foreground meets it
+            self._background_wanted = False
 
     def _lazy_fp16_state(self, state: TrainState) -> bool:
         """Whether this fp16 step must run eagerly through the wrapper: incomplete state.
@@ -561,6 +574,14 @@ def _forward(model: nn.Module, params: dict, buffers: dict, data: Any) -> Any:
         return functional_call(model, (params, buffers), tuple(data), {'mode': 'loss'})
     raise TypeError(f'a batch must be a dict or a tuple/list, but the data preprocessor '
                     f'returned {type(data).__name__}')
+
+
+def _signature(data: Any, update: bool) -> tuple:
+    """What of a call a new compilation depends on, as far as it can be told cheaply:
+    the batch's tensors' shapes, dtypes and devices, and whether the call updates."""
+    leaves = [(tuple(x.shape), x.dtype, x.device) for x in tree_flatten(data)[0]
+              if isinstance(x, torch.Tensor)]
+    return (tuple(leaves), update)
 
 
 def _same_tensors(cached: tuple[torch.Tensor, ...], tensors) -> bool:
