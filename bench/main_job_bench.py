@@ -120,13 +120,14 @@ def run_once(contender: str, cache: str | None, epochs: int, scratch: Path) -> d
                 load=load, load_after=os.getloadavg()[0])
 
 
-def bench(epochs: int = 1, repeats: int = 2, log=print) -> list[dict]:
-    """Every contender ``repeats`` times, interleaved; one row per (contender, cache)."""
+def bench(epochs: int = 1, repeats: int = 2, log=print,
+          contenders: tuple[str, ...] = CONTENDERS) -> list[dict]:
+    """Each contender ``repeats`` times, interleaved; one row per (contender, cache)."""
     runs: dict[tuple[str, str], list[dict]] = {}
     scratch = Path(tempfile.mkdtemp(prefix='fengine-main-job-'))
     try:
         for repeat in range(repeats):
-            for contender in CONTENDERS:
+            for contender in contenders:
                 caches = ['-'] if contender == 'eager' else ['cold', 'warm']
                 folder = scratch / f'cache-{repeat}-{contender.split(", ")[-1]}'
                 for cache in caches:
@@ -140,7 +141,8 @@ def bench(epochs: int = 1, repeats: int = 2, log=print) -> list[dict]:
                         f'load {result["load"]:.1f} -> {result["load_after"]:.1f}')
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    eager = statistics.median(r['wall'] for r in runs[('eager', '-')])
+    eager = (statistics.median(r['wall'] for r in runs[('eager', '-')])
+             if ('eager', '-') in runs else float('nan'))
     rows = []
     for (contender, cache), results in runs.items():
         wall = statistics.median(r['wall'] for r in results)
@@ -171,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--epochs', type=int, default=1, help='epochs per run (default 1)')
     parser.add_argument('--repeats', type=int, default=2, help='rounds of every contender')
     parser.add_argument('--out', help='write the rows as JSON here')
+    parser.add_argument('--contenders', nargs='+', choices=CONTENDERS, default=list(CONTENDERS),
+                        help='which to run (default: all; ratios need eager)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(json.loads(args.worker))
         return
-    rows = bench(args.epochs, args.repeats)
+    rows = bench(args.epochs, args.repeats, contenders=tuple(args.contenders))
     print(table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
