@@ -199,6 +199,8 @@ def test_a_batch_of_a_new_shape_is_compiled_in_the_background_too(fengine_log):
     eager, eager_wrapper, model, wrapper = twins()
     step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
     state = step.state
+    # The batch of 8 comes twice: its first time runs eagerly without compiling (the last
+    # batch of a one-epoch run), its second time starts the compilation.
     data = batches(2) + batches(2, size=8, seed=2) + batches(2, seed=3)
     for index, batch in enumerate(data):
         expected = eager.train_step(batch, eager_wrapper)
@@ -211,8 +213,8 @@ def test_a_batch_of_a_new_shape_is_compiled_in_the_background_too(fengine_log):
     lines = [m for m in fengine_log.messages() if 'the training step of MLP' in m]
     assert lines[1].endswith('compiled steps from its step 2 on (eager before)')
     assert lines[2].startswith('recompiled the training step of MLP in the background from '
-                               'its step 3 in ')
-    assert ('(2 graphs, 1 recompile); compiled steps again from its step 4 on, because: '
+                               'its step 4 in ')
+    assert ('(2 graphs, 1 recompile); compiled steps again from its step 5 on, because: '
             in lines[2])
     assert 'size mismatch at index 0. expected 16, actual 8' in lines[2]
     assert len(lines) == 3  # the last two batches ran compiled, without compiling

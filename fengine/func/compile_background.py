@@ -19,10 +19,12 @@ so the eager steps slow down while it runs. Measured in ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Callable
 
+from ..logging import print_log
 from .compile_watch import CompileOnly, compile_only, compiling_only
 
 __all__ = ['BackgroundCompile', 'compile_in_flight', 'EagerInCompileThread',
@@ -31,11 +33,22 @@ __all__ = ['BackgroundCompile', 'compile_in_flight', 'EagerInCompileThread',
 
 _in_flight: set[BackgroundCompile] = set()
 _lock = threading.Lock()
+_exit_wait_registered = False
 
 
 class EagerInCompileThread(RuntimeError):
     """The compiled function ran eagerly in the worker (dynamo disabled, a stance set by
     ``torch.compiler.set_stance``): compiling there could not be separated from running."""
+
+
+def _wait_at_exit() -> None:
+    """Let a compilation still running at exit end: torch cannot interrupt one, and a
+    process that exits under it may abort ('terminate called without an active
+    exception') instead of exiting cleanly."""
+    if compile_in_flight():
+        print_log('waiting for a background compilation to end before exiting (it cannot '
+                  'be interrupted)', logger='current')
+        wait_for_background_compiles()
 
 
 def compile_in_flight() -> bool:
@@ -103,8 +116,12 @@ class BackgroundCompile:
         self._thread = threading.Thread(target=self._run, name='fengine-compile', daemon=True)
 
     def start(self) -> BackgroundCompile:
+        global _exit_wait_registered
         with _lock:
             _in_flight.add(self)
+            if not _exit_wait_registered:
+                atexit.register(_wait_at_exit)
+                _exit_wait_registered = True
         self._thread.start()
         return self
 

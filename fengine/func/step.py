@@ -277,8 +277,9 @@ class TrainStep:
             and self.group is None and self._scaler is None)
         self._background: BackgroundCompile | None = None
         self._background_from = 0  # the step at which it began
-        # (shapes, dtypes, devices of the batch's tensors; update) already compiled for.
-        self._compiled_kinds: set[tuple] = set()
+        # Kinds of call (_signature) compiled for, and those seen once and run eagerly.
+        self._kinds_compiled: set[tuple] = set()
+        self._kinds_seen: set[tuple] = set()
 
     @property
     def state(self) -> TrainState:
@@ -350,13 +351,17 @@ class TrainStep:
                 self._end_background(state)
             if self._background is None and self._background_wanted and not self._fell_back:
                 # A batch of a new shape (the shorter last batch of an epoch) or kind of
-                # update (accumulation) would recompile in the foreground: compile it in
-                # the background too.
+                # update (accumulation) would recompile in the foreground: it runs eagerly
+                # and, from its second time on, compiles in the background (the last
+                # batch of a one-epoch run is not worth a compilation).
                 kind = _signature(data, self.optim_wrapper.should_sync())
-                if kind not in self._compiled_kinds:
-                    self._compiled_kinds.add(kind)
+                if kind not in self._kinds_compiled:
                     self._watch.calls += 1
-                    self._start_background(state, data)
+                    if not self._kinds_compiled or kind in self._kinds_seen:
+                        self._kinds_compiled.add(kind)
+                        self._start_background(state, data)
+                    else:
+                        self._kinds_seen.add(kind)
                     return state, self._eager_while_compiling(data)
             elif self._background is not None:  # compiling: eager steps meanwhile
                 self._watch.calls += 1
