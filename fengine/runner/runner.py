@@ -266,9 +266,9 @@ class Runner:
         env_cfg: ``dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork',
             opencv_num_threads=0), dist_cfg=dict(backend='nccl', timeout=1800),
             resource_limit=4096)`` (see :mod:`fengine.runner.env`); fengine adds
-            ``num_threads``, torch's intra-op threads (default: the usable cores minus
-            the training DataLoader's workers, unless already chosen; see
-            :func:`~fengine.runner.env.choose_num_threads`).
+            ``num_threads``, torch's intra-op threads (default: the usable cores less
+            the training DataLoader's workers and the cores other work keeps busy,
+            unless already chosen; see :func:`~fengine.runner.env.choose_num_threads`).
         log_level: Level of the ``fengine`` logger for this run (``'DEBUG'`` also
             writes a log file per rank in a distributed run).
         log_processor: A :class:`~fengine.runner.LogProcessor` or its arguments
