@@ -35,6 +35,15 @@ def _no_default_scope_leaks():
 
 
 @pytest.fixture(autouse=True)
+def _no_compile_left_running():
+    """A compiled model's first steps start a compiling thread (compile_background.py);
+    the next test must not share dynamo with it."""
+    yield
+    from fengine.func.compile_background import wait_for_background_compiles
+    assert wait_for_background_compiles(600), 'a background compilation is still running'
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     random.seed(0)
     np.random.seed(0)

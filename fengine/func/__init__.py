@@ -4,6 +4,8 @@ See ``fengine/func/README.md`` for the design: purity, paths, provenance.
 """
 from .apply import InitResult, apply_plan, apply_plan_, init_params
 from .build import skip_init
+from .compile_background import compile_in_flight, wait_for_background_compiles
+from .compile_cache import compile_cache_dir
 from .init import (LayerInit, TensorInit, constant, kaiming, normal, trunc_normal, uniform,
                    xavier)
 from .plan import Call, Fill, InitPlan, Load, PlanEntry, config_plan, init_plan
@@ -20,5 +22,6 @@ __all__ = [
     'LayerInit', 'constant', 'normal', 'uniform', 'trunc_normal', 'xavier', 'kaiming',
     'InitPlan', 'PlanEntry', 'Fill', 'Load', 'Call', 'init_plan', 'config_plan', 'InitResult',
     'apply_plan', 'apply_plan_', 'init_params', 'skip_init', 'TrainState', 'TrainStep',
-    'make_train_step', 'Shard', 'row_shard', 'init_shards'
+    'make_train_step', 'Shard', 'row_shard', 'init_shards', 'compile_cache_dir',
+    'compile_in_flight', 'wait_for_background_compiles'
 ]

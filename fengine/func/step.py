@@ -49,6 +49,12 @@ is the gradients once more.
 The state is *donated*: its tensors are updated in place and the same state is
 returned, as with buffer donation in JAX; keep using the returned one.
 
+When the step is compiled is decided here too: on the first call (the default of
+:func:`make_train_step`), or in a worker thread while the first calls run eagerly
+(``background=True``, the default of ``BaseModel.compile_steps``; see
+``compile_background.py``). Every compilation is logged (``compile_watch.py``), and
+inductor's output is cached on disk between runs (``compile_cache.py``).
+
 Data parallel (``DistributedDataParallel``, or ``group=`` a process group of more than
 one rank): DDP's reducer hooks never fire under ``torch.func.grad``, so the step
 synchronizes itself. On an update step, after this micro-step's gradients are added to
@@ -70,6 +76,7 @@ import contextlib
 import itertools
 import logging
 import operator
+import time
 import types
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -77,12 +84,18 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .. import dist as _dist
 from ..logging import print_log
 from ._grad_update import grad_update
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
+from .compile_background import (BackgroundCompile, EagerInCompileThread,
+                                 is_foreign_fx_trace_error, prepare_inductor_in_this_thread,
+                                 refuse_eager_in_compile_thread)
+from .compile_cache import use_compile_cache
+from .compile_watch import CompileWatch
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
 
@@ -121,7 +134,12 @@ class TrainState(NamedTuple):
 
 
 def compile_options(compile: bool | dict) -> dict | None:
-    """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``."""
+    """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``.
+
+    Besides ``torch.compile``'s own options, the dict may hold ``background`` (a bool:
+    compile the training step in a worker thread while eager steps run, see
+    :mod:`fengine.func.compile_background`).
+    """
     if not isinstance(compile, (bool, dict)) and compile is not None:
         raise TypeError(f'compile must be a bool or a dict of torch.compile options, but '
                         f'got {type(compile).__name__}: {compile!r}')
@@ -131,14 +149,24 @@ def compile_options(compile: bool | dict) -> dict | None:
     # Graph breaks inside a training step mean extra host round trips and a split
     # backward; fail loudly (and fall back to eager, unless strict) instead.
     options.setdefault('fullgraph', True)
+    if 'background' in options and not isinstance(options['background'], bool):
+        raise TypeError(f"compile option 'background' must be True or False, but got "
+                        f"{options['background']!r}")
     return options
 
+
+# Keys of a compile dict that fengine reads and torch.compile does not get.
+FENGINE_COMPILE_KEYS = ('background',)
+
+
+# Attempts of an eager step that meets another thread's FX tracing (_eager_while_compiling).
+_FX_RETRIES = 100
 
 # Numbers the code copies of compile_method.
 _COPIES = itertools.count()
 
 
-def compile_method(method, options: dict):
+def compile_method(method, options: dict, watch: CompileWatch | None = None):
     """``torch.compile`` a bound method with a compile cache of its own.
 
     Dynamo keys its cache on the code object and allows ``recompile_limit`` (8) entries
@@ -149,13 +177,24 @@ def compile_method(method, options: dict):
     file, line and name, so a model stepped with batches of 16 after another model's
     batches of 8 would otherwise be traced with a symbolic batch size, which some ops
     under ``torch.func.grad`` (dropout) cannot take.
+
+    With a ``watch``, the backend reports to it (graph counts, log lines, compiling in a
+    background thread: see :class:`~fengine.func.compile_watch.CompileWatch`); with an
+    inductor backend, compiled code is cached in fengine's compile cache folder
+    (:mod:`fengine.func.compile_cache`).
     """
     function = method.__func__
     code = function.__code__.replace(co_name=f'{function.__code__.co_name}_{next(_COPIES)}')
     own = types.FunctionType(code, function.__globals__,
                              function.__name__, function.__defaults__, function.__closure__)
     own.__kwdefaults__ = function.__kwdefaults__
-    return torch.compile(types.MethodType(own, method.__self__), **options)
+    kwargs = {k: v for k, v in options.items() if k not in FENGINE_COMPILE_KEYS}
+    if kwargs.get('backend', 'inductor') == 'inductor':
+        use_compile_cache()
+    if watch is not None:
+        watch.code_name = code.co_name
+        kwargs = watch.torch_compile_kwargs(kwargs)
+    return torch.compile(types.MethodType(own, method.__self__), **kwargs)
 
 
 class TrainStep:
@@ -169,7 +208,12 @@ class TrainStep:
             and AMP settings are read from it).
         compile: ``True``, ``False`` (run the same function eagerly) or a dict of
             ``torch.compile`` options (``backend``, ``mode``...; ``mode='reduce-overhead'``
-            replays the step as a CUDA graph on CUDA when shapes are static).
+            replays the step as a CUDA graph on CUDA when shapes are static), which may
+            add ``background=True``: the first call starts a worker thread that compiles
+            the step, the calls run the model's eager step until it is ready, then the
+            compiled one (:mod:`fengine.func.compile_background`; not under data
+            parallel nor with fp16 loss scaling, which compile on the first call).
+            Compilations are logged (:mod:`fengine.func.compile_watch`).
         strict: Raise when compilation fails instead of warning and running eagerly.
         group: A ``torch.distributed`` process group to average the gradients over, for
             a model that is not wrapped in DDP (``None``: the DDP wrapper's group, or no
@@ -220,8 +264,6 @@ class TrainStep:
         self._optimizer_step = optimizer_update(optimizer)
         # The update from gradient tensors, without .grad buffers (None: it needs them).
         self._grad_update = grad_update(optimizer)
-        options = compile_options(compile)
-        self._compiled = None if options is None else compile_method(self._step, options)
         self._fell_back = False
         self._scales: dict[tuple, torch.Tensor] = {}
         self._held: dict = {}  # the 0-d tensors that replace float lrs (_optim_state.py)
@@ -233,6 +275,21 @@ class TrainStep:
         self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._static_scale = getattr(optim_wrapper, 'static_loss_scale', None)
         self._warned_lazy_state = False
+        options = compile_options(compile)
+        self._watch = None if options is None else CompileWatch(
+            f'the training step of {type(model).__name__}', options)
+        self._compiled = None if options is None else compile_method(self._step, options,
+                                                                     self._watch)
+        # Compiling without running (compile_background.py) needs one graph; data
+        # parallel and fp16 loss scaling keep to the foreground.
+        self._background_wanted = bool(
+            options is not None and options.get('background') and options['fullgraph']
+            and self.group is None and self._scaler is None)
+        self._background: BackgroundCompile | None = None
+        self._background_from = 0  # the step at which it began
+        # Kinds of call (_signature) compiled for, and those seen once and run eagerly.
+        self._kinds_compiled: set[tuple] = set()
+        self._kinds_seen: set[tuple] = set()
 
     @property
     def state(self) -> TrainState:
@@ -246,7 +303,10 @@ class TrainStep:
     # -- the function that is compiled -----------------------------------------------
     def _step(self, state: TrainState, data: Any, scale: torch.Tensor, update: bool,
               restore: list[torch.Tensor] | None = None,
-              window: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              window: torch.Tensor | None = None,
+              accumulated: bool = False) -> dict[str, torch.Tensor]:
+        if not torch.compiler.is_compiling():
+            refuse_eager_in_compile_thread()  # see compile_background.py
         model, wrapper, scaler = self.model, self.optim_wrapper, self._scaler
         with wrapper.optim_context(model):
             data = model.data_preprocessor(data, True)
@@ -270,7 +330,10 @@ class TrainStep:
         # accumulation window added up (None when there were none).
         direct = update and self._grad_update is not None
         with torch.no_grad():
-            grads = [grads[name] if direct and param.grad is None
+            # ``accumulated`` (whether .grad holds earlier micro-steps) is an argument, not
+            # read from .grad here: a trace in a background thread must not depend on
+            # .grad buffers that the eager steps meanwhile create and free.
+            grads = [grads[name] if direct and not accumulated
                      else param.grad.add_(grads[name]) for name, param in state.params.items()]
             if window is not None:  # data parallel
                 # On update steps, the gradients and the log values are averaged over
@@ -312,6 +375,26 @@ class TrainStep:
 
                 return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
+        if self._background_wanted and not self._fell_back:
+            if self._background is not None and self._background.done:
+                self._end_background(state)
+            if self._background is None and self._background_wanted and not self._fell_back:
+                # A batch of a new shape (the shorter last batch of an epoch) or kind of
+                # update (accumulation) would recompile in the foreground: it runs eagerly
+                # and, from its second time on, compiles in the background (the last
+                # batch of a one-epoch run is not worth a compilation).
+                kind = _signature(data, self.optim_wrapper.should_sync())
+                if kind not in self._kinds_compiled:
+                    self._watch.calls += 1
+                    if not self._kinds_compiled or kind in self._kinds_seen:
+                        self._kinds_compiled.add(kind)
+                        self._start_background(state, data)
+                    else:
+                        self._kinds_seen.add(kind)
+                    return state, self._eager_while_compiling(data)
+            elif self._background is not None:  # compiling: eager steps meanwhile
+                self._watch.calls += 1
+                return state, self._eager_while_compiling(data)
         compiled = self._compiled is not None and not self._fell_back
         step = self._compiled if compiled else self._step
         if compiled:
@@ -329,6 +412,7 @@ class TrainStep:
         if self._scaler is not None:
             ready_scaler_(self._scaler, layout.device)
         factor, update = self.optim_wrapper.next_micro_step()
+        accumulated = self._accumulated(state, update)
         if self._grad_update is None or not update:
             # Buffers the graph adds the gradients into, created outside it (see the module
             # docstring): for an optimizer that reads .grad, and for an accumulation window.
@@ -353,17 +437,13 @@ class TrainStep:
             # A failed collective is explained; a compile error falls back to eager below.
             with _dist._explained_collective_errors(
                     unless=lambda exc: self.group is None or _is_compile_error(exc)):
-                log_vars = step(state, data, scale, update, restore, window)
+                args = (state, data, scale, update, restore, window, accumulated)
+                log_vars = self._watch.call(step, *args) if compiled else step(*args)
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
             if not compiled or self.strict or not _is_compile_error(exc):
                 raise
-            self._fell_back = True
-            release_hyperparams_(state.optimizer, self._held)  # eager optimizers want floats
-            print_log(f'compiling the training step of {type(self.model).__name__} failed, '
-                      f'so it runs eagerly from now on: {type(exc).__name__}: '
-                      f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
-                      'raise instead).', logger='current', level=logging.WARNING)
-            log_vars = self._step(state, data, scale, update, restore, window)
+            self._fall_back(state, exc)
+            log_vars = self._step(state, data, scale, update, restore, window, accumulated)
         if update:
             # torch's LRScheduler wraps optimizer.step to set this flag; the update above
             # bypasses that wrapper, and the scheduler would warn it ran before any update.
@@ -374,6 +454,98 @@ class TrainStep:
                 for param in state.params.values():
                     param.grad = None
         return state, log_vars
+
+    def _fall_back(self, state: TrainState, exc: BaseException) -> None:
+        """Run eagerly from now on, after compiling failed with ``exc``; say so."""
+        self._fell_back = True
+        release_hyperparams_(state.optimizer, self._held)  # eager optimizers want floats
+        print_log(f'compiling the training step of {type(self.model).__name__} failed, '
+                  f'so it runs eagerly from now on: {type(exc).__name__}: '
+                  f'{str(exc).splitlines()[0] if str(exc) else ""} (pass strict=True to '
+                  'raise instead).', logger='current', level=logging.WARNING)
+
+    def _accumulated(self, state: TrainState, update: bool) -> bool:
+        """For an update from the gradients themselves (``_grad_update.py``): whether
+        ``.grad`` holds what earlier micro-steps of the window added up. (Always ``False``
+        where ``_step`` does not ask: one compiled variant, not two.)"""
+        return (update and self._grad_update is not None
+                and any(param.grad is not None for param in state.params.values()))
+
+    # -- compiling in the background (compile_background.py) -------------------------
+    def _start_background(self, state: TrainState, data: Any) -> None:
+        """Ready the state as the first compiled call would, and compile in a worker."""
+        # Traced for this micro-step's kind of update; the other kind (accumulation)
+        # compiles when it first comes, as without a background compile.
+        update = self.optim_wrapper.should_sync()
+        if self._grad_update is None or not update:
+            for param in state.params.values():
+                if param.grad is None:  # the buffers the graph adds into (see __call__)
+                    param.grad = torch.zeros_like(param)
+        # The trace must see what every compiled call sees (see __call__), or the first
+        # compiled call would compile again.
+        hold_hyperparams_(state.optimizer, self._held)
+        if not self._state_ready:
+            with _lent_grads(state.params.values()):
+                init_state_(state.optimizer)
+            self._cached_layout = None
+            self._state_ready = True
+        device = self._layout(state).device
+        # The eager step preprocesses `data` meanwhile; the trace gets its own batch.
+        batch = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, data)
+        args = (state, batch, self._scale(1, device), update, None, None,
+                self._accumulated(state, update))
+        if self._watch.backend_name == 'inductor':
+            prepare_inductor_in_this_thread()
+        if not self._watch.started:
+            self._watch.log_start(background=True)
+        self._background_from = self._watch.calls
+        self._background = BackgroundCompile(self._compiled, args).start()
+
+    def _eager_while_compiling(self, data: Any) -> dict[str, torch.Tensor]:
+        """The model's eager step (``compile=False``'s), with ``.grad`` as the compiled
+        step leaves it.
+
+        An optimizer that reads ``.grad`` keeps its buffers (``zero_grad(set_to_none=False)``):
+        the worker's trace reads the buffers the compiled step adds into, so they must
+        exist whenever it looks. An update from the gradients themselves
+        (``_grad_update.py``) frees them after each update, as the compiled step does;
+        its trace reads ``.grad`` only for the end of an accumulation window.
+
+        A module called while the worker runs FX's symbolic tracing fails (see
+        :func:`~fengine.func.compile_background.prepare_inductor_in_this_thread`); that
+        forward pass is run again. It failed at a module call, before any gradient or
+        update; only normalization statistics updated before that call see the batch
+        twice.
+        """
+        free = self._grad_update is not None
+        attempts = 0
+        while True:
+            try:
+                return self.model._eager_train_step(data, self.optim_wrapper,
+                                                     zero_kwargs=dict(set_to_none=free))
+            except NameError as exc:
+                attempts += 1
+                if not is_foreign_fx_trace_error(exc) or attempts >= _FX_RETRIES:
+                    raise
+                time.sleep(0.01)  # the window is one short trace
+
+    def _end_background(self, state: TrainState) -> None:
+        """Take the worker's result: switch to the compiled step, or fall back, or go on
+        compiling in the foreground (an error of the model itself shows there)."""
+        background, self._background = self._background, None
+        error = background.error
+        if error is None:
+            self._watch.settle(background.seconds, background_from=self._background_from)
+        elif isinstance(error, EagerInCompileThread):
+            self._background_wanted = False
+            print_log(f'{error}; the training step of {type(self.model).__name__} is called '
+                      'in the foreground from now on', logger='current', level=logging.WARNING)
+        elif isinstance(error, Exception) and _is_compile_error(error):
+            if self.strict:
+                raise error
+            self._fall_back(state, error)
+        else:  # the model's own error: the compiled call in the foreground meets it
+            self._background_wanted = False
 
     def _lazy_fp16_state(self, state: TrainState) -> bool:
         """Whether this fp16 step must run eagerly through the wrapper: incomplete state.
@@ -473,6 +645,14 @@ def _lent_grads(params: Iterable[torch.Tensor]) -> Iterator[None]:
     finally:
         for param in lent:
             param.grad = None
+
+
+def _signature(data: Any, update: bool) -> tuple:
+    """What of a call a new compilation depends on, as far as it can be told cheaply:
+    the batch's tensors' shapes, dtypes and devices, and whether the call updates."""
+    leaves = [(tuple(x.shape), x.dtype, x.device) for x in tree_flatten(data)[0]
+              if isinstance(x, torch.Tensor)]
+    return (tuple(leaves), update)
 
 
 def _same_tensors(cached: tuple[torch.Tensor, ...], tensors) -> bool:

@@ -5,12 +5,14 @@ the compiled, fused versions live in :mod:`fengine.func.step`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
+from ..func.compile_background import compile_in_flight
 from ..registry import MODELS
 from .activation_checkpointing import checkpointed_modules
 from .base_module import BaseModule
@@ -166,21 +168,40 @@ class BaseModel(BaseModule):
 
         Args:
             compile: ``True`` or a dict of ``torch.compile`` options (``backend``,
-                ``mode='reduce-overhead'`` for CUDA graphs, ``dynamic``...).
+                ``mode='reduce-overhead'`` for CUDA graphs, ``dynamic``...), and
+                ``background``: the first training step starts a worker thread that
+                compiles the training step while the steps run eagerly, and the steps
+                switch to the compiled one when it is ready
+                (:mod:`fengine.func.compile_background`); ``False`` compiles on the
+                first step, which waits for it. The default is ``True``, except under
+                ``torch.use_deterministic_algorithms(True)`` (``randomness=dict(
+                deterministic=True)``): the step where the switch happens depends on
+                timing, so the last bits of the weights would differ from run to run.
+                Validation and test steps run eagerly while a background compilation
+                runs.
             strict: Raise when compilation fails instead of warning and running eagerly.
 
         Returns:
             The model itself.
         """
+        from ..func.compile_watch import CompileWatch
         from ..func.step import compile_method, compile_options
 
         options = compile_options(compile)
+        if options is not None:
+            # Training starts at once, eagerly, while the training step compiles; but
+            # which steps run eagerly depends on timing, and a run that asked for
+            # deterministic algorithms wants the same bits every time.
+            options.setdefault('background', not torch.are_deterministic_algorithms_enabled())
         self._compiled_steps = None if options is None else dict(options=options,
                                                                    strict=strict, train={})
         if options is not None:
             _quiet_compile_noise()
             eval_options = {**options, 'fullgraph': False}
-            self._compiled_steps['eval'] = compile_method(self._eval_step, eval_options)
+            watch = CompileWatch(f'the validation/test step of {type(self).__name__}',
+                                 eval_options)
+            self._compiled_steps['eval'] = functools.partial(
+                watch.call, compile_method(self._eval_step, eval_options, watch))
         return self
 
     def _eval_step(self, data: Any) -> Any:
@@ -252,19 +273,23 @@ class BaseModel(BaseModule):
         return self._eager_train_step(data, optim_wrapper, forward_module=forward)
 
     def _eager_train_step(self, data: Any, optim_wrapper, forward_module: nn.Module | None = None,
-                          finish_log_vars: Callable[[dict], dict] | None = None
-                          ) -> dict[str, torch.Tensor]:
+                          finish_log_vars: Callable[[dict], dict] | None = None,
+                          zero_kwargs: dict | None = None) -> dict[str, torch.Tensor]:
         """The eager step; ``forward_module`` (a DDP wrapper around this model) runs the
         forward pass instead of ``self``, and ``finish_log_vars`` gets the detached log
         values of :meth:`parse_losses` after the update (before the optimizer wrapper's
-        are merged) and returns those to log (:mod:`~fengine.model.wrappers` averages them)."""
+        are merged) and returns those to log (:mod:`~fengine.model.wrappers` averages them);
+        ``zero_kwargs`` go to the wrapper's ``zero_grad``."""
         with optim_wrapper.optim_context(self if forward_module is None else forward_module):
             data = self.data_preprocessor(data, True)
             losses = (self._run_forward(data, mode='loss') if forward_module is None
                       # DDP's forward, so its reducer sees the pass.
                       else BaseModel._run_forward(forward_module, data, mode='loss'))
         loss, log_vars = self.parse_losses(losses)
-        optim_wrapper.update_params(loss)
+        if zero_kwargs is None:
+            optim_wrapper.update_params(loss)
+        else:
+            optim_wrapper.update_params(loss, zero_kwargs=zero_kwargs)
         log_vars = _detached(log_vars)
         if finish_log_vars is not None:
             log_vars = finish_log_vars(log_vars)
@@ -277,6 +302,8 @@ class BaseModel(BaseModule):
             with torch.no_grad():
                 return self._eval_step(data)
         with torch.no_grad():
+            if compile_in_flight():  # dynamo would make it wait for the other compile
+                return self._eval_step(data)
             return compiled['eval'](data)
 
     def test_step(self, data: Any) -> Any:

@@ -47,7 +47,7 @@ from .arguments import (check_auto_scale_lr, check_launcher, check_runner_type,
                         wrapper_extras)
 from .config_keys import config_text, plain_copy, split_cfg
 from .data import build_dataloader
-from .env import apply_env_cfg, check_env_cfg
+from .env import apply_env_cfg, check_env_cfg, choose_num_threads, dataloader_workers
 from .log_processor import LogProcessor
 from .message_hub import MessageHub, NonFiniteLossError
 from .randomness import check_seed, get_rng_state, set_random_seed, set_rng_state
@@ -282,7 +282,10 @@ class Runner:
             ``'slurm'`` and ``'mpi'`` are refused.
         env_cfg: ``dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork',
             opencv_num_threads=0), dist_cfg=dict(backend='nccl', timeout=1800),
-            resource_limit=4096)`` (see :mod:`fengine.runner.env`).
+            resource_limit=4096)`` (see :mod:`fengine.runner.env`); fengine adds
+            ``num_threads``, torch's intra-op threads (default: the usable cores less
+            the training DataLoader's workers and the cores other work keeps busy,
+            unless already chosen; see :func:`~fengine.runner.env.choose_num_threads`).
         log_level: Level of the ``fengine`` logger for this run (``'DEBUG'`` also
             writes a log file per rank in a distributed run).
         log_processor: A :class:`~fengine.runner.LogProcessor` or its arguments
@@ -399,6 +402,8 @@ class Runner:
             unwrap_model(self.model).compile_steps(self.compile)
 
         self._train_dataloader, self._val_dataloader = train_dataloader, val_dataloader
+        self.logger.info(choose_num_threads(self.env_cfg.get('num_threads'),
+                                            dataloader_workers(train_dataloader)))
         self._test_dataloader = test_dataloader
         self._train_cfg, self._val_cfg, self._test_cfg = train_cfg, val_cfg, test_cfg
         self.optim_wrapper = optim_wrapper
