@@ -181,8 +181,8 @@ def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_
         expected = eager.train_step(batch, eager_wrapper)
         state, got = step(state, batch)
         assert relative(got['loss'], expected['loss']) <= 1e-5, index
-        if index == 2:  # steps 1-3 ran eagerly while it compiled, at least step 1
-            assert step._background.wait(120)
+        if index == 0:  # step 1 ran eagerly and started the compile; let it finish here
+            assert step._background.wait(120)  # (when is a matter of timing otherwise)
     assert step._background is None and not step._fell_back
     assert_close_models(eager, model)
     assert step._watch.graphs == 1 and step._watch.recompiles == 0  # the switch compiled nothing
@@ -190,7 +190,7 @@ def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_
     assert lines[0] == ('compiling the training step of MLP (backend aot_eager) at its step 1, '
                         'in a background thread; eager steps run until it is ready')
     assert lines[1].startswith('compiled the training step of MLP in ')
-    assert lines[1].endswith(' s: 1 graph, 0 recompiles; compiled steps from its step 4 on '
+    assert lines[1].endswith(' s: 1 graph, 0 recompiles; compiled steps from its step 2 on '
                              '(eager before)')
     assert len(lines) == 2
 

@@ -688,7 +688,11 @@ def make_train_step(model: nn.Module, optim_wrapper, *, compile: bool | dict = T
         >>> net = Net()
         >>> wrapper = OptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1))
         >>> step = make_train_step(net, wrapper, compile=dict(backend='eager'))
-        >>> state, logs = step(step.state, (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()) as console:  # the log lines
+        ...     state, logs = step(step.state, (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+        >>> 'compiled the training step of Net' in console.getvalue()
+        True
         >>> sorted(logs)
         ['loss']
     """

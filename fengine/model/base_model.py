@@ -268,7 +268,11 @@ class BaseModel(BaseModule):
         forward = compiled.get('checkpointed_forward')
         if forward is None:
             # Graph breaks only split the forward graph here (the backward is autograd's).
-            forward = torch.compile(self, **{**compiled['options'], 'fullgraph': False})
+            from ..func.step import FENGINE_COMPILE_KEYS
+
+            options = {k: v for k, v in compiled['options'].items()
+                       if k not in FENGINE_COMPILE_KEYS}  # fengine's own, not torch.compile's
+            forward = torch.compile(self, **{**options, 'fullgraph': False})
             compiled['checkpointed_forward'] = forward
         return self._eager_train_step(data, optim_wrapper, forward_module=forward)
 
