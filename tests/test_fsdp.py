@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -22,7 +21,7 @@ from torch import nn
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from fsdp_models import INIT_SEED, TinyGPT, token_batches  # noqa: E402
-from test_runner_distributed import _env, _free_port, _torchrun  # noqa: E402
+from test_runner_distributed import _start_two_ranks, _torchrun  # noqa: E402
 
 from fengine.model import FSDP, ImgDataPreprocessor, MMFullyShardedDataParallel  # noqa: E402
 from fengine.model.fsdp import _shard_targets, parameters_on_meta  # noqa: E402
@@ -195,12 +194,8 @@ def test_when_a_rank_dies_the_other_fails_with_a_clear_error_not_a_hang(tmp_path
     # machine): only the broken connection, or the collective timeout, can end rank 0.
     script = tmp_path / 'die.py'
     script.write_text(DIE.format(tests=str(TESTS)))
-    env = _env(WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()),
-               FENGINE_DIST_TIMEOUT='60', PYTHONPATH=str(TESTS.parent))
-    processes = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                  env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)})
-                 for r in (0, 1)]
+    processes = _start_two_ranks(script, FENGINE_DIST_TIMEOUT='60',
+                                 PYTHONPATH=str(TESTS.parent))
     try:
         output, _ = processes[0].communicate(timeout=150)
         died, _ = processes[1].communicate(timeout=30)

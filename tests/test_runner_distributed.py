@@ -213,6 +213,17 @@ def _run(command: list[str], timeout: float, **extra_env: str) -> tuple[int, str
     return process.returncode, output, time.monotonic() - start
 
 
+def _start_two_ranks(script: Path, **extra_env: str) -> list[subprocess.Popen]:
+    """Ranks 0 and 1 of ``script`` as plain processes, without a torchrun agent (as ranks
+    on two machines): nothing but the ranks themselves notices one that dies or hangs."""
+    env = _env(WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()),
+               **extra_env)
+    return [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)})
+            for r in (0, 1)]
+
+
 def _torchrun(script: Path, timeout: float, **extra_env: str) -> tuple[int, str, float]:
     return _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
                  '--master_addr=127.0.0.1', f'--master_port={_free_port()}', str(script)],
@@ -362,13 +373,7 @@ def test_a_rank_that_hangs_makes_the_others_fail_after_the_timeout(tmp_path):
     script = tmp_path / 'hang.py'
     script.write_text(FAULT.format(tests=str(TESTS), out=str(tmp_path / 'work'), mode='hang',
                                    compile=False))
-    port = str(_free_port())
-    env = _env(WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=port,
-               FENGINE_DIST_TIMEOUT='5')
-    processes = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                  env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)})
-                 for r in (0, 1)]
+    processes = _start_two_ranks(script, FENGINE_DIST_TIMEOUT='5')
     try:
         output, _ = processes[0].communicate(timeout=120)
         assert processes[0].returncode != 0, output[-4000:]
