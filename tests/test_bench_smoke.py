@@ -34,7 +34,8 @@ def _contenders() -> list:
     for name in init_bench.CONTENDERS:
         marks = ()
         if name == 'mmengine' and not init_bench.mmengine_available():
-            marks = pytest.mark.skip(reason='mmengine is not installed (the bench extra)')
+            marks = pytest.mark.skip(reason='needs the bench extra of pyproject.toml '
+                                     '(FENGINE_EXTRAS=dev,vision,bench)')
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
