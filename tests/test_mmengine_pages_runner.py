@@ -376,16 +376,8 @@ def test_the_pages_slurm_launch_is_refused_pointing_to_torchrun(tmp_path):
 
 
 # -- 'Save Memory on GPU' ----------------------------------------------------------------------
-class ToyModel(BaseModel):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(1, 1)
-
-    def forward(self, img, label, mode):
-        feat = self.linear(img)
-        loss1 = (feat - label).pow(2)
-        loss2 = (feat - label).abs()
-        return dict(loss1=loss1, loss2=loss2)
+# The page's ToyModel is the logging page's, word for word.
+from test_mmengine_pages_logging import ToyModel  # noqa: E402
 
 
 def test_gradient_accumulation_updates_every_fourth_iteration(tmp_path):
