@@ -93,6 +93,12 @@ def main() -> None:
     graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
     seen['compiled'] = train(sharded(compile=compile))
     seen['compiled']['graphs'] = torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs
+    graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
+    seen['compiled_model'] = train(sharded(compile=compile, compile_scope='model'))
+    seen['compiled_model']['graphs'] = \
+        torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs
+    seen['compiled_model_checkpointed'] = train(
+        sharded(compile=compile, checkpoint=True, compile_scope='model'), steps=3)
     seen['accumulate'] = train(sharded(), accumulate=2)
     seen['compiled_accumulate'] = train(sharded(compile=compile), accumulate=2)
     seen['checkpointed'] = train(sharded(checkpoint=True), steps=3)

@@ -115,7 +115,7 @@ def test_the_init_report_is_written_once_by_rank_0_as_in_one_process(ranks, feng
 
 
 # -- training -------------------------------------------------------------------------------
-@pytest.mark.parametrize('mode', ['eager', 'compiled'])
+@pytest.mark.parametrize('mode', ['eager', 'compiled', 'compiled_model'])
 def test_ten_adamw_steps_on_two_ranks_match_one_process_of_the_global_batch(
         ranks, one_process, mode):
     rank0, rank1 = (seen[mode] for seen in ranks)
@@ -129,6 +129,18 @@ def test_ten_adamw_steps_on_two_ranks_match_one_process_of_the_global_batch(
 
 def test_the_compiled_path_compiles_each_sharded_block(ranks):
     assert ranks[0]['compiled']['graphs'] >= 2  # one graph per block, at least
+
+
+def test_compile_scope_model_compiles_the_code_around_the_blocks_too(ranks):
+    # FSDP2's hooks split the model's forward: the pieces before, between and after the
+    # blocks, and the blocks' own forwards, are graphs of their own.
+    assert ranks[0]['compiled_model']['graphs'] > ranks[0]['compiled']['graphs']
+
+
+def test_compile_scope_model_keeps_activation_checkpointing_of_the_blocks(ranks):
+    checkpointed, plain = ranks[0]['compiled_model_checkpointed'], ranks[0]['eager_3']
+    assert checkpointed['losses'] == pytest.approx(plain['losses'], rel=1e-5)
+    assert _relative(checkpointed['params'], plain['params']) < 1e-5
 
 
 @pytest.mark.parametrize('mode', ['accumulate', 'compiled_accumulate'])
@@ -222,6 +234,15 @@ def test_shard_modules_naming_no_class_lists_the_classes_present():
         FSDP(TinyGPT(), shard_modules=['Blok'])
     with pytest.raises(TypeError, match='shard_modules must be class names'):
         FSDP(TinyGPT(), shard_modules=[nn.Linear])
+
+
+def test_an_unknown_compile_scope_names_the_valid_choices():
+    with pytest.raises(ValueError, match=r"FSDP compile_scope must be one of 'block', 'model', "
+                                         r"but got 'models'. Did you mean 'model'\?"):
+        FSDP(TinyGPT(), shard_modules=['Block'], compile_scope='models')
+    with pytest.raises(ValueError, match=r"FSDP compile_scope must be one of 'block', 'model', "
+                                         r"but got 'step'"):
+        MMFullyShardedDataParallel(TinyGPT(), compile_scope='step')
 
 
 def test_a_bad_mixed_precision_dtype_or_key_is_named():

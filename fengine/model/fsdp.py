@@ -37,15 +37,15 @@ import torch
 from torch import nn
 
 from .. import dist
-from .._errors import check_bool, check_keys, choices_text, suggest
+from .._errors import check_bool, check_choice, check_keys, choices_text, suggest
 from ..func.plan import Call, init_plan, is_base_init_weights, layer_names
 from ..func.shard import init_shards, row_shard
 from ..logging import print_log
 from ..registry import MODEL_WRAPPERS
 from .activation_checkpointing import _MARK, _checkpointed
 
-__all__ = ['FSDP', 'MMFullyShardedDataParallel', 'FSDP_WRAPPERS', 'local_numel',
-           'is_fsdp_config', 'parameters_on_meta']
+__all__ = ['FSDP', 'MMFullyShardedDataParallel', 'FSDP_WRAPPERS', 'COMPILE_SCOPES',
+           'local_numel', 'is_fsdp_config', 'parameters_on_meta']
 
 # The names model_wrapper_cfg may give this wrapper (MMEngine's, and the short one).
 FSDP_WRAPPERS = ('FSDP', 'MMFullyShardedDataParallel')
@@ -54,6 +54,10 @@ _DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'float16': torch.flo
            'fp16': torch.float16, 'half': torch.float16, 'bfloat16': torch.bfloat16,
            'bf16': torch.bfloat16, 'float64': torch.float64}
 _MIXED_PRECISION_KEYS = ('param_dtype', 'reduce_dtype', 'output_dtype', 'cast_forward_inputs')
+
+# What compile_steps() compiles under FSDP (docs/distributed.md, "The compiled path under
+# FSDP", has the measurements behind the default).
+COMPILE_SCOPES = ('block', 'model')
 
 
 def is_fsdp_config(model_wrapper_cfg: Any) -> bool:
@@ -188,6 +192,14 @@ class FSDP(nn.Module):
         cpu_offload: Keep the shards, gradients and optimizer step on the CPU
             (FSDP2's ``CPUOffloadPolicy``); for CUDA training.
         device: Where the shards live (default: the current CUDA device, else the CPU).
+        compile_scope: What ``compile_steps()`` (``Runner(compile=...)``) compiles:
+            ``'block'`` (the default) the forward of each module ``shard_modules``
+            picks, each on its own; ``'model'`` the wrapped model's whole forward (the
+            loss included), which dynamo splits at every FSDP2 hook (torch runs those
+            hooks uncompiled), so the blocks become graphs of their own and the code
+            around them (embeddings, head, loss) is compiled too. Either way the
+            backward runs through autograd with FSDP2's hooks and the update through
+            the optimizer wrapper.
 
     Example (under ``torchrun``, after ``fengine.dist.init_dist()``)::
 
@@ -200,12 +212,14 @@ class FSDP(nn.Module):
 
     def __init__(self, module: nn.Module, shard_modules: Any = None,
                  reshard_after_forward: bool = True, mixed_precision: dict | None = None,
-                 cpu_offload: bool = False, device: torch.device | str | None = None) -> None:
+                 cpu_offload: bool = False, device: torch.device | str | None = None,
+                 compile_scope: str = 'block') -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
         super().__init__()
         reshard_after_forward = check_bool('reshard_after_forward', reshard_after_forward)
+        check_choice('FSDP compile_scope', compile_scope, COMPILE_SCOPES)
         offload = OffloadPolicy()
         if check_bool('cpu_offload', cpu_offload):
             offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
@@ -230,6 +244,7 @@ class FSDP(nn.Module):
         fully_shard(module, **options)
         self.module = module
         self.process_group = mesh.get_group()
+        self.compile_scope = compile_scope
         self._compiled_blocks = False
         if self._unset or any(b.is_meta for b in module.buffers()):
             self._materialize(device)
@@ -348,26 +363,36 @@ class FSDP(nn.Module):
         return self.val_step(data)
 
     def _compile_blocks(self) -> None:
-        """Compile each sharded submodule's forward, once ``compile_steps()`` was called."""
+        """Compile what ``compile_scope`` names, once ``compile_steps()`` was called."""
         compiled = getattr(self.module, '_compiled_steps', None)
         if compiled is None or self._compiled_blocks:
             return
-        from ..func.step import compile_method
-
         options = compiled['options']
+        if self.compile_scope == 'model':
+            # FSDP2's hooks are dynamo-disabled: each one splits the forward, so fullgraph
+            # cannot hold; the blocks' own forwards become separate graphs.
+            _compile_forward(self.module, {**options, 'fullgraph': False})
+            self._compiled_blocks = True
+            return
         if not self.sharded_modules:
             print_log('compile: FSDP compiles the forward of each module shard_modules picks, '
                       'and shard_modules picks none, so training runs eagerly; set '
-                      "shard_modules (e.g. ['Block']).", logger='current',
-                      level=logging.WARNING)
+                      "shard_modules (e.g. ['Block']), or compile_scope='model'.",
+                      logger='current', level=logging.WARNING)
         for name in self.sharded_modules:
-            sub = self.module.get_submodule(name)
-            checkpointed = getattr(sub.forward, _MARK, False)
-            inner = sub.forward.__wrapped__ if checkpointed else sub.forward
-            # A code copy per block: dynamo allows 8 cache entries per code object.
-            forward: Callable = compile_method(inner, options)
-            sub.forward = _checkpointed(forward) if checkpointed else forward
+            _compile_forward(self.module.get_submodule(name), options)
         self._compiled_blocks = True
+
+
+def _compile_forward(sub: nn.Module, options: dict) -> None:
+    """Replace ``sub.forward`` by a compiled copy, keeping its activation checkpointing."""
+    from ..func.step import compile_method
+
+    checkpointed = getattr(sub.forward, _MARK, False)
+    inner = sub.forward.__wrapped__ if checkpointed else sub.forward
+    # A code copy per module: dynamo allows 8 cache entries per code object.
+    forward: Callable = compile_method(inner, options)
+    sub.forward = _checkpointed(forward) if checkpointed else forward
 
 
 _MMENGINE_KEYS = ('sharding_strategy', 'cpu_offload', 'mixed_precision', 'use_orig_params',
@@ -396,12 +421,13 @@ class MMFullyShardedDataParallel(FSDP):
     ``dict(offload_params=...)``), ``mixed_precision`` (``param_dtype``,
     ``reduce_dtype``; FSDP1's ``buffer_dtype`` has no FSDP2 meaning), ``use_orig_params``
     (FSDP2 always keeps the original parameters: only ``True``), ``device_id``. Others
-    are refused by name, saying what to do instead; fengine's own ``shard_modules`` and
-    ``device`` may be given too (``device_id`` wins over ``device``).
+    are refused by name, saying what to do instead; fengine's own ``shard_modules``,
+    ``device`` and ``compile_scope`` may be given too (``device_id`` wins over ``device``).
     """
 
     def __init__(self, module: nn.Module, shard_modules: Any = None,
-                 device: torch.device | str | None = None, **kwargs: Any) -> None:
+                 device: torch.device | str | None = None, compile_scope: str = 'block',
+                 **kwargs: Any) -> None:
         for key in kwargs:
             if key in _MMENGINE_REFUSED:
                 raise ValueError(f'MMFullyShardedDataParallel: {key!r} is not supported '
@@ -439,4 +465,5 @@ class MMFullyShardedDataParallel(FSDP):
             device_id = kwargs['device_id']
             args['device'] = torch.device('cuda', device_id) if isinstance(device_id, int) \
                 else torch.device(device_id)
-        super().__init__(module, shard_modules=shard_modules, **args)
+        super().__init__(module, shard_modules=shard_modules, compile_scope=compile_scope,
+                         **args)
