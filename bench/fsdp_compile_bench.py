@@ -4,7 +4,7 @@
     PYTHONPATH=$PWD python -m bench.fsdp_compile_bench --backends aot_eager --rounds 1
 
 Each contender is one ``torchrun --nproc-per-node=2`` launch (fresh processes, Gloo, one
-thread per rank, inductor's caches off so that every compile is a cold one) training
+thread per rank, an empty inductor cache folder of its own: a user's first run) training
 :data:`MODEL` (a small GPT) for :data:`STEPS` AdamW steps on a global batch of 8, built on
 ``meta`` and sharded with ``fengine.model.FSDP(shard_modules=['Block'])``:
 
@@ -18,7 +18,8 @@ thread per rank, inductor's caches off so that every compile is a cold one) trai
 
 Per contender: whether it worked (an exception is printed with its first line), whether
 its losses equal eager's within a relative 1e-5, the first step's time minus the median
-step time ("compile s"), the median of the remaining steps (the slowest rank's), and the
+step time ("compile s"), how many graphs dynamo made, the median of the remaining steps
+(the slowest rank's), and the
 peak resident memory of a rank over the whole run above what it held before building the
 model (the largest over ranks). Contenders take turns round by round.
 """
@@ -27,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench.fsdp_bench import _free_port, _rss_mb, _rss_peak_mb
@@ -101,17 +104,23 @@ def worker(variant: str, backend: str) -> None:
         lines = [ln for ln in str(error).splitlines() if ln.strip()]
         row['error'] = f'{type(error).__name__}: {lines[0] if lines else ""}'[:300]
     row['peak_mb'] = _rss_peak_mb() - baseline_mb
+    row['graphs'] = torch._dynamo.utils.counters['stats']['unique_graphs']
     rows = dist.all_gather_object(row)
     if rank == 0:
         print('FSDP_COMPILE_BENCH ' + json.dumps(rows), flush=True)
 
 
 def launch(variant: str, backend: str, timeout: float) -> dict:
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TORCHINDUCTOR_FORCE_DISABLE_CACHES': '1'}
+    cache = tempfile.mkdtemp(prefix='fsdp-compile-bench-')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TORCHINDUCTOR_CACHE_DIR': cache}
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
                '--master_addr=127.0.0.1', f'--master_port={_free_port()}', '-m',
                'bench.fsdp_compile_bench', '--worker', variant, '--backends', backend]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, env=env,
+                             timeout=timeout)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     line = next((ln for ln in out.stdout.splitlines()
                  if ln.startswith('FSDP_COMPILE_BENCH ')), None)
     if line is None:
@@ -121,7 +130,8 @@ def launch(variant: str, backend: str, timeout: float) -> dict:
     rows = json.loads(line.removeprefix('FSDP_COMPILE_BENCH '))
     errors = [r['error'] for r in rows if r['error']]
     result = dict(variant=variant, backend=backend, error=errors[0] if errors else None,
-                  losses=rows[0]['losses'], peak_mb=max(r['peak_mb'] for r in rows))
+                  losses=rows[0]['losses'], peak_mb=max(r['peak_mb'] for r in rows),
+                  graphs=rows[0]['graphs'])
     if not errors:
         slowest = [max(ts) for ts in zip(*(r['times'] for r in rows))]
         result['step_s'] = statistics.median(slowest[1:])
@@ -157,19 +167,20 @@ def main() -> None:
                     launch(variant, backend, timeout=1200))
     reference = results[('eager', args.backends[0])][0]['losses']
     print(f'{"variant":<7} {"backend":<10} {"works":<6} {"= eager":<8} {"compile s":>9} '
-          f'{"step s":>7} {"peak MB":>8}  error')
+          f'{"graphs":>6} {"step s":>7} {"peak MB":>8}  error')
     table = []
     for (variant, backend), runs in results.items():
         ok = [r for r in runs if not r['error']]
         row = dict(variant=variant, backend='-' if variant == 'eager' else backend,
                    works=bool(ok), error=None if ok else runs[0]['error'],
                    equal=bool(ok) and all(_matches(r['losses'], reference) for r in ok))
-        for key in ('compile_s', 'step_s', 'peak_mb'):
+        for key in ('compile_s', 'graphs', 'step_s', 'peak_mb'):
             row[key] = statistics.median(r[key] for r in ok) if ok and key in ok[0] \
                 else float('nan')
         table.append(row)
         print(f'{row["variant"]:<7} {row["backend"]:<10} {str(row["works"]):<6} '
-              f'{str(row["equal"]):<8} {row["compile_s"]:>9.2f} {row["step_s"]:>7.3f} '
+              f'{str(row["equal"]):<8} {row["compile_s"]:>9.2f} {row["graphs"]:>6.0f} '
+              f'{row["step_s"]:>7.3f} '
               f'{row["peak_mb"]:>8.0f}  {row["error"] or ""}')
     if args.json:
         with open(args.json, 'w') as f:

@@ -91,14 +91,12 @@ def main() -> None:
     compile = dict(backend='aot_eager')
     seen['eager'] = train(sharded())
     graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
-    seen['compiled'] = train(sharded(compile=compile))
+    seen['compiled'] = train(sharded(compile=compile, compile_scope='block'))
     seen['compiled']['graphs'] = torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs
     graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
-    seen['compiled_model'] = train(sharded(compile=compile, compile_scope='model'))
+    seen['compiled_model'] = train(sharded(compile=compile))  # the default scope
     seen['compiled_model']['graphs'] = \
         torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs
-    seen['compiled_model_checkpointed'] = train(
-        sharded(compile=compile, checkpoint=True, compile_scope='model'), steps=3)
     seen['accumulate'] = train(sharded(), accumulate=2)
     seen['compiled_accumulate'] = train(sharded(compile=compile), accumulate=2)
     seen['checkpointed'] = train(sharded(checkpoint=True), steps=3)
@@ -128,6 +126,7 @@ def main() -> None:
         runner.train()
         seen[name] = dict(wrapper=type(runner.model).__name__,
                           compiled_blocks=runner.model._compiled_blocks,
+                          compile_scope=runner.model.compile_scope,
                           losses=runner.message_hub.history('train/loss'),
                           params=full(runner.model))
     torch.save(seen, out / f'rank{rank}.pt')

@@ -24,8 +24,8 @@ wrapper's clipping and update) with parameters gathered per sharded module, grad
 reduce-scattered after its backward. Between updates of an accumulation window the
 gradients are not reduced (``set_requires_gradient_sync(False)``, through
 :meth:`FSDP.no_sync`, which ``OptimWrapper.optim_context`` enters). After
-``compile_steps()`` (``Runner(compile=...)``), the forward of each sharded submodule is
-compiled on its own (FSDP's hooks stay outside the compiled code).
+``compile_steps()`` (``Runner(compile=...)``), the model's forward is compiled around
+FSDP's hooks, which stay uncompiled (``compile_scope``).
 """
 from __future__ import annotations
 
@@ -192,14 +192,17 @@ class FSDP(nn.Module):
         cpu_offload: Keep the shards, gradients and optimizer step on the CPU
             (FSDP2's ``CPUOffloadPolicy``); for CUDA training.
         device: Where the shards live (default: the current CUDA device, else the CPU).
-        compile_scope: What ``compile_steps()`` (``Runner(compile=...)``) compiles:
-            ``'block'`` (the default) the forward of each module ``shard_modules``
-            picks, each on its own; ``'model'`` the wrapped model's whole forward (the
-            loss included), which dynamo splits at every FSDP2 hook (torch runs those
-            hooks uncompiled), so the blocks become graphs of their own and the code
-            around them (embeddings, head, loss) is compiled too. Either way the
-            backward runs through autograd with FSDP2's hooks and the update through
-            the optimizer wrapper.
+        compile_scope: What ``compile_steps()`` (``Runner(compile=...)``) compiles.
+            ``'model'`` (the default): the wrapped model's forward, the loss included,
+            which dynamo splits at every FSDP2 hook (torch always runs those hooks
+            uncompiled): each sharded module's forward becomes a graph of its own,
+            compiled once and shared by all modules of the same class and shapes,
+            and the code around them is compiled where dynamo can resume after a
+            hook (not inside a loop over the blocks, which then runs uncompiled).
+            ``'block'``: only the forward of each module ``shard_modules`` picks,
+            each compiled on its own (one compilation per module). Either way the
+            backward runs through autograd with FSDP2's hooks, and the update through
+            the optimizer wrapper. ``docs/distributed.md`` has the measurements.
 
     Example (under ``torchrun``, after ``fengine.dist.init_dist()``)::
 
@@ -213,7 +216,7 @@ class FSDP(nn.Module):
     def __init__(self, module: nn.Module, shard_modules: Any = None,
                  reshard_after_forward: bool = True, mixed_precision: dict | None = None,
                  cpu_offload: bool = False, device: torch.device | str | None = None,
-                 compile_scope: str = 'block') -> None:
+                 compile_scope: str = 'model') -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
@@ -339,8 +342,8 @@ class FSDP(nn.Module):
     def train_step(self, data: Any, optim_wrapper) -> dict[str, torch.Tensor]:
         """Preprocess, forward in ``loss`` mode through FSDP2's hooks, parse, update.
 
-        After ``module.compile_steps()``, each sharded submodule's forward is compiled
-        (once, on the first step). On update steps the log values are averaged over the
+        After ``module.compile_steps()``, the forward is compiled as ``compile_scope``
+        says (once, on the first step). On update steps the log values are averaged over the
         ranks, as under :class:`~fengine.model.wrappers.MMDistributedDataParallel`; the
         gradient norm of clipping is the norm of the whole (sharded) gradient.
         """
@@ -426,7 +429,7 @@ class MMFullyShardedDataParallel(FSDP):
     """
 
     def __init__(self, module: nn.Module, shard_modules: Any = None,
-                 device: torch.device | str | None = None, compile_scope: str = 'block',
+                 device: torch.device | str | None = None, compile_scope: str = 'model',
                  **kwargs: Any) -> None:
         for key in kwargs:
             if key in _MMENGINE_REFUSED:
