@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from bench.fsdp_bench import _free_port, _rss_mb, _rss_peak_mb
+from bench.fsdp_bench import _free_port, _rss_mb, _rss_peak_mb, language_model
 
 # 4 blocks of width 128, vocabulary 1024, 64 tokens: 1.06M parameters, so that a cold
 # inductor compile of every contender fits in minutes on a shared 2-core machine.
@@ -46,24 +46,13 @@ VARIANTS = ('eager', 'block', 'model', 'fused')
 
 def worker(variant: str, backend: str) -> None:
     import torch
-    import torch.nn.functional as F
 
     from fengine import dist
     from fengine.func import make_train_step
-    from fengine.model import FSDP, BaseModel
+    from fengine.model import FSDP
     from fengine.optim import OptimWrapper
-    from fengine.presets import GPT, GPTConfig
 
-    class LM(BaseModel):
-        def __init__(self):
-            super().__init__(init_cfg=[
-                dict(type='Normal', layer=['Linear', 'Embedding'], std=0.02, bias=0),
-                dict(type='Constant', layer='LayerNorm', val=1, bias=0)])
-            self.net = GPT(GPTConfig(**MODEL))
-
-        def forward(self, tokens, mode='tensor'):
-            logits = self.net(tokens[:, :-1])
-            return dict(loss=F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()))
+    LM = language_model(MODEL)
 
     dist.init_dist()
     rank, world = dist.get_rank(), dist.get_world_size()
