@@ -11,10 +11,9 @@ AdamW, a fixed global batch split over the ranks, the eager training step.
 Before each launch the parent estimates the memory the launch needs (:func:`estimate_gb`:
 per rank the parameters, gradients, two AdamW states and the update's temporaries, DDP's
 gradient buckets, FSDP's gathered modules, activations, and what a process with torch and
-Gloo loaded holds) and
-skips it, printing why, when that exceeds ``/proc/meminfo``'s ``MemAvailable`` less a
-reserve for everyone else: the machine is shared, and an out-of-memory kill there hits
-other people's work.
+Gloo loaded holds) and skips it, printing why, when that exceeds ``/proc/meminfo``'s
+``MemAvailable`` less a reserve for everyone else: the machine is shared, and an
+out-of-memory kill there hits other people's work.
 
 - ``fsdp``: built on ``meta``, ``fengine.model.FSDP(shard_modules=['Block'])``, each
   rank initializes its own shards (``FSDP.init_weights``).
@@ -43,8 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-# ``tokens``: the sequence length trained on; ``batch``: the global batch. gpt-350m keeps
-# both small so that a step on a 2-core CPU takes seconds, not minutes.
+# ``tokens``: the sequence length trained on; ``batch``: the global batch. The large
+# models keep both small so that a step on a 2-core CPU takes seconds, not minutes.
 MODELS = {
     'gpt-200m': dict(config=dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=16,
                                  n_embd=1024), tokens=32, batch=4),
@@ -94,6 +93,7 @@ def estimate_gb(kind: str, procs: int, model: str) -> float:
 
 
 def mem_available_gb() -> float:
+    """``MemAvailable`` of ``/proc/meminfo`` in GB (NaN where there is none)."""
     with open('/proc/meminfo') as meminfo:
         for line in meminfo:
             if line.startswith('MemAvailable:'):
@@ -165,7 +165,6 @@ def worker(kind: str, model_name: str, steps: int, warmup: int) -> None:
     from fengine.optim import OptimWrapper
 
     spec = MODELS[model_name]
-
     LM = language_model(spec['config'])
 
     dist.init_dist()

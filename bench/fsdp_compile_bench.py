@@ -19,9 +19,9 @@ thread per rank, an empty inductor cache folder of its own: a user's first run) 
 Per contender: whether it worked (an exception is printed with its first line), whether
 its losses equal eager's within a relative 1e-5, the first step's time minus the median
 step time ("compile s"), how many graphs dynamo made, the median of the remaining steps
-(the slowest rank's), and the
-peak resident memory of a rank over the whole run above what it held before building the
-model (the largest over ranks). Contenders take turns round by round.
+(the slowest rank's), and the peak resident memory of a rank over the whole run above
+what it held before building the model (the largest over ranks). Contenders take turns
+round by round.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from bench.fsdp_bench import _free_port, _rss_mb, _rss_peak_mb, language_model
 
@@ -42,6 +43,7 @@ from bench.fsdp_bench import _free_port, _rss_mb, _rss_peak_mb, language_model
 MODEL = dict(vocab_size=1024, block_size=64, n_layer=4, n_head=4, n_embd=128)
 STEPS, GLOBAL_BATCH = 10, 8
 VARIANTS = ('eager', 'block', 'model', 'fused')
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(variant: str, backend: str) -> None:
@@ -106,8 +108,9 @@ def launch(variant: str, backend: str, timeout: float) -> dict:
                '--master_addr=127.0.0.1', f'--master_port={_free_port()}', '-m',
                'bench.fsdp_compile_bench', '--worker', variant, '--backends', backend]
     try:
+        # The repository root, where ``-m bench.fsdp_compile_bench`` resolves.
         out = subprocess.run(command, capture_output=True, text=True, env=env,
-                             timeout=timeout)
+                             timeout=timeout, cwd=ROOT)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     line = next((ln for ln in out.stdout.splitlines()

@@ -307,6 +307,15 @@ def test_the_fsdp_benchmark_runs_a_one_process_launch_and_reports_every_field():
                         'peak_steps_mb', 'build_s', 'init_s', 'step_s'}
 
 
+def test_the_fused_one_graph_step_cannot_run_over_fsdp2_as_docs_distributed_md_says():
+    # docs/distributed.md ("The compiled path under FSDP") explains the choice of the
+    # compiled path with this error; if a torch version lifts it, the choice is open again.
+    from bench import fsdp_compile_bench
+
+    row = fsdp_compile_bench.launch('fused', 'aot_eager', timeout=300)
+    assert row['error'] == 'Unsupported: Call to `torch._dynamo.disable()`'
+
+
 def test_the_fsdp_benchmark_counts_the_parameters_of_the_model_it_builds():
     from bench import fsdp_bench
     from fengine.presets import GPT, GPTConfig
