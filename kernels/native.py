@@ -122,14 +122,17 @@ def library() -> ctypes.CDLL | None:
 
 
 def _load(path: Path) -> ctypes.CDLL:
-    """The built library, its functions' signatures declared."""
+    """The built library, its functions' signatures declared (``bench/fill_ab.py`` loads
+    older builds too, which have the fill only)."""
     lib = ctypes.CDLL(str(path))
     lib.fengine_philox_fill_f32.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_uint64,
         ctypes.c_void_p]
     lib.fengine_philox_fill_f32.restype = None
-    lib.fengine_philox_sqrt_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    lib.fengine_philox_sqrt_f32.restype = None
+    if hasattr(lib, 'fengine_philox_sqrt_f32'):
+        lib.fengine_philox_sqrt_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                                ctypes.c_int64]
+        lib.fengine_philox_sqrt_f32.restype = None
     return lib
 
 
