@@ -90,3 +90,24 @@ def test_large_fills_written_by_streaming_stores_keep_the_bits_at_any_alignment(
         assert torch.equal(base[offset:offset + n], whole[start:start + n]), (offset, start)
         # nothing written outside the range
         assert bool((base[:offset] == -7.0).all()) and bool((base[offset + n:] == -7.0).all())
+
+
+@needs_cc
+def test_the_ab_bench_times_two_builds_in_turns_and_compares_their_bits():
+    from bench.fill_ab import bench_fill_ab
+    from fengine.kernels import native
+    source = native.SOURCE.read_text()
+    # a copy whose uniform is off by one step of the 2**-24 grid: other bits, same speed
+    shifted = source.replace('return MUL(_mm256_cvtepi32_ps(_mm256_srli_epi32(x, 8))',
+                             'return MUL(_mm256_cvtepi32_ps(_mm256_srli_epi32(x, 9))')
+    shifted = shifted.replace('static inline float u24(uint32_t x) { return (float)(x >> 8)',
+                              'static inline float u24(uint32_t x) { return (float)(x >> 9)')
+    assert shifted != source
+    lines, threads = [], torch.get_num_threads()
+    rows = bench_fill_ab(source, shifted, 4096, repeats=2, log=lines.append)
+    assert [r['kind'] for r in rows] == ['uniform', 'normal', 'trunc_normal'] and len(lines) == 3
+    assert [r['same_bits'] for r in rows] == [False, False, True]
+    for row in rows:
+        assert all(len(row['times'][name]) == 2 for name in ('old', 'new', 'fill_'))
+        assert row['speedup'] > 0 and row['of_write']['new'] > 0
+    assert torch.get_num_threads() == threads  # one thread while timing, then back
