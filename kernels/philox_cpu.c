@@ -3,7 +3,11 @@
  * The float arithmetic mirrors philox.py operation by operation (the same constants,
  * rounded to float32 from the same doubles, the same order of operations, no fused
  * multiply-adds: built with -ffp-contract=off), so the values are bit for bit those
- * of the torch-ops path; tests/test_kernels.py checks it. Built and loaded by native.py.
+ * of the torch-ops path; tests/test_kernels.py and tests/test_kernels_native.py check
+ * it. Built and loaded by native.py.
+ *
+ * The scalar functions below are the portable loop's (and its tail's); with AVX2, the
+ * whole fill is the fused vector loop further down, which repeats them with intrinsics.
  */
 #include <math.h>
 #include <stdint.h>
@@ -118,8 +122,8 @@ static inline float erfinv_f32(float x, float one_minus_x2) { /* philox.erfinv_f
  * independent vectors in flight: each function below works on n vectors, one statement
  * at a time across all of them (EACH), which the compiler unrolls into interleaved code.
  * Looping over the vectors one after another instead ran at the polynomials' latency. */
-#define GROUP 2               /* blocks of eight counters per step */
-#define BATCH (8 * GROUP)     /* counters per step */
+#define GROUP 2               /* blocks of eight counters per batch */
+#define BATCH (8 * GROUP)     /* counters per batch */
 #define EACH(j, n) _Pragma("GCC unroll 16") for (int j = 0; j < (n); j++)
 #define AI inline __attribute__((always_inline))
 
@@ -290,9 +294,9 @@ static AI void store_block(const __m256 y[4], float *out, int stream) {
     }
 }
 
-/* `steps` steps of BATCH counters from `first` into out; kind is a constant where this is
- * inlined, so each kind gets a loop of its own with its constants hoisted. */
-static AI void run_kind(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t steps,
+/* `batches` batches of BATCH counters from `first` into out; kind is a constant where
+ * this is inlined, so each kind gets a loop of its own with its constants hoisted. */
+static AI void run_kind(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t batches,
                         const float *a, float *out, int stream) {
     __m256i keys[10][2];
     for (int round = 0; round < 10; round++) {
@@ -309,7 +313,7 @@ static AI void run_kind(int kind, uint32_t k0, uint32_t k1, uint64_t first, int6
     const __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]),
                  a3 = _mm256_set1_ps(a[3]), a4 = _mm256_set1_ps(a[4]), a5 = _mm256_set1_ps(a[5]),
                  a6 = _mm256_set1_ps(a[6]), a7 = _mm256_set1_ps(a[7]);
-    for (int64_t s = 0; s < steps; s++, out += 4 * BATCH) {
+    for (int64_t i = 0; i < batches; i++, out += 4 * BATCH) {
         __m256i w[4 * GROUP];
         __m256 y[4 * GROUP];
         philox_group(ctr, (const __m256i(*)[2])keys, w);
@@ -346,15 +350,15 @@ static AI void run_kind(int kind, uint32_t k0, uint32_t k1, uint64_t first, int6
     }
 }
 
-static void run(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t steps,
+static void run(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t batches,
                 const float *a, float *out, int stream) {
-    stream = stream && ((uintptr_t)out & 31) == 0; /* every step then starts aligned too */
+    stream = stream && ((uintptr_t)out & 31) == 0; /* every batch then starts aligned too */
     if (kind == 1)
-        run_kind(1, k0, k1, first, steps, a, out, stream);
+        run_kind(1, k0, k1, first, batches, a, out, stream);
     else if (kind == 2)
-        run_kind(2, k0, k1, first, steps, a, out, stream);
+        run_kind(2, k0, k1, first, batches, a, out, stream);
     else
-        run_kind(3, k0, k1, first, steps, a, out, stream);
+        run_kind(3, k0, k1, first, batches, a, out, stream);
     if (stream)
         _mm_sfence(); /* streamed stores are weakly ordered: make them visible */
 }
@@ -437,10 +441,10 @@ static void batch(int kind, uint32_t k0, uint32_t k1, uint64_t first, const floa
     }
 }
 
-static void run(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t blocks,
+static void run(int kind, uint32_t k0, uint32_t k1, uint64_t first, int64_t batches,
                 const float *a, float *out, int stream) {
     (void)stream; /* plain stores: streaming ones are not portable C */
-    for (int64_t b = 0; b < blocks; b++)
+    for (int64_t b = 0; b < batches; b++)
         batch(kind, k0, k1, first + (uint64_t)(b * BATCH), a, out + b * 4 * BATCH);
 }
 
@@ -450,12 +454,14 @@ static void sqrt_n(const float *x, float *out, int64_t n) {
 }
 #endif
 
-/* Outputs of at least this many elements are written with streaming stores (where there
- * are any): so large a fill would push out of the caches whatever it wrote first anyway,
- * and skipping the read of each line before it is written saves memory traffic. */
+/* Outputs of at least this many elements (4 MB, more than a core's L2 cache on common
+ * CPUs) are written with streaming stores, where there are any: so large a fill pushes
+ * out of the near caches what it wrote first anyway, and skipping the read of each line
+ * before it is written saves memory traffic (measured: a few percent, within the noise of
+ * a loaded machine). */
 #define STREAM_MIN_NUMEL (1 << 20)
 
-/* Elements start .. start + n - 1 of the stream key into out[0 .. n - 1]: the blocks wholly
+/* Elements start .. start + n - 1 of the stream key into out[0 .. n - 1]: the batches wholly
  * inside straight into out, the partial ones at either end through a buffer. */
 void fengine_philox_fill_f32(float *out, int64_t start, int64_t n, int kind, uint64_t key,
                              const float *a) {
@@ -464,11 +470,12 @@ void fengine_philox_fill_f32(float *out, int64_t start, int64_t n, int kind, uin
     int64_t end = start + n;
     int64_t c = start / 4; /* the counter of the first element */
     while (4 * c < end) {
-        int64_t lo = 4 * c, hi = lo + 4 * BATCH; /* this block's elements */
+        int64_t lo = 4 * c, hi = lo + 4 * BATCH; /* this batch's elements */
         if (lo >= start && hi <= end) {
-            int64_t blocks = (end - lo) / (4 * BATCH);
-            run(kind, k0, k1, (uint64_t)c, blocks, a, out + (lo - start), n >= STREAM_MIN_NUMEL);
-            c += blocks * BATCH;
+            int64_t batches = (end - lo) / (4 * BATCH);
+            run(kind, k0, k1, (uint64_t)c, batches, a, out + (lo - start),
+                n >= STREAM_MIN_NUMEL);
+            c += batches * BATCH;
         } else {
             run(kind, k0, k1, (uint64_t)c, 1, a, tmp, 0);
             int64_t from = lo > start ? lo : start, to = hi < end ? hi : end;
