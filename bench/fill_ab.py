@@ -8,8 +8,7 @@ this CPU and called through ``ctypes`` on the same float32 tensor (touched befor
 clock), for each kind: old, new, and ``Tensor.fill_`` with one torch thread (the memory
 write bandwidth of one core, measured in the same rounds), ``--repeats`` rounds, medians
 (and the best times, printed). ``--numel 65536`` (in the caches) times the arithmetic
-alone.
-Every row also checks that old and new wrote the same bits. A shared machine makes single
+alone. Every row also checks that old and new wrote the same bits. A shared machine makes single
 figures noisy; the turns keep the ratios fair.
 """
 from __future__ import annotations

@@ -146,8 +146,9 @@ def fill_f32(lib: ctypes.CDLL, flat: torch.Tensor, kind: int, key: int, start: i
     if threads == 1:
         lib.fengine_philox_fill_f32(base, start, n, kind, key, a)
         return
-    # Slices of whole batches of the C loop (16 counters, 64 elements): no counter is
-    # computed twice, and each thread's stores start as aligned as the tensor's.
+    # Slices of a multiple of 64 elements, a batch of the C loop (16 counters): where the
+    # tensor starts on a counter no counter is computed twice, and each thread's stores
+    # are as aligned as the tensor's (streaming stores need 32 bytes).
     step = ((n + threads - 1) // threads + 63) // 64 * 64
     bounds = list(range(0, n, step)) + [n]
     list(_pool(threads).map(lambda lo_hi: lib.fengine_philox_fill_f32(

@@ -6,8 +6,8 @@
  * of the torch-ops path; tests/test_kernels.py and tests/test_kernels_native.py check
  * it. Built and loaded by native.py.
  *
- * The scalar functions below are the portable loop's (and its tail's); with AVX2, the
- * whole fill is the fused vector loop further down, which repeats them with intrinsics.
+ * The scalar functions below make the portable loop; with AVX2 the whole fill is the
+ * fused vector loop further down, which repeats them with intrinsics.
  */
 #include <math.h>
 #include <stdint.h>
@@ -66,10 +66,10 @@ static inline float log_f32(float x) { /* philox.log_f32 */
     return (f + y) + ef * F(0.693359375);
 }
 
-/* float32 sqrt is correctly rounded (IEEE 754), and so is philox.py's route through float64:
- * a double holds more than 2 * 24 + 2 bits, so rounding the double root to float cannot
- * round twice (tests/test_kernels.py checks every mantissa of two binades). sqrtf is one
- * instruction with -fno-math-errno, and GCC vectorizes it at full width. */
+/* float32 sqrt is correctly rounded (IEEE 754), and so is philox.py's route through
+ * float64: a double holds more than 2 * 24 + 2 bits, so rounding the double root to float
+ * cannot round twice (tests/test_kernels_native.py checks two whole binades and every
+ * subnormal). sqrtf is one instruction with -fno-math-errno, and vectorizes at full width. */
 static inline float sqrt_f32(float x) { return sqrtf(x); }
 
 static inline void sincos_f32(float t, float *sin_out, float *cos_out) {
@@ -177,7 +177,8 @@ static AI __m256 u24_8(__m256i x) { /* x >> 8 < 2**24: the int conversion is exa
 static AI __m256 clamp_max_8(__m256 x, __m256 hi) { return _mm256_min_ps(hi, x); }
 static AI __m256 clamp_min_8(__m256 x, __m256 lo) { return _mm256_max_ps(lo, x); }
 
-/* p = p * x + c (horner) or p = c + p * x (horner_r, erfinv's order), for each of n. */
+/* One Horner step, p = p * x + c, for each of n vectors (HORNER_R: c + p * x, written
+ * in erfinv_f32's order). */
 #define HORNER(n, p, x, c) EACH(j_, n) p[j_] = ADD(MUL(p[j_], x[j_]), V(c))
 #define HORNER_R(n, p, x, c) EACH(j_, n) p[j_] = ADD(V(c), MUL(p[j_], x[j_]))
 
