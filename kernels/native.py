@@ -69,10 +69,11 @@ def _flags() -> tuple[str, ...]:
     return FLAGS
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, flags: tuple[str, ...] | None = None) -> Path:
+    """The shared library built with ``flags`` (default: :func:`_flags`, for this CPU)."""
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                              timeout=60).stdout
-    flags = _flags()
+    flags = _flags() if flags is None else flags
     digest = hashlib.sha256('\0'.join([SOURCE.read_text(), compiler, version, *flags,
                                        platform.machine(), sys.platform]).encode())
     target = _cache_dir() / f'philox_cpu-{digest.hexdigest()[:16]}.so'
@@ -109,19 +110,30 @@ def library() -> ctypes.CDLL | None:
                           'slower', RuntimeWarning, stacklevel=3)
             return None
         try:
-            lib = ctypes.CDLL(str(_build(compiler)))
+            lib = _load(_build(compiler))
         except Exception as exc:  # noqa: BLE001  any build or load failure: the torch path
             warnings.warn(f'fengine.kernels: building the C Philox fill failed '
                           f'({type(exc).__name__}: {exc}); Philox fills on the CPU run as '
                           'torch operations, same values, slower', RuntimeWarning,
                           stacklevel=3)
             return None
-        lib.fengine_philox_fill_f32.argtypes = [
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_uint64,
-            ctypes.c_void_p]
-        lib.fengine_philox_fill_f32.restype = None
         _LIBRARY = lib
         return lib
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """The built library, its functions' signatures declared (``bench/fill_ab.py`` loads
+    older builds too, which have the fill only)."""
+    lib = ctypes.CDLL(str(path))
+    lib.fengine_philox_fill_f32.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_uint64,
+        ctypes.c_void_p]
+    lib.fengine_philox_fill_f32.restype = None
+    if hasattr(lib, 'fengine_philox_sqrt_f32'):
+        lib.fengine_philox_sqrt_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                                ctypes.c_int64]
+        lib.fengine_philox_sqrt_f32.restype = None
+    return lib
 
 
 def fill_f32(lib: ctypes.CDLL, flat: torch.Tensor, kind: int, key: int, start: int,
@@ -134,8 +146,10 @@ def fill_f32(lib: ctypes.CDLL, flat: torch.Tensor, kind: int, key: int, start: i
     if threads == 1:
         lib.fengine_philox_fill_f32(base, start, n, kind, key, a)
         return
-    # Slices of whole counters (4 elements), so no counter is computed twice.
-    step = ((n + threads - 1) // threads + 3) // 4 * 4
+    # Slices of a multiple of 64 elements, a batch of the C loop (16 counters): where the
+    # tensor starts on a counter no counter is computed twice, and each thread's stores
+    # are as aligned as the tensor's (streaming stores need 32 bytes).
+    step = ((n + threads - 1) // threads + 63) // 64 * 64
     bounds = list(range(0, n, step)) + [n]
     list(_pool(threads).map(lambda lo_hi: lib.fengine_philox_fill_f32(
         base + 4 * lo_hi[0], start + lo_hi[0], lo_hi[1] - lo_hi[0], kind, key, a),
