@@ -221,6 +221,15 @@ def test_the_tensor_peak_counts_what_a_step_holds_and_what_it_allocates():
     assert abs(peak - baseline - 2 * 8_000_000) < 1000
 
 
+def test_the_cpu_gpt_trains_on_short_sequences_of_token_ids_and_next_token_labels():
+    spec = step_bench.STEP_MODELS['gpt-125m-cpu-f32-32tok']
+    assert spec.preset == 'gpt-125m' and not spec.cuda_only and not spec.bf16
+    inputs, labels = step_bench.make_batches(spec, torch.device('cpu'), count=1)[0]
+    assert inputs.shape == labels.shape == (2, 32)
+    assert inputs.dtype == labels.dtype == torch.int64
+    assert 0 <= int(inputs.min()) and int(inputs.max()) < 50304
+
+
 def test_a_cuda_only_model_is_listed_as_skipped_on_the_cpu():
     rows = step_bench.bench_step(['gpt-125m'], 'cpu', contenders=['fengine compiled'],
                                  log=lambda line: None)
