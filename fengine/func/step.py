@@ -214,7 +214,9 @@ class TrainStep:
             the step, the calls run the model's eager step until it is ready, then the
             compiled one (:mod:`fengine.func.compile_background`; not under data
             parallel nor with fp16 loss scaling, which compile on the first call).
-            Compilations are logged (:mod:`fengine.func.compile_watch`).
+            Compilations are logged (:mod:`fengine.func.compile_watch`). With inductor
+            and parameters on the CPU, fengine adds ``options={'layout_optimization':
+            False}`` unless given (:mod:`fengine.func._cpu_inductor` says why).
         strict: Raise when compilation fails instead of warning and running eagerly.
         group: A ``torch.distributed`` process group to average the gradients over, for
             a model that is not wrapped in DDP (``None``: the DDP wrapper's group, or no
