@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from fengine._errors import check_choice
+
 from .step_bench import STEP_MODELS, CONTENDERS, make_batches, tensor_peak
 
 __all__ = ['VARIANTS', 'compare']
@@ -46,8 +48,7 @@ def compare(model: str, variants: list[str], *, rounds: int = 4, steps: int = 2,
         ``tensor_peak_bytes``.
     """
     for name in variants:
-        if name not in VARIANTS:
-            raise ValueError(f'unknown variant {name!r}; choose from {sorted(VARIANTS)}')
+        check_choice('a variant', name, VARIANTS)
     spec, device = STEP_MODELS[model], torch.device('cpu')
     batches = make_batches(spec, device)
     steps_of, results = {}, {}
