@@ -16,9 +16,10 @@ pre-generated synthetic batches (no data loading is timed):
   in eager Python, as the ``torch.compile`` tutorial writes a training loop.
 
 Models (:data:`STEP_MODELS`): the seed's FashionMNIST MLP at batch 64, torchvision's
-ResNet-18 (10 classes) at batch 32 on 3x64x64 images, and on CUDA only a GPT-2-small
+ResNet-18 (10 classes) at batch 32 on 3x64x64 images, on CUDA only a GPT-2-small
 shape (``gpt-125m``) at 1024 tokens in bfloat16 autocast (``AmpOptimWrapper`` for the
-engines, ``torch.autocast`` in the hand-written loop).
+engines, ``torch.autocast`` in the hand-written loop), and the same GPT on the CPU in
+float32 at 2 x 32 tokens (``gpt-125m-cpu-f32-32tok``).
 
 Each contender runs in a fresh interpreter of its own (:func:`bench_step`), so its
 peak memory is its own and its compile cache empty. The contenders of a model are
@@ -94,6 +95,7 @@ class StepModel:
         cuda_only: Skipped on other devices (too slow on a CPU to be worth timing).
         cpu_steps: Timed steps per block on the CPU (the default of :func:`bench_step`).
         cuda_steps: The same on CUDA, where steps are much shorter.
+        seq_len: For a GPT: tokens per sample (``None``: the preset's whole context).
     """
     preset: str
     batch_size: int
@@ -102,6 +104,7 @@ class StepModel:
     cuda_only: bool = False
     cpu_steps: int = 50
     cuda_steps: int = 200
+    seq_len: int | None = None
 
     def steps(self, device: torch.device) -> int:
         """The default number of timed steps per block on ``device``."""
@@ -117,6 +120,10 @@ STEP_MODELS: dict[str, StepModel] = {
                              cuda_steps=300),
     'gpt-125m': StepModel('gpt-125m', batch_size=8, num_classes=50304, bf16=True,
                           cuda_only=True, cuda_steps=50),
+    # The same 124M parameters on a CPU: float32, 2 x 32 tokens. A step still takes
+    # seconds on one core: the update and the 50304-word head do not shrink with the batch.
+    'gpt-125m-cpu-f32-32tok': StepModel('gpt-125m', batch_size=2, num_classes=50304,
+                                        seq_len=32, cpu_steps=1, cuda_steps=50),
 }
 """Model name -> how the step benchmark trains it."""
 
@@ -135,6 +142,8 @@ def make_batches(spec: StepModel, device: torch.device, count: int = DISTINCT_BA
     for _ in range(count):
         # The preset's example input gives shape and dtype; values come from `gen`.
         like = preset.example_input(spec.batch_size, device='meta')
+        if spec.seq_len is not None:
+            like = like[:, :spec.seq_len]
         if like.dtype.is_floating_point:
             inputs = torch.randn(like.shape, generator=gen)
         else:  # token ids

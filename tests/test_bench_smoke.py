@@ -20,7 +20,7 @@ import torch
 # plain `pytest` (unlike `python -m pytest`) does not put the checkout on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bandwidth_bench, init_bench, step_bench  # noqa: E402
+from bench import bandwidth_bench, init_bench, step_ab, step_bench  # noqa: E402
 from bench.__main__ import format_table  # noqa: E402
 from fengine.func import fold_in  # noqa: E402
 from fengine.presets import get_preset  # noqa: E402
@@ -219,6 +219,29 @@ def test_the_tensor_peak_counts_what_a_step_holds_and_what_it_allocates():
     assert baseline >= held.nbytes
     # torch.ones and the result of add (8 MB each) are alive together; the sums are 4 bytes.
     assert abs(peak - baseline - 2 * 8_000_000) < 1000
+
+
+def test_the_cpu_gpt_trains_on_short_sequences_of_token_ids_and_next_token_labels():
+    spec = step_bench.STEP_MODELS['gpt-125m-cpu-f32-32tok']
+    assert spec.preset == 'gpt-125m' and not spec.cuda_only and not spec.bf16
+    inputs, labels = step_bench.make_batches(spec, torch.device('cpu'), count=1)[0]
+    assert inputs.shape == labels.shape == (2, 32)
+    assert inputs.dtype == labels.dtype == torch.int64
+    assert 0 <= int(inputs.min()) and int(inputs.max()) < 50304
+
+
+def test_the_one_process_comparison_times_each_variant_in_every_round():
+    results = step_ab.compare('fashion-mlp', ['eager'], rounds=2, steps=1, log=lambda line: None)
+    times = results['eager']['times']
+    assert len(times) == 2 and min(times) <= results['eager']['median'] <= max(times)
+    # The MLP's parameters, momentum and gradients: 669,706 float32 values, three times.
+    assert results['eager']['tensor_peak_bytes'] >= 3 * 669706 * 4
+
+
+def test_the_one_process_comparison_names_the_variants_it_knows():
+    with pytest.raises(ValueError, match=r"a variant must be one of 'eager', 'fengine "
+                       r"default', 'layout optimization on', but got 'channels last'"):
+        step_ab.compare('fashion-mlp', ['channels last'])
 
 
 def test_a_cuda_only_model_is_listed_as_skipped_on_the_cpu():

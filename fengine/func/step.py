@@ -88,6 +88,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .. import dist as _dist
 from ..logging import print_log
+from ._cpu_inductor import cpu_training_options
 from ._grad_update import grad_update
 from ._loss_scale import ready_scaler_, restorable, skippable_update_, unscale_, update_scale_
 from ._optim_state import hold_hyperparams_, init_state_, optimizer_update, release_hyperparams_
@@ -213,7 +214,9 @@ class TrainStep:
             the step, the calls run the model's eager step until it is ready, then the
             compiled one (:mod:`fengine.func.compile_background`; not under data
             parallel nor with fp16 loss scaling, which compile on the first call).
-            Compilations are logged (:mod:`fengine.func.compile_watch`).
+            Compilations are logged (:mod:`fengine.func.compile_watch`). With inductor
+            and parameters on the CPU, fengine adds ``options={'layout_optimization':
+            False}`` unless given (:mod:`fengine.func._cpu_inductor` says why).
         strict: Raise when compilation fails instead of warning and running eagerly.
         group: A ``torch.distributed`` process group to average the gradients over, for
             a model that is not wrapped in DDP (``None``: the DDP wrapper's group, or no
@@ -275,7 +278,8 @@ class TrainStep:
         self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._static_scale = getattr(optim_wrapper, 'static_loss_scale', None)
         self._warned_lazy_state = False
-        options = compile_options(compile)
+        # fengine's inductor choices for a step on the CPU (see _cpu_inductor.py).
+        options = cpu_training_options(compile_options(compile), model.parameters())
         self._watch = None if options is None else CompileWatch(
             f'the training step of {type(model).__name__}', options)
         self._compiled = None if options is None else compile_method(self._step, options,
