@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -44,12 +44,16 @@ class Load(NamedTuple):
     """Copy tensors from a checkpoint into the module at ``path``.
 
     ``load()`` returns the state dict with keys relative to that module.
+    ``open_rows()``, where given, returns the same keys with a
+    :class:`~fengine.checkpoint_rows.RowSource` each instead of a tensor: what
+    :func:`~fengine.func.init_shards` reads a shard's rows from.
     """
     path: str
     module: nn.Module
     load: Callable[[], dict[str, torch.Tensor]]
     info: str
     source: str
+    open_rows: Callable[[], Mapping[str, Any]] | None = None
 
 
 class Call(NamedTuple):
@@ -321,8 +325,10 @@ class _Resolver:
     def add_initializer(self, initializer, module: nn.Module, path: str, source: str,
                         whole_module: bool, has_override: bool) -> None:
         if hasattr(initializer, 'checkpoint_loader'):
+            opener = getattr(initializer, 'rows_opener', None)
             self.ops.append(Load(path, module, initializer.checkpoint_loader(),
-                                 initializer._get_init_info(), source))
+                                 initializer._get_init_info(), source,
+                                 opener() if callable(opener) else None))
             return
         if not hasattr(initializer, 'layer_init'):
             # A custom registered initializer: MMEngine calls it on the module.

@@ -1,0 +1,138 @@
+"""Read some rows of a checkpoint's tensors without reading the rest of the file.
+
+A rank of a model sharded by rows (FSDP2's ``Shard(0)``) needs rows
+``[first, stop)`` of each parameter. :func:`open_rows` opens a checkpoint and returns,
+per key, a :class:`RowSource` that knows the tensor's shape from the file's header
+and reads rows on demand:
+
+- ``.safetensors``: ``safe_open(...).get_slice(key)[first:stop]`` reads those rows'
+  bytes only;
+- torch's zip format (``torch.save``'s default for ``.pth``, ``.pt``, ``.bin``):
+  ``torch.load(mmap=True, weights_only=True)`` maps the storages from the file, so
+  only the pages of the rows copied out are ever read;
+- the legacy format (``torch.save(..., _use_new_zipfile_serialization=False)``)
+  cannot be mapped: it is read whole, and a log line says so.
+
+A URL is downloaded once into ``torch.hub``'s cache and then read like a local file.
+The safety rules are :func:`~fengine.checkpoint.load_checkpoint_file`'s: ``weights_only``
+by default, the same errors for a missing, truncated or untrusted file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .logging import print_log
+
+__all__ = ['RowSource', 'open_rows']
+
+
+class RowSource:
+    """One tensor of a checkpoint, read only when and as far as asked.
+
+    Attributes:
+        shape: The tensor's full shape, from the file's header (nothing read yet).
+    """
+
+    def __init__(self, shape: torch.Size, read_rows, read_all) -> None:
+        self.shape = torch.Size(shape)
+        self._read_rows = read_rows
+        self._read_all = read_all
+
+    def rows(self, first: int, stop: int) -> torch.Tensor:
+        """Rows ``[first, stop)`` along dim 0 (the whole tensor for a 0-dim one).
+
+        For a memory-mapped file the result is a view whose pages are read when it is
+        copied; for safetensors it is a new tensor holding just those rows.
+        """
+        if not self.shape:
+            return self._read_all()
+        if not 0 <= first <= stop <= self.shape[0]:
+            raise IndexError(f'rows [{first}, {stop}) are outside a tensor of shape '
+                             f'{tuple(self.shape)}')
+        return self._read_rows(first, stop)
+
+    def read(self) -> torch.Tensor:
+        """The whole tensor."""
+        return self._read_all()
+
+    @property
+    def row_numel(self) -> int:
+        """Elements in one row: turns a flat (row-major) offset into a row."""
+        return math.prod(self.shape[1:])
+
+    def __repr__(self) -> str:
+        return f'RowSource(shape={tuple(self.shape)})'
+
+
+def _tensor_source(tensor: torch.Tensor) -> RowSource:
+    return RowSource(tensor.shape, lambda first, stop: tensor[first:stop], lambda: tensor)
+
+
+def _safetensors_rows(path: str, filename: str) -> dict[str, RowSource]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        # The handle stays open while any of its sources is referenced.
+        handle = safe_open(path, framework='pt', device='cpu')
+        sources = {}
+        for key in handle.keys():
+            part = handle.get_slice(key)
+            sources[key] = RowSource(part.get_shape(),
+                                     lambda first, stop, part=part: part[first:stop],
+                                     lambda key=key: handle.get_tensor(key))
+    except (SafetensorError, OSError) as exc:
+        raise ckpt.corrupt_safetensors(filename, exc) from exc
+    return sources
+
+
+def _is_zip(path: str) -> bool:
+    with open(path, 'rb') as f:
+        return torch.serialization._is_zipfile(f)
+
+
+def open_rows(filename: str, map_location: Any = 'cpu',
+              weights_only: bool = True) -> dict[str, RowSource]:
+    """Open a checkpoint for reading rows of its tensors; the state dict, lazily.
+
+    The keys are those :func:`~fengine.checkpoint.state_dict_from` gives for the same
+    file: a ``state_dict`` or ``model`` entry is looked into, and a leading
+    ``module.`` is stripped.
+
+    Args:
+        filename: A local path or an http(s) URL.
+        map_location: As for ``torch.load``; a device is only where a file that cannot
+            be mapped is read to (rows are read to the CPU and copied where the
+            parameter lives), a function is passed on to ``torch.load``.
+        weights_only: Refuse to unpickle anything but tensors (the default).
+
+    Returns:
+        Key -> :class:`RowSource`. The file has been opened and its header checked;
+        no tensor data has been read.
+
+    Raises:
+        FileNotFoundError, ConnectionError, RuntimeError, TypeError: as
+            :func:`~fengine.checkpoint.load_checkpoint_file` and
+            :func:`~fengine.checkpoint.state_dict_from`.
+    """
+    path = ckpt.local_checkpoint_path(filename)
+    filename = os.fspath(filename)
+    if path.endswith('.safetensors'):
+        return ckpt.strip_ddp_prefix(_safetensors_rows(path, filename))
+    if _is_zip(path):
+        # A device map_location would copy every storage there: map on the CPU instead.
+        location = map_location if callable(map_location) else 'cpu'
+        raw = ckpt.torch_load(path, filename, location, weights_only, mmap=True)
+    else:
+        raw = ckpt.torch_load(path, filename, map_location, weights_only)
+        print_log(f'checkpoint {filename!r} is in the legacy (non-zip) torch.save format, '
+                  'which cannot be memory-mapped, so it was read whole. Save it again with '
+                  "torch.save's default format to read only each rank's rows.",
+                  logger='current', level=logging.INFO)
+    state = ckpt.state_dict_from(raw, filename)
+    return {key: _tensor_source(tensor) for key, tensor in state.items()}
