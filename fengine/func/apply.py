@@ -251,15 +251,26 @@ def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor], session: _Sessi
     With ``rows``, parameters from checkpoints that can be read in parts are ``'rows'``
     values: the caller reads the rows it needs.
     """
-    if plan.unmaterializable:
-        listed = ', '.join(f'{p!r} ({kind})' for p, kind in plan.unmaterializable.items())
+    # Checkpoints are read first: a missing or corrupt file fails before anything runs.
+    loaded = {id(op): _load(op, plan, rows) for op in plan.ops if isinstance(op, Load)}
+    from_checkpoints = {path for params, _ in loaded.values() for path in params}
+    unmaterializable = {p: kind for p, kind in plan.unmaterializable.items()
+                        if p not in from_checkpoints}
+    if unmaterializable:
+        listed = ', '.join(f'{p!r} ({kind})' for p, kind in unmaterializable.items())
         raise ValueError(
             f'parameters built on meta have no value and nothing in the plan sets them: '
             f'{listed}. Their modules have no reset_parameters(); set them from init_cfg '
             "(a bare parameter: override=dict(name='<its path>') on an entry such as "
             "dict(type='TruncNormal', std=0.02, ...)), or build the model on a real device.")
-    # Checkpoints are read first: a missing or corrupt file fails before anything runs.
-    loaded = {id(op): _load(op, plan, rows) for op in plan.ops if isinstance(op, Load)}
+    # A default initialization whose every parameter a checkpoint then sets, and that no
+    # user code could read in between, would only be overwritten: skip it (on meta it
+    # would allocate its module's full parameters).
+    defaults = {id(op) for op in plan.defaults}
+    read_by_code = {p for op in plan.ops if isinstance(op, Call) and id(op) not in defaults
+                    for p in plan.paths_under(op.path)}
+    skipped = {id(op) for op in plan.defaults
+               if set(plan.paths_under(op.path)) <= from_checkpoints - read_by_code}
     values = {path: _Value('input', inputs[path], plan.untouched_info) for path in plan.specs}
     buffers: dict[str, tuple] = {}
     for op in plan.ops:
@@ -272,7 +283,7 @@ def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor], session: _Sessi
             for path, tensor in params.items():
                 values[path] = _Value(kind, tensor, op.info)
             buffers.update(op_buffers)
-        else:
+        elif id(op) not in skipped:
             _run_call(op, values, plan, session)
     unset = [p for p, v in values.items()
              if v.kind == 'empty' or (v.kind == 'input' and v.data.is_meta

@@ -122,6 +122,10 @@ class InitPlan:
         params: Every parameter object, by path (tied parameters appear once).
         untouched_info: The report line for a parameter no step sets.
         initialized: The ``BaseModule`` objects whose ``init_cfg`` the plan applies.
+        unmaterializable: Parameters built on meta that no step is known to set, with
+            their module's class: an error, unless a checkpoint turns out to hold them.
+        defaults: The steps of ``ops`` that are PyTorch's default initialization of
+            parameters built on meta (skipped where a checkpoint sets all they would).
     """
     root: nn.Module
     ops: list[Fill | Load | Call]
@@ -130,6 +134,7 @@ class InitPlan:
     untouched_info: str
     initialized: list[nn.Module] = field(default_factory=list)
     unmaterializable: dict[str, str] = field(default_factory=dict)
+    defaults: list[Call] = field(default_factory=list)
 
     def entries(self) -> dict[str, PlanEntry]:
         """For every parameter, the last step that sets it (as far as it is known now).
@@ -423,6 +428,7 @@ class _Resolver:
                     if path not in opaque:
                         plan.unmaterializable[path] = kind
         plan.ops[:0] = defaults
+        plan.defaults = defaults
         return plan
 
 
