@@ -341,3 +341,55 @@ def test_a_failed_open_raises_before_any_shard_is_written(tmp_path, make, error,
     assert text in str(info.value) and path in str(info.value)
     for name, shard in shards.items():
         assert torch.equal(shard.local, torch.full(shard.local.shape, -3.0)), name
+
+
+# -- models built on meta ---------------------------------------------------------------
+def test_pytorch_default_init_is_skipped_for_modules_the_checkpoint_sets_whole(
+        tmp_path, monkeypatch):
+    state = random_state(Net())
+    del state['head.bias']  # head is only partly in the checkpoint: its default init runs
+    path = save(state, tmp_path / 'net.safetensors')
+    calls = []
+    for cls in (nn.Linear, nn.Embedding):
+        reset = cls.reset_parameters
+
+        def spy(module, reset=reset):
+            if not module.weight.is_meta:  # an initialization, not the build on meta
+                calls.append(tuple(module.weight.shape))
+            reset(module)
+
+        monkeypatch.setattr(cls, 'reset_parameters', spy)
+
+    def build():
+        return Net(init_cfg=dict(type='Pretrained', checkpoint=path))
+
+    locals_, result, _ = sharded(build, 2, 0)
+    whole, _ = one_process(build)
+
+    assert calls == [(3, 5), (3, 5)]  # head only, in the shard and in one process
+    assert torch.equal(locals_['head.bias'], whole['head.bias'][:2])
+    assert result.info['head.bias'].startswith('PyTorch default initialization of Linear')
+    assert result.info['encoder.fc.weight'] == f'PretrainedInit: load from {path}'
+
+
+def test_a_bare_parameter_built_on_meta_may_come_from_the_checkpoint_alone(tmp_path):
+    state = random_state(Net())
+    path = save(state, tmp_path / 'net.pth')
+    with torch.device('meta'):
+        net = Net(init_cfg=dict(type='Pretrained', checkpoint=path))
+
+    net.init_weights(device='cpu')
+
+    assert torch.equal(net.encoder.scale.detach(), state['encoder.scale'])
+
+
+def test_a_bare_parameter_on_meta_that_the_checkpoint_lacks_is_still_an_error(tmp_path):
+    state = random_state(Net())
+    del state['encoder.scale']
+    path = save(state, tmp_path / 'net.pth')
+    with torch.device('meta'):
+        net = Net(init_cfg=dict(type='Pretrained', checkpoint=path))
+
+    with pytest.raises(ValueError, match=re.escape(
+            "nothing in the plan sets them: 'encoder.scale' (Encoder)")):
+        net.init_weights(device='cpu')
