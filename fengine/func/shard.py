@@ -21,16 +21,18 @@ legacy-format ``torch.save`` file, which cannot be mapped, is read whole.
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 import torch
 
-from ..checkpoint_rows import RowSource
 from .apply import InitResult, _activate, _new_session, _resolve
 from .init import TensorInit
 from .plan import InitPlan
 from .rng import fold_in
 from .sample import current_generator
+
+if TYPE_CHECKING:
+    from ..checkpoint_rows import RowSource
 
 __all__ = ['Shard', 'row_shard', 'init_shards']
 
