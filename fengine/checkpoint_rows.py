@@ -19,9 +19,12 @@ by default, the same errors for a missing, truncated or untrusted file.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import mmap
 import os
+import sys
 from typing import Any
 
 import torch
@@ -39,10 +42,11 @@ class RowSource:
         shape: The tensor's full shape, from the file's header (nothing read yet).
     """
 
-    def __init__(self, shape: torch.Size, read_rows, read_all) -> None:
+    def __init__(self, shape: torch.Size, read_rows, read_all, release=None) -> None:
         self.shape = torch.Size(shape)
         self._read_rows = read_rows
         self._read_all = read_all
+        self._release = release
 
     def rows(self, first: int, stop: int) -> torch.Tensor:
         """Rows ``[first, stop)`` along dim 0 (the whole tensor for a 0-dim one).
@@ -61,6 +65,12 @@ class RowSource:
         """The whole tensor."""
         return self._read_all()
 
+    def release(self) -> None:
+        """Say that what :meth:`rows` returned has been copied: a memory-mapped tensor's
+        pages leave the process's resident memory."""
+        if self._release is not None:
+            self._release()
+
     @property
     def row_numel(self) -> int:
         """Elements in one row: turns a flat (row-major) offset into a row."""
@@ -72,6 +82,49 @@ class RowSource:
 
 def _tensor_source(tensor: torch.Tensor) -> RowSource:
     return RowSource(tensor.shape, lambda first, stop: tensor[first:stop], lambda: tensor)
+
+
+def _mapped_source(tensor: torch.Tensor) -> RowSource:
+    """A source over a tensor memory-mapped from the file: rows are views, read when
+    copied; :meth:`RowSource.release` drops the pages (they stay in the page cache)."""
+    return RowSource(tensor.shape, lambda first, stop: tensor[first:stop],
+                     lambda: tensor.clone(), lambda: _drop_pages(tensor))
+
+
+def _drop_pages(tensor: torch.Tensor) -> None:
+    """``madvise(MADV_DONTNEED)`` on the whole pages of ``tensor``'s mapped storage.
+
+    Touching some rows maps more of the file than those rows (the kernel maps large page
+    cache folios whole), which would count in the process's resident memory as if the
+    file had been read whole. The mapping is private and never written, so dropped pages
+    are only read again from the file if touched again. Only called for storages that
+    ``torch.load(mmap=True)`` returned (anonymous memory would be zeroed).
+    """
+    if _MADVISE is None:
+        return
+    storage = tensor.untyped_storage()
+    start, page = storage.data_ptr(), mmap.PAGESIZE
+    low = -(-start // page) * page
+    high = (start + storage.nbytes()) // page * page
+    if high > low:
+        _MADVISE(low, high - low, _MADV_DONTNEED)  # advice: a failure changes no value
+
+
+def _madvise():
+    if not sys.platform.startswith('linux'):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_MADV_DONTNEED = 4  # Linux's value
+_MADVISE = _madvise()
 
 
 def _safetensors_rows(path: str, filename: str) -> dict[str, RowSource]:
@@ -125,14 +178,21 @@ def open_rows(filename: str, map_location: Any = 'cpu',
     if path.endswith('.safetensors'):
         return ckpt.strip_ddp_prefix(_safetensors_rows(path, filename))
     if _is_zip(path):
-        # A device map_location would copy every storage there: map on the CPU instead.
-        location = map_location if callable(map_location) else 'cpu'
-        raw = ckpt.torch_load(path, filename, location, weights_only, mmap=True)
-    else:
-        raw = ckpt.torch_load(path, filename, map_location, weights_only)
-        print_log(f'checkpoint {filename!r} is in the legacy (non-zip) torch.save format, '
-                  'which cannot be memory-mapped, so it was read whole. Save it again with '
-                  "torch.save's default format to read only each rank's rows.",
-                  logger='current', level=logging.INFO)
+        if callable(map_location):
+            # Where the function puts the storages is its own: read them as plain tensors.
+            raw = ckpt.torch_load(path, filename, map_location, weights_only, mmap=True)
+            mapped = False
+        else:
+            # A device map_location would copy every storage there: map on the CPU instead.
+            raw = ckpt.torch_load(path, filename, 'cpu', weights_only, mmap=True)
+            mapped = True
+        state = ckpt.state_dict_from(raw, filename)
+        make = _mapped_source if mapped else _tensor_source
+        return {key: make(tensor) for key, tensor in state.items()}
+    raw = ckpt.torch_load(path, filename, map_location, weights_only)
+    print_log(f'checkpoint {filename!r} is in the legacy (non-zip) torch.save format, '
+              'which cannot be memory-mapped, so it was read whole. Save it again with '
+              "torch.save's default format to read only each rank's rows.",
+              logger='current', level=logging.INFO)
     state = ckpt.state_dict_from(raw, filename)
     return {key: _tensor_source(tensor) for key, tensor in state.items()}

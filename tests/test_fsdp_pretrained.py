@@ -393,3 +393,28 @@ def test_a_bare_parameter_on_meta_that_the_checkpoint_lacks_is_still_an_error(tm
     with pytest.raises(ValueError, match=re.escape(
             "nothing in the plan sets them: 'encoder.scale' (Encoder)")):
         net.init_weights(device='cpu')
+
+
+def test_a_mapped_tensor_reads_the_same_after_its_pages_are_released(tmp_path):
+    state = random_state(Net())
+    path = save(state, tmp_path / 'net.pth')
+    source = open_rows(path)['encoder.emb.weight']
+
+    first = source.rows(0, 4).clone()
+    source.release()
+
+    assert torch.equal(first, state['encoder.emb.weight'][:4])
+    assert torch.equal(source.rows(3, 7), state['encoder.emb.weight'][3:])
+    assert torch.equal(source.read(), state['encoder.emb.weight'])
+
+
+def test_init_shards_releases_every_source_it_copied_rows_from(tmp_path, monkeypatch):
+    path = save(random_state(Net()), tmp_path / 'net.pth')
+    released = []
+    monkeypatch.setattr(RowSource, 'release', lambda self: released.append(tuple(self.shape)))
+
+    sharded(lambda: Net(init_cfg=dict(type='Pretrained', checkpoint=path)), 2, 1)
+
+    with torch.device('meta'):
+        shapes = sorted(tuple(p.shape) for p in Net().parameters())
+    assert sorted(released) == shapes

@@ -133,8 +133,9 @@ def init_shards(plan: InitPlan, shards: Mapping[str, Shard], *, seed: int,
     with _activate(session), torch.no_grad():
         values, buffers = _resolve(plan, dict(plan.params if inputs is None else inputs),
                                    session, rows=True)
-        # Every checkpoint slice is read before the first write, so a failed read leaves
-        # the parameters as they were.
+        # Every safetensors slice is read before the first write, so a failed read leaves
+        # the parameters as they were; a memory-mapped file is read as its rows are copied
+        # (an error there is a fault of the mapping, not an exception).
         rows = {path: _rows_of(value.data, shards[path]) for path, value in values.items()
                 if value.kind == 'rows'}
         written: dict[str, torch.Tensor] = {}
@@ -148,6 +149,7 @@ def init_shards(plan: InitPlan, shards: Mapping[str, Shard], *, seed: int,
                             path=path, out=target)
             elif value.kind == 'rows':
                 target.copy_(rows[path].reshape(target.shape))
+                value.data.release()
             else:  # a full tensor, from a checkpoint or from opaque code
                 full = value.data.detach().reshape(-1)
                 target.view(-1).copy_(full[shard.start:shard.start + target.numel()])
