@@ -25,6 +25,7 @@ import math
 import mmap
 import os
 import sys
+import zipfile
 from typing import Any
 
 import torch
@@ -130,23 +131,23 @@ _MADVISE = _madvise()
 def _safetensors_rows(path: str, filename: str) -> dict[str, RowSource]:
     from safetensors import SafetensorError, safe_open
 
-    try:
-        # The handle stays open while any of its sources is referenced.
-        handle = safe_open(path, framework='pt', device='cpu')
-        sources = {}
-        for key in handle.keys():
-            part = handle.get_slice(key)
-            sources[key] = RowSource(part.get_shape(),
-                                     lambda first, stop, part=part: part[first:stop],
-                                     lambda key=key: handle.get_tensor(key))
-    except (SafetensorError, OSError) as exc:
-        raise ckpt.corrupt_safetensors(filename, exc) from exc
+    def reading(read):
+        def guarded(*args, **kwargs):
+            try:
+                return read(*args, **kwargs)
+            except (SafetensorError, OSError) as exc:
+                raise ckpt.corrupt_safetensors(filename, exc) from exc
+        return guarded
+
+    # The handle stays open while any of its sources is referenced.
+    handle = reading(safe_open)(path, framework='pt', device='cpu')
+    sources = {}
+    for key in handle.keys():
+        part = reading(handle.get_slice)(key)
+        sources[key] = RowSource(part.get_shape(),
+                                 reading(lambda first, stop, part=part: part[first:stop]),
+                                 reading(lambda key=key: handle.get_tensor(key)))
     return sources
-
-
-def _is_zip(path: str) -> bool:
-    with open(path, 'rb') as f:
-        return torch.serialization._is_zipfile(f)
 
 
 def open_rows(filename: str, map_location: Any = 'cpu',
@@ -177,7 +178,7 @@ def open_rows(filename: str, map_location: Any = 'cpu',
     filename = os.fspath(filename)
     if path.endswith('.safetensors'):
         return ckpt.strip_ddp_prefix(_safetensors_rows(path, filename))
-    if _is_zip(path):
+    if zipfile.is_zipfile(path):
         if callable(map_location):
             # Where the function puts the storages is its own: read them as plain tensors.
             raw = ckpt.torch_load(path, filename, map_location, weights_only, mmap=True)
