@@ -20,10 +20,12 @@ by default, the same errors for a missing, truncated or untrusted file.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import math
 import mmap
 import os
+import struct
 import sys
 import zipfile
 from typing import Any
@@ -128,6 +130,15 @@ _MADV_DONTNEED = 4  # Linux's value
 _MADVISE = _madvise()
 
 
+# safetensors' dtype names, for the ones torch has.
+_SAFETENSORS_DTYPES = {
+    'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
+    'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8,
+    'U8': torch.uint8, 'BOOL': torch.bool, 'F8_E4M3': torch.float8_e4m3fn,
+    'F8_E5M2': torch.float8_e5m2,
+}
+
+
 def _safetensors_rows(path: str, filename: str) -> dict[str, RowSource]:
     from safetensors import SafetensorError, safe_open
 
@@ -139,15 +150,44 @@ def _safetensors_rows(path: str, filename: str) -> dict[str, RowSource]:
                 raise ckpt.corrupt_safetensors(filename, exc) from exc
         return guarded
 
-    # The handle stays open while any of its sources is referenced.
+    # safe_open checks the header and that the data covers the file exactly; the handle
+    # stays open while any of its sources is referenced.
     handle = reading(safe_open)(path, framework='pt', device='cpu')
+    with open(path, 'rb') as f:
+        (size,) = struct.unpack('<Q', f.read(8))
+        header = json.loads(f.read(size))
     sources = {}
     for key in handle.keys():
-        part = reading(handle.get_slice)(key)
-        sources[key] = RowSource(part.get_shape(),
-                                 reading(lambda first, stop, part=part: part[first:stop]),
-                                 reading(lambda key=key: handle.get_tensor(key)))
+        entry = header[key]
+        dtype = _SAFETENSORS_DTYPES.get(entry['dtype'])
+        read_all = reading(lambda key=key: handle.get_tensor(key))
+        if dtype is None:
+            part = reading(handle.get_slice)(key)
+            read_rows = reading(lambda first, stop, part=part: part[first:stop])
+        else:
+            # Plain reads, not safetensors' slices of its memory map: touching some rows of a
+            # mapped file can map much more of it into the process (large page-cache folios).
+            start = 8 + size + entry['data_offsets'][0]
+            read_rows = reading(lambda first, stop, entry=entry, dtype=dtype, start=start:
+                                _read_rows(path, filename, start, entry['shape'], dtype,
+                                           first, stop))
+        sources[key] = RowSource(entry['shape'], read_rows, read_all)
     return sources
+
+
+def _read_rows(path: str, filename: str, start: int, shape: list[int], dtype: torch.dtype,
+               first: int, stop: int) -> torch.Tensor:
+    """Rows ``[first, stop)`` of a row-major tensor stored at byte ``start`` of ``path``."""
+    out = torch.empty((stop - first, *shape[1:]), dtype=dtype)
+    if out.numel() == 0:
+        return out
+    buffer = out.view(-1).view(torch.uint8).numpy()
+    with open(path, 'rb') as f:
+        f.seek(start + first * buffer.nbytes // (stop - first))
+        got = f.readinto(buffer)
+    if got != buffer.nbytes:
+        raise OSError(f'the file ends {buffer.nbytes - got} bytes early')
+    return out
 
 
 def open_rows(filename: str, map_location: Any = 'cpu',

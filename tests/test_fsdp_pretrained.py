@@ -418,3 +418,18 @@ def test_init_shards_releases_every_source_it_copied_rows_from(tmp_path, monkeyp
     with torch.device('meta'):
         shapes = sorted(tuple(p.shape) for p in Net().parameters())
     assert sorted(released) == shapes
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64, torch.int64,
+                                   torch.bool])
+@pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
+def test_rows_of_every_dtype_are_the_saved_rows(tmp_path, dtype, suffix):
+    values = torch.randn(5, 3, 2, generator=torch.Generator().manual_seed(1)) * 9
+    state = {'x': values.to(dtype), 'empty': torch.zeros(0, 4, dtype=dtype)}
+    sources = open_rows(save(state, tmp_path / f'x{suffix}'))
+
+    for first, stop in [(0, 5), (1, 3), (4, 5), (2, 2)]:
+        part = sources['x'].rows(first, stop)
+        assert part.dtype == dtype
+        assert torch.equal(part, state['x'][first:stop]), (first, stop)
+    assert sources['empty'].rows(0, 0).shape == (0, 4)
