@@ -5,11 +5,12 @@ A rank of a model sharded by rows (FSDP2's ``Shard(0)``) needs rows
 per key, a :class:`RowSource` that knows the tensor's shape from the file's header
 and reads rows on demand:
 
-- ``.safetensors``: ``safe_open(...).get_slice(key)[first:stop]`` reads those rows'
-  bytes only;
+- ``.safetensors``: ``safe_open`` checks the header; the rows' bytes are then read at
+  the offsets the header gives, and nothing else;
 - torch's zip format (``torch.save``'s default for ``.pth``, ``.pt``, ``.bin``):
   ``torch.load(mmap=True, weights_only=True)`` maps the storages from the file, so
-  only the pages of the rows copied out are ever read;
+  only the pages of the rows copied out are read, and :meth:`RowSource.release`
+  drops them from the process once copied;
 - the legacy format (``torch.save(..., _use_new_zipfile_serialization=False)``)
   cannot be mapped: it is read whole, and a log line says so.
 
