@@ -10,13 +10,16 @@ import os
 import pickle
 import urllib.error
 import urllib.parse
-from typing import Any
+from typing import Any, Mapping, TypeVar
 
 import torch
 
 from .logging import print_log
 
-__all__ = ['load_checkpoint_file', 'state_dict_from', 'select_prefix', 'is_url']
+__all__ = ['load_checkpoint_file', 'state_dict_from', 'select_prefix', 'is_url',
+           'local_checkpoint_path', 'torch_load', 'corrupt_safetensors', 'strip_ddp_prefix']
+
+V = TypeVar('V')
 
 
 def is_url(path: str) -> bool:
@@ -57,18 +60,7 @@ def load_checkpoint_file(filename: str, map_location: Any = 'cpu',
         RuntimeError: the file is corrupt, truncated or not a checkpoint, or holds
             objects that ``weights_only=True`` refuses to unpickle.
     """
-    if not isinstance(filename, (str, os.PathLike)):
-        raise TypeError(f'checkpoint must be a path or a URL string, but got '
-                        f'{type(filename).__name__}: {filename!r}')
-    filename = os.fspath(filename)
-    if is_url(filename):
-        print_log(f'http loads checkpoint from url: {filename}', logger='current')
-        path = _download(filename)
-    else:
-        print_log(f'local loads checkpoint from path: {filename}', logger='current')
-        path = os.path.expanduser(filename)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
+    path = local_checkpoint_path(filename)
     if path.endswith('.safetensors'):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -77,10 +69,50 @@ def load_checkpoint_file(filename: str, map_location: Any = 'cpu',
         try:
             return load_file(path, device=str(device))
         except (SafetensorError, OSError) as exc:
-            raise RuntimeError(f'cannot read checkpoint {filename!r}: it is corrupt or not '
-                               f'a safetensors file ({exc})') from exc
+            raise corrupt_safetensors(filename, exc) from exc
+    return torch_load(path, os.fspath(filename), map_location, weights_only)
+
+
+def local_checkpoint_path(filename: str) -> str:
+    """The local file to read for ``filename``: itself, or the cached download of a URL.
+
+    Logs where the checkpoint comes from, as MMEngine does.
+
+    Raises:
+        TypeError: ``filename`` is not a path or a URL string.
+        FileNotFoundError: no such local file.
+        ConnectionError: the URL cannot be fetched.
+    """
+    if not isinstance(filename, (str, os.PathLike)):
+        raise TypeError(f'checkpoint must be a path or a URL string, but got '
+                        f'{type(filename).__name__}: {filename!r}')
+    filename = os.fspath(filename)
+    if is_url(filename):
+        print_log(f'http loads checkpoint from url: {filename}', logger='current')
+        return _download(filename)
+    print_log(f'local loads checkpoint from path: {filename}', logger='current')
+    path = os.path.expanduser(filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
+    return path
+
+
+def corrupt_safetensors(filename: str, exc: Exception) -> RuntimeError:
+    """The error for a safetensors file that cannot be read."""
+    return RuntimeError(f'cannot read checkpoint {filename!r}: it is corrupt or not '
+                        f'a safetensors file ({exc})')
+
+
+def torch_load(path: str, filename: str, map_location: Any = 'cpu', weights_only: bool = True,
+               mmap: bool = False) -> Any:
+    """``torch.load`` of the local file ``path`` (read for ``filename``), errors explained.
+
+    With ``mmap=True`` the tensors' storages are mapped from the file, not read: a page
+    is read from disk only when some code touches it (torch's zip format only).
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, weights_only=weights_only,
+                          mmap=mmap)
     except pickle.UnpicklingError as exc:
         # torch says "Unsupported global" when a well-formed file holds objects that
         # weights_only refuses; anything else it cannot unpickle is damage.
@@ -115,11 +147,17 @@ def state_dict_from(checkpoint: Any, filename: str = 'checkpoint') -> dict[str, 
         raise TypeError(f'checkpoint {filename!r} is not a state dict: entries {bad[:5]} are '
                         'not tensors; expected a state dict, or a dict with "state_dict" or '
                         '"model"')
+    return strip_ddp_prefix(state)
+
+
+def strip_ddp_prefix(state: Mapping[str, V]) -> dict[str, V]:
+    """``state`` with a leading ``module.`` (left by ``DistributedDataParallel``) stripped
+    from its keys."""
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def select_prefix(state: dict[str, torch.Tensor], prefix: str,
-                  filename: str = 'checkpoint') -> dict[str, torch.Tensor]:
+def select_prefix(state: Mapping[str, V], prefix: str,
+                  filename: str = 'checkpoint') -> dict[str, V]:
     """The entries under ``prefix`` (e.g. ``'backbone.'``), with the prefix stripped."""
     if not prefix.endswith('.'):
         prefix += '.'

@@ -43,7 +43,9 @@ class InitResult(NamedTuple):
 
 
 class _Value(NamedTuple):
-    kind: str  # 'input' (unchanged), 'fill' (a recipe), 'tensor' (computed), 'empty' (meta, unset)
+    # 'input' (unchanged), 'fill' (a recipe), 'tensor' (computed), 'empty' (meta, unset),
+    # 'rows' (a checkpoint tensor not read yet: a RowSource, for init_shards)
+    kind: str
     data: object
     info: str
 
@@ -104,6 +106,8 @@ def _materialize(path: str, value: _Value, spec: ParamSpec, session: _Session) -
     if value.kind == 'fill':
         recipe: TensorInit = value.data  # type: ignore[assignment]
         return recipe(spec.shape, seed=session.seed, path=path, dtype=dtype, device=device)
+    if value.kind == 'rows':  # opaque code needs the whole tensor
+        return value.data.read().detach().to(device=device, dtype=dtype)  # type: ignore
     tensor: torch.Tensor = value.data  # type: ignore[assignment]
     if value.kind == 'input':
         return tensor.detach().to(device=device, dtype=dtype, copy=True)
@@ -122,9 +126,15 @@ def _draw_fills(fills: Mapping[str, torch.Tensor], values: Mapping[str, _Value],
     sample_into(jobs)
 
 
-def _load(op: Load, plan: InitPlan) -> tuple[dict[str, torch.Tensor], dict[str, tuple]]:
-    """Read ``op``'s checkpoint; return parameter tensors and buffer targets by path."""
-    state = op.load()
+def _load(op: Load, plan: InitPlan, rows: bool = False) -> tuple[dict, dict[str, tuple]]:
+    """Read ``op``'s checkpoint; return parameter tensors and buffer targets by path.
+
+    With ``rows`` (and a checkpoint that offers it) parameters are returned as
+    :class:`~fengine.checkpoint_rows.RowSource` objects, not read yet; shapes are
+    checked from the file's header all the same.
+    """
+    rows = rows and op.open_rows is not None
+    state = op.open_rows() if rows else op.load()
     expected = op.module.state_dict(keep_vars=True)
     canonical = {id(p): path for path, p in plan.params.items()}
     params: dict[str, torch.Tensor] = {}
@@ -143,7 +153,7 @@ def _load(op: Load, plan: InitPlan) -> tuple[dict[str, torch.Tensor], dict[str, 
         elif isinstance(target, torch.Tensor):
             owner_path, _, name = key.rpartition('.')
             owner = op.module.get_submodule(owner_path)
-            buffers[join_path(op.path, key)] = (owner, name, tensor)
+            buffers[join_path(op.path, key)] = (owner, name, tensor.read() if rows else tensor)
     unexpected = [k for k in state if k not in expected]
     missing = [k for k in expected if k not in state]
     problems = []
@@ -234,18 +244,33 @@ def _run_call(op: Call, values: dict[str, _Value], plan: InitPlan, session: _Ses
     values.update(results)
 
 
-def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor],
-             session: _Session) -> tuple[dict[str, _Value], dict[str, tuple]]:
-    """Every parameter's final value (lazy where possible), and buffers to load."""
-    if plan.unmaterializable:
-        listed = ', '.join(f'{p!r} ({kind})' for p, kind in plan.unmaterializable.items())
+def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor], session: _Session,
+             rows: bool = False) -> tuple[dict[str, _Value], dict[str, tuple]]:
+    """Every parameter's final value (lazy where possible), and buffers to load.
+
+    With ``rows``, parameters from checkpoints that can be read in parts are ``'rows'``
+    values: the caller reads the rows it needs.
+    """
+    # Checkpoints are read first: a missing or corrupt file fails before anything runs.
+    loaded = {id(op): _load(op, plan, rows) for op in plan.ops if isinstance(op, Load)}
+    from_checkpoints = {path for params, _ in loaded.values() for path in params}
+    unmaterializable = {p: kind for p, kind in plan.unmaterializable.items()
+                        if p not in from_checkpoints}
+    if unmaterializable:
+        listed = ', '.join(f'{p!r} ({kind})' for p, kind in unmaterializable.items())
         raise ValueError(
             f'parameters built on meta have no value and nothing in the plan sets them: '
             f'{listed}. Their modules have no reset_parameters(); set them from init_cfg '
             "(a bare parameter: override=dict(name='<its path>') on an entry such as "
             "dict(type='TruncNormal', std=0.02, ...)), or build the model on a real device.")
-    # Checkpoints are read first: a missing or corrupt file fails before anything runs.
-    loaded = {id(op): _load(op, plan) for op in plan.ops if isinstance(op, Load)}
+    # A default initialization whose every parameter a checkpoint then sets, and that no
+    # user code could read in between, would only be overwritten: skip it (on meta it
+    # would allocate its module's full parameters).
+    defaults = {id(op) for op in plan.defaults}
+    read_by_code = {p for op in plan.ops if isinstance(op, Call) and id(op) not in defaults
+                    for p in plan.paths_under(op.path)}
+    skipped = {id(op) for op in plan.defaults
+               if set(plan.paths_under(op.path)) <= from_checkpoints - read_by_code}
     values = {path: _Value('input', inputs[path], plan.untouched_info) for path in plan.specs}
     buffers: dict[str, tuple] = {}
     for op in plan.ops:
@@ -254,10 +279,11 @@ def _resolve(plan: InitPlan, inputs: Mapping[str, torch.Tensor],
                 values[path] = _Value('fill', recipe, op.info)
         elif isinstance(op, Load):
             params, op_buffers = loaded[id(op)]
+            kind = 'rows' if rows and op.open_rows is not None else 'tensor'
             for path, tensor in params.items():
-                values[path] = _Value('tensor', tensor, op.info)
+                values[path] = _Value(kind, tensor, op.info)
             buffers.update(op_buffers)
-        else:
+        elif id(op) not in skipped:
             _run_call(op, values, plan, session)
     unset = [p for p, v in values.items()
              if v.kind == 'empty' or (v.kind == 'input' and v.data.is_meta

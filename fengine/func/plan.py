@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -44,12 +44,16 @@ class Load(NamedTuple):
     """Copy tensors from a checkpoint into the module at ``path``.
 
     ``load()`` returns the state dict with keys relative to that module.
+    ``open_rows()``, where given, returns the same keys with a
+    :class:`~fengine.checkpoint_rows.RowSource` each instead of a tensor: what
+    :func:`~fengine.func.init_shards` reads a shard's rows from.
     """
     path: str
     module: nn.Module
     load: Callable[[], dict[str, torch.Tensor]]
     info: str
     source: str
+    open_rows: Callable[[], Mapping[str, Any]] | None = None
 
 
 class Call(NamedTuple):
@@ -118,6 +122,10 @@ class InitPlan:
         params: Every parameter object, by path (tied parameters appear once).
         untouched_info: The report line for a parameter no step sets.
         initialized: The ``BaseModule`` objects whose ``init_cfg`` the plan applies.
+        unmaterializable: Parameters built on meta that no step is known to set, with
+            their module's class: an error, unless a checkpoint turns out to hold them.
+        defaults: The steps of ``ops`` that are PyTorch's default initialization of
+            parameters built on meta (skipped where a checkpoint sets all they would).
     """
     root: nn.Module
     ops: list[Fill | Load | Call]
@@ -126,6 +134,7 @@ class InitPlan:
     untouched_info: str
     initialized: list[nn.Module] = field(default_factory=list)
     unmaterializable: dict[str, str] = field(default_factory=dict)
+    defaults: list[Call] = field(default_factory=list)
 
     def entries(self) -> dict[str, PlanEntry]:
         """For every parameter, the last step that sets it (as far as it is known now).
@@ -321,8 +330,10 @@ class _Resolver:
     def add_initializer(self, initializer, module: nn.Module, path: str, source: str,
                         whole_module: bool, has_override: bool) -> None:
         if hasattr(initializer, 'checkpoint_loader'):
+            opener = getattr(initializer, 'rows_opener', None)
             self.ops.append(Load(path, module, initializer.checkpoint_loader(),
-                                 initializer._get_init_info(), source))
+                                 initializer._get_init_info(), source,
+                                 opener() if callable(opener) else None))
             return
         if not hasattr(initializer, 'layer_init'):
             # A custom registered initializer: MMEngine calls it on the module.
@@ -417,6 +428,7 @@ class _Resolver:
                     if path not in opaque:
                         plan.unmaterializable[path] = kind
         plan.ops[:0] = defaults
+        plan.defaults = defaults
         return plan
 
 

@@ -11,13 +11,17 @@ their offsets (:class:`Shard`).
 Opaque steps (a user-defined ``init_weights``, ``reset_parameters`` of a module built on
 ``meta``, a custom registered initializer) cannot be drawn in parts: they run as in one
 process, on full temporary tensors of their module's parameters (one module at a time),
-and each rank keeps its rows. So does a checkpoint (``Pretrained``): the full tensor is
-read and the rank's rows are copied out.
+and each rank keeps its rows.
+
+A checkpoint (``Pretrained``) is opened with :func:`~fengine.checkpoint_rows.open_rows`:
+shapes come from the file's header, and each rank reads only its rows of each parameter
+(a safetensors slice, or the pages of a memory-mapped ``torch.save`` zip file). Only a
+legacy-format ``torch.save`` file, which cannot be mapped, is read whole.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 import torch
 
@@ -26,6 +30,9 @@ from .init import TensorInit
 from .plan import InitPlan
 from .rng import fold_in
 from .sample import current_generator
+
+if TYPE_CHECKING:
+    from ..checkpoint_rows import RowSource
 
 __all__ = ['Shard', 'row_shard', 'init_shards']
 
@@ -84,6 +91,17 @@ def _draw_shard(recipe: TensorInit, shape: torch.Size, shard: Shard, *, seed: in
         out.copy_(work)
 
 
+def _rows_of(source: RowSource, shard: Shard) -> torch.Tensor:
+    """The rows of ``source`` that ``shard`` holds (a 0-dim parameter: the whole)."""
+    if not source.shape:
+        return source.read()
+    count = shard.local.shape[0] if shard.local.dim() else 1
+    if count == 0 or source.row_numel == 0:
+        return torch.empty(shard.local.shape, dtype=shard.local.dtype)
+    first = shard.start // source.row_numel
+    return source.rows(first, first + count)
+
+
 def init_shards(plan: InitPlan, shards: Mapping[str, Shard], *, seed: int,
                 inputs: Mapping[str, torch.Tensor] | None = None,
                 out: Mapping[str, torch.Tensor] | None = None) -> InitResult:
@@ -114,7 +132,12 @@ def init_shards(plan: InitPlan, shards: Mapping[str, Shard], *, seed: int,
     session = _new_session(plan, seed, device, None)
     with _activate(session), torch.no_grad():
         values, buffers = _resolve(plan, dict(plan.params if inputs is None else inputs),
-                                   session)
+                                   session, rows=True)
+        # Every safetensors slice is read before the first write, so a failed read leaves
+        # the parameters as they were; a memory-mapped file is read as its rows are copied
+        # (an error there is a fault of the mapping, not an exception).
+        rows = {path: _rows_of(value.data, shards[path]) for path, value in values.items()
+                if value.kind == 'rows'}
         written: dict[str, torch.Tensor] = {}
         for path, value in values.items():
             if value.kind == 'input':
@@ -124,6 +147,9 @@ def init_shards(plan: InitPlan, shards: Mapping[str, Shard], *, seed: int,
             if value.kind == 'fill':
                 _draw_shard(value.data, plan.specs[path].shape, shard, seed=session.seed,
                             path=path, out=target)
+            elif value.kind == 'rows':
+                target.copy_(rows[path].reshape(target.shape))
+                value.data.release()
             else:  # a full tensor, from a checkpoint or from opaque code
                 full = value.data.detach().reshape(-1)
                 target.view(-1).copy_(full[shard.start:shard.start + target.numel()])

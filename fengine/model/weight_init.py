@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from .. import checkpoint_rows
+from ..checkpoint_rows import RowSource
 from ..func import init as F
 from ..func.apply import apply_plan_, current_session
 from ..func.plan import config_plan, initializer_plan
@@ -259,14 +261,27 @@ class PretrainedInit:
         self.map_location, self.weights_only = map_location, weights_only
         self.wholemodule = False
 
-    def load_state_dict(self) -> dict[str, torch.Tensor]:
-        """Read the checkpoint; the state dict for the module this initializer targets."""
+    def _log_load(self) -> None:
         if self.prefix is None:
             print_log(f'load model from: {self.checkpoint}', logger='current')
         else:
             print_log(f'load {self.prefix} in model from: {self.checkpoint}', logger='current')
+
+    def load_state_dict(self) -> dict[str, torch.Tensor]:
+        """Read the checkpoint; the state dict for the module this initializer targets."""
+        self._log_load()
         raw = ckpt.load_checkpoint_file(self.checkpoint, self.map_location, self.weights_only)
         state = ckpt.state_dict_from(raw, self.checkpoint)
+        if self.prefix is not None:
+            state = ckpt.select_prefix(state, self.prefix, self.checkpoint)
+        return state
+
+    def open_rows(self) -> dict[str, RowSource]:
+        """Open the checkpoint for reading rows; the state dict for the targeted module,
+        as :meth:`load_state_dict` gives it, with tensors not read yet."""
+        self._log_load()
+        state = checkpoint_rows.open_rows(self.checkpoint, self.map_location,
+                                          self.weights_only)
         if self.prefix is not None:
             state = ckpt.select_prefix(state, self.prefix, self.checkpoint)
         return state
@@ -274,6 +289,10 @@ class PretrainedInit:
     def checkpoint_loader(self) -> Callable[[], dict[str, torch.Tensor]]:
         """What a plan's Load step calls."""
         return self.load_state_dict
+
+    def rows_opener(self) -> Callable[[], dict[str, RowSource]]:
+        """What a plan's Load step calls where only some rows are wanted (a shard)."""
+        return self.open_rows
 
     def _get_init_info(self) -> str:
         return f'{type(self).__name__}: load from {self.checkpoint}'
