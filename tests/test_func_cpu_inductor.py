@@ -36,6 +36,11 @@ def test_other_backends_and_uncompiled_steps_get_nothing(options):
     assert cpu_training_options(options, CPU_PARAMS) is options
 
 
+def test_a_step_compiled_with_a_mode_gets_nothing_since_torch_takes_a_mode_or_options():
+    options = {'backend': 'inductor', 'mode': 'max-autotune-no-cudagraphs'}
+    assert cpu_training_options(options, [torch.zeros(2)]) is options
+
+
 def test_parameters_off_the_cpu_get_nothing():
     options = {'fullgraph': True}
     assert cpu_training_options(options, [torch.zeros(2, device='meta')]) is options

@@ -30,8 +30,9 @@ def cpu_training_options(options: dict | None,
                          params: Iterable[torch.Tensor]) -> dict | None:
     """``options`` with :data:`CPU_TRAINING_INDUCTOR_OPTIONS` added under ``'options'``.
 
-    Only for the inductor backend (the default) and parameters that are all on the CPU;
-    otherwise, and for ``None`` (no compilation), ``options`` is returned unchanged. Keys
+    Only for the inductor backend (the default), no ``mode`` (``torch.compile`` refuses a
+    mode and options together) and parameters that are all on the CPU; otherwise, and for
+    ``None`` (no compilation), ``options`` is returned unchanged. Keys
     the user put in ``options['options']`` keep their values. The given dicts are not
     changed.
 
@@ -39,6 +40,9 @@ def cpu_training_options(options: dict | None,
     as they are).
     """
     if options is None or options.get('backend', 'inductor') != 'inductor':
+        return options
+    if options.get('mode') is not None:
+        # torch.compile takes a mode or options, never both: the user's mode wins.
         return options
     devices = {param.device.type for param in params}
     if devices != {'cpu'}:
