@@ -1,0 +1,173 @@
+"""Compile a training step in a forked child process while the parent trains eagerly.
+
+A compile in a worker *thread* (:mod:`fengine.func.compile_background`) shares the GIL
+with the training loop: dynamo's tracing holds it for seconds, and a loop that loads
+its data in the main thread (``num_workers=0``) slows down meanwhile. A forked child
+has its own interpreter: it precompiles the step (:func:`~fengine.func.compile_precompiled.save_precompiled`)
+on the second core, at a lower priority, writes the result into the compile cache
+folder and exits; the parent only checks, before each step, whether the child has
+ended (``waitpid`` without blocking), then loads the file.
+
+The child is a copy of the trainer at its first step: it sees the real state (shapes,
+hyper-parameters) and changes nothing of the parent's. It never runs the step, only
+traces it with fake tensors and compiles it, so it starts no intra-op thread pool.
+
+Where fork is not safe, :func:`fork_unsafe_reason` says why and the caller keeps to the
+thread: on CUDA (a forked child cannot use a CUDA context made before the fork), and
+where ``os.fork`` does not exist (Windows).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .compile_precompiled import save_precompiled
+
+__all__ = ['ForkCompile', 'fork_unsafe_reason', 'FORK_NICENESS']
+
+# The child yields the core to the parent's training loop whenever both want it.
+FORK_NICENESS = 10
+
+_children: set[ForkCompile] = set()
+_exit_hook_registered = False
+
+
+def fork_unsafe_reason(device: torch.device) -> str | None:
+    """Why the step on ``device`` cannot be compiled in a forked child, or ``None``."""
+    if not hasattr(os, 'fork'):
+        return 'this platform has no fork'
+    if device.type != 'cpu':
+        return f'the step runs on {device.type}, whose context a forked child cannot use'
+    if torch.cuda.is_initialized():
+        return 'CUDA is initialized in this process, and a forked child cannot use it'
+    return None
+
+
+def _stop_children() -> None:
+    """At exit, end the children still compiling: their work is lost, the job is done."""
+    for child in list(_children):
+        child.stop()
+
+
+class ForkCompile:
+    """Precompile ``function(*args)`` in a forked child; the result lands in ``path``.
+
+    Args:
+        function: The plain function to precompile (see
+            :func:`~fengine.func.compile_precompiled.save_precompiled`).
+        args: Its example arguments (the child's copies are used).
+        options: ``torch.compile`` keyword arguments.
+        path: The file the child writes.
+        external: Objects referred to by name rather than pickled.
+
+    Attributes:
+        seconds: Wall time from the fork to the child's end (``None`` before).
+        error: The child's error, a string with its last traceback line (``None``: none).
+    """
+
+    def __init__(self, function: Callable, args: tuple, options: dict, path: Path,
+                 external: dict[str, Any]) -> None:
+        self._job = (function, args, options, path, external)
+        self.path = path
+        self.pid: int | None = None
+        self.seconds: float | None = None
+        self.error: str | None = None
+        self._read_fd: int | None = None
+        self._start = 0.0
+
+    def start(self) -> ForkCompile:
+        global _exit_hook_registered
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_fd)
+            self._child(write_fd)
+        os.close(write_fd)
+        self.pid, self._read_fd = pid, read_fd
+        _children.add(self)
+        if not _exit_hook_registered:
+            atexit.register(_stop_children)
+            _exit_hook_registered = True
+        return self
+
+    def _child(self, write_fd: int) -> None:
+        code = 0
+        try:
+            os.nice(FORK_NICENESS)
+            # torch's thread count stays the parent's: the step's guards record it, and
+            # the child runs no kernel (it traces with fake tensors), so no thread pool.
+            function, args, options, path, external = self._job
+            save_precompiled(function, args, options, path, external)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            code = 1
+            line = f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}'
+            frames = traceback.extract_tb(exc.__traceback__)
+            if frames:
+                line += f' (at {Path(frames[-1].filename).name}:{frames[-1].lineno})'
+            try:
+                os.write(write_fd, line.encode()[:4000])
+            except OSError:
+                pass
+        finally:
+            # No atexit handlers, no flushing of buffers copied from the parent.
+            os._exit(code)
+
+    @property
+    def done(self) -> bool:
+        """Whether the child has ended (checked without blocking, before every step)."""
+        if self.pid is None:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler): take it as ended
+            pid, status = self.pid, 1 << 8
+        if pid == 0:
+            return False
+        self._finish(status)
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the child ends (or ``timeout`` seconds pass); return :attr:`done`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        """End the child now (its file is written atomically: none or a whole one)."""
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait()
+
+    def _finish(self, status: int) -> None:
+        self.seconds = time.perf_counter() - self._start
+        self.pid = None
+        _children.discard(self)
+        message = b''
+        if self._read_fd is not None:
+            try:
+                message = os.read(self._read_fd, 4096)
+            except OSError:
+                pass
+            os.close(self._read_fd)
+            self._read_fd = None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            self.error = message.decode(errors='replace') or f'the compile process exited with {code}'
