@@ -31,7 +31,7 @@ import torch
 
 from .compile_precompiled import save_precompiled
 
-__all__ = ['ForkCompile', 'fork_unsafe_reason', 'FORK_NICENESS']
+__all__ = ['ForkCompile', 'fork_unsafe_reason', 'forked_compiles', 'FORK_NICENESS']
 
 # The child yields the core to the parent's training loop whenever both want it.
 FORK_NICENESS = 10
@@ -49,6 +49,11 @@ def fork_unsafe_reason(device: torch.device) -> str | None:
     if torch.cuda.is_initialized():
         return 'CUDA is initialized in this process, and a forked child cannot use it'
     return None
+
+
+def forked_compiles() -> list[ForkCompile]:
+    """The children of this process still compiling (as far as the last look saw)."""
+    return [child for child in list(_children) if not child.done]
 
 
 def _stop_children() -> None:

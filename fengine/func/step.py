@@ -165,7 +165,7 @@ def compile_options(compile: bool | dict) -> dict | None:
     background = options.get('background', False)
     if not isinstance(background, bool) and background not in BACKGROUND_MODES:
         raise ValueError(f"compile option 'background' must be True, False, 'process' or "
-                         f"'thread', but got {background!r}"
+                         f"'thread', but got {background!r}."
                          f"{suggest(str(background), BACKGROUND_MODES)}")
     for key in ('precompiled', 'keep_faster'):
         if key in options and not isinstance(options[key], bool):
@@ -330,6 +330,14 @@ class TrainStep:
         # Kinds of call (_signature) compiled for, and those seen once and run eagerly.
         self._kinds_compiled: set[tuple] = set()
         self._kinds_seen: set[tuple] = set()
+
+    @property
+    def eval_waits(self) -> bool:
+        """Whether validation steps should run eagerly now: the training step compiles in
+        the background (a process, or a thread), or it went back to eager steps because
+        they were faster (``keep_faster``): compiling the validation step then costs more
+        than it can save."""
+        return self._background_wanted and (self._background is not None or self._prefer_eager)
 
     @property
     def state(self) -> TrainState:
