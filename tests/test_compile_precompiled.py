@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import types
 
 import pytest
@@ -237,3 +238,20 @@ def test_without_keep_faster_nothing_is_timed():
                                                       keep_faster=False))
     run(step, batches(3))
     assert step._eager_times == [] and step._compiled_times == []
+
+
+def test_a_child_still_compiling_at_exit_is_left_to_finish_and_named(monkeypatch, tmp_path,
+                                                                     fengine_log):
+    from fengine.func import compile_fork
+
+    monkeypatch.setattr(compile_fork, 'save_precompiled', lambda *args: time.sleep(60))
+    child = ForkCompile(len, (), {}, tmp_path / 'x.bin', {}).start()
+    try:
+        compile_fork._leave_children()
+        line, = fengine_log.messages()
+        assert line == (f'a background process (pid {child.pid}) is still compiling; it '
+                        'finishes on its own, niced, and the next run of this job loads what '
+                        f'it writes (kill {child.pid} to stop it)')
+    finally:
+        child.stop()
+    assert child.done and child.error == 'the compile process exited with -9'

@@ -12,6 +12,9 @@ The child is a copy of the trainer at its first step: it sees the real state (sh
 hyper-parameters) and changes nothing of the parent's. It never runs the step, only
 traces it with fake tensors and compiles it, so it starts no intra-op thread pool.
 
+A child still compiling when the job ends is left to finish (logged with its pid):
+what it writes is the next run's warm start.
+
 Where fork is not safe, :func:`fork_unsafe_reason` says why and the caller keeps to the
 thread: on CUDA (a forked child cannot use a CUDA context made before the fork), and
 where ``os.fork`` does not exist (Windows).
@@ -56,10 +59,15 @@ def forked_compiles() -> list[ForkCompile]:
     return [child for child in list(_children) if not child.done]
 
 
-def _stop_children() -> None:
-    """At exit, end the children still compiling: their work is lost, the job is done."""
-    for child in list(_children):
-        child.stop()
+def _leave_children() -> None:
+    """At exit, leave the children still compiling to finish on their own: what they
+    write is the next run's warm start. Each is named in the log (and can be killed)."""
+    from ..logging import print_log
+
+    for child in forked_compiles():
+        print_log(f'a background process (pid {child.pid}) is still compiling; it finishes '
+                  'on its own, niced, and the next run of this job loads what it writes '
+                  f'(kill {child.pid} to stop it)', logger='current')
 
 
 class ForkCompile:
@@ -97,12 +105,17 @@ class ForkCompile:
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(read_fd)
+            # Off the parent's stdout and stderr: a pipe to them (a caller that waits for
+            # the job's output to end) would stay open until the child ended.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
             self._child(write_fd)
         os.close(write_fd)
         self.pid, self._read_fd = pid, read_fd
         _children.add(self)
         if not _exit_hook_registered:
-            atexit.register(_stop_children)
+            atexit.register(_leave_children)
             _exit_hook_registered = True
         return self
 
