@@ -1,8 +1,11 @@
 """Compiling in a forked child, precompiled steps kept for the next run, and keep_faster."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import subprocess
+import sys
 import time
 import types
 
@@ -20,13 +23,30 @@ from test_func_step import MLP, GraphBreaking, batches
 PROCESS = dict(AOT, background='process')
 
 
+def in_a_fresh_process(test):
+    """Run ``test`` in a fresh interpreter (a pytest of its own): torch's autograd refuses
+    to run in a child forked after a backward pass, which earlier tests in this process
+    ran; a training job forks at its first step, before any."""
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        if os.environ.get('FENGINE_TEST_FRESH') == test.__name__:
+            return test(*args, **kwargs)
+        done = subprocess.run(
+            [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+             f'{__file__}::{test.__name__}'], env=dict(os.environ, FENGINE_TEST_FRESH=test.__name__),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert done.returncode == 0, done.stdout[-4000:]
+    return wrapper
+
+
 def run(step, data, eager=None, eager_wrapper=None):
-    """Step through ``data`` (comparing with ``eager`` when given), letting a background
-    compile end after the step that started it."""
+    """Step through ``data`` (comparing with ``eager`` when given; the step goes first, so
+    that it forks before any backward pass), letting a background compile end after the
+    step that started it."""
     state = step.state
     for index, batch in enumerate(data):
-        expected = None if eager is None else eager.train_step(batch, eager_wrapper)
         state, got = step(state, batch)
+        expected = None if eager is None else eager.train_step(batch, eager_wrapper)
         if expected is not None:
             assert relative(got['loss'], expected['loss']) <= 1e-5, index
         if step._background is not None:
@@ -42,11 +62,21 @@ def training_lines(log, name='MLP'):
     return [m for m in log.messages() if f'the training step of {name}' in m]
 
 
+@pytest.fixture(autouse=True)
+def _forks_allowed(monkeypatch):
+    """A child of an earlier test in this process may have found autograd refusing to run
+    after the fork, which turns forks off for the process (compile_fork.py)."""
+    from fengine.func import compile_fork
+
+    monkeypatch.setattr(compile_fork, '_refused', None)
+
+
 @pytest.fixture
 def cache(tmp_path):
     return tmp_path / 'compile-cache'  # conftest.py points FENGINE_COMPILE_CACHE here
 
 
+@in_a_fresh_process
 def test_a_step_compiled_in_a_background_process_switches_and_matches_eager(fengine_log,
                                                                             cache):
     eager, eager_wrapper, model, wrapper = twins()
@@ -64,6 +94,7 @@ def test_a_step_compiled_in_a_background_process_switches_and_matches_eager(feng
     assert step._precompiled and step._compiled_times  # step 2 on ran the precompiled graph
 
 
+@in_a_fresh_process
 def test_the_next_run_loads_the_precompiled_step_at_its_first_step(fengine_log, cache):
     _, _, first, first_wrapper = twins()
     run(make_train_step(first, first_wrapper, compile=PROCESS), batches(2))
@@ -80,6 +111,7 @@ def test_the_next_run_loads_the_precompiled_step_at_its_first_step(fengine_log, 
     assert step._background is None and len(step._compiled_times) == 4
 
 
+@in_a_fresh_process
 def test_a_precompiled_step_whose_guards_do_not_hold_is_compiled_again(fengine_log, cache):
     def sgd(nesterov):
         torch.manual_seed(0)
@@ -100,10 +132,17 @@ def test_a_precompiled_step_whose_guards_do_not_hold_is_compiled_again(fengine_l
     assert lines[0].startswith('the training step of MLP is compiled again, as its precompiled '
                                "graph does not fit this call: L['state'].optimizer."
                                "param_groups[0]['nesterov']")
-    assert 'in a background process' in lines[1]
+    # In a process, or in a thread where autograd refuses to run in a child forked now.
+    assert lines[1] in ('compiling the training step of MLP (backend aot_eager) at its step 1, '
+                        'in a background process; eager steps run until it is ready',
+                        'compiling the training step of MLP in a background process failed '
+                        '(autograd cannot run in a child forked after this process ran a '
+                        'backward pass); it compiles in a background thread instead')
     assert lines[2].startswith('compiled the training step of MLP in ')
+    assert len(lines) == 3
 
 
+@in_a_fresh_process
 def test_a_precompiled_file_in_a_folder_others_may_write_is_refused(fengine_log, cache):
     run(make_train_step(*twins()[2:], compile=PROCESS), batches(2))
     folder = cache / PRECOMPILED_FOLDER
@@ -145,6 +184,7 @@ def test_a_missing_file_is_not_an_error(tmp_path):
     assert load_precompiled(tmp_path / 'none.bin', {}) == (None, 'missing')
 
 
+@in_a_fresh_process
 def test_a_step_the_child_cannot_precompile_compiles_in_a_thread_and_falls_back(fengine_log,
                                                                                  cache):
     eager, eager_wrapper, model, wrapper = twins(GraphBreaking)
@@ -178,6 +218,7 @@ def test_fork_is_refused_off_the_cpu_with_the_reason():
                                                          'a forked child cannot use')
 
 
+@in_a_fresh_process
 def test_validation_runs_eagerly_while_the_training_step_compiles_in_a_process():
     model = MLP().compile_steps(PROCESS)
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
@@ -224,6 +265,7 @@ def test_keep_faster_keeps_compiled_steps_that_are_faster_and_says_so(fengine_lo
         '2.00 ms per eager one)')
 
 
+@in_a_fresh_process
 def test_a_precompiled_first_step_times_eager_steps_after_twenty_compiled_ones(fengine_log):
     run(make_train_step(*twins()[2:], compile=PROCESS), batches(2))
     step = make_train_step(*twins()[2:], compile=PROCESS)
@@ -255,3 +297,22 @@ def test_a_child_still_compiling_at_exit_is_left_to_finish_and_named(monkeypatch
     finally:
         child.stop()
     assert child.done and child.error == 'the compile process exited with -9'
+
+
+def test_a_child_forked_after_a_backward_pass_that_autograd_refuses_turns_forks_off(
+        tmp_path):
+    from fengine.func import compile_fork
+
+    model = MLP()
+    model(*batches(1)[0], mode='loss')['loss'].backward()  # the engine is started
+    step = make_train_step(model, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)),
+                           compile=PROCESS)
+    args = (step,) + step._compile_args(step.state, batches(1)[0])
+    child = ForkCompile(type(step)._step, args, step._precompile_options, tmp_path / 'x.bin',
+                        {'step': step}).start()
+    assert child.wait(300)
+    if child.error is None:  # this backward pass left autograd usable in a child
+        assert (tmp_path / 'x.bin').exists()
+        return
+    assert child.error == compile_fork.AUTOGRAD_AFTER_FORK
+    assert fork_unsafe_reason(torch.device('cpu')) == compile_fork.AUTOGRAD_AFTER_FORK

@@ -16,8 +16,13 @@ A child still compiling when the job ends is left to finish (logged with its pid
 what it writes is the next run's warm start.
 
 Where fork is not safe, :func:`fork_unsafe_reason` says why and the caller keeps to the
-thread: on CUDA (a forked child cannot use a CUDA context made before the fork), and
-where ``os.fork`` does not exist (Windows).
+thread: on CUDA (a forked child cannot use a CUDA context made before the fork), where
+``os.fork`` does not exist (Windows), and once a child found that autograd refuses to
+run in it: torch's autograd engine marks a process forked after it started its worker
+threads (as some backward passes do) as unusable. The trainer forks at its first step,
+before its first backward pass; a batch of a new shape later on, or a process that ran
+backward passes before training, may find autograd refusing and then compiles in a
+thread (logged).
 """
 from __future__ import annotations
 
@@ -34,10 +39,18 @@ import torch
 
 from .compile_precompiled import save_precompiled
 
-__all__ = ['ForkCompile', 'fork_unsafe_reason', 'forked_compiles', 'FORK_NICENESS']
+__all__ = ['ForkCompile', 'fork_unsafe_reason', 'forked_compiles', 'FORK_NICENESS',
+           'AUTOGRAD_AFTER_FORK']
 
 # The child yields the core to the parent's training loop whenever both want it.
 FORK_NICENESS = 10
+
+# What a child says when autograd refused to run in it: torch's autograd engine marks
+# a process forked after it started its threads as unusable, and tracing the step's
+# gradient needs it. From then on this process compiles in threads.
+AUTOGRAD_AFTER_FORK = ('autograd cannot run in a child forked after this process ran a '
+                       'backward pass')
+_refused: str | None = None
 
 _children: set[ForkCompile] = set()
 _exit_hook_registered = False
@@ -51,7 +64,7 @@ def fork_unsafe_reason(device: torch.device) -> str | None:
         return f'the step runs on {device.type}, whose context a forked child cannot use'
     if torch.cuda.is_initialized():
         return 'CUDA is initialized in this process, and a forked child cannot use it'
-    return None
+    return _refused
 
 
 def forked_compiles() -> list[ForkCompile]:
@@ -133,6 +146,11 @@ class ForkCompile:
             frames = traceback.extract_tb(exc.__traceback__)
             if frames:
                 line += f' (at {Path(frames[-1].filename).name}:{frames[-1].lineno})'
+            cause = exc
+            while cause is not None:  # dynamo wraps autograd's refusal in its own errors
+                if 'Autograd-and-Fork' in str(cause):
+                    line = AUTOGRAD_AFTER_FORK
+                cause = cause.__cause__ or cause.__context__
             try:
                 os.write(write_fd, line.encode()[:4000])
             except OSError:
@@ -186,6 +204,9 @@ class ForkCompile:
                 pass
             os.close(self._read_fd)
             self._read_fd = None
+        global _refused
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             self.error = message.decode(errors='replace') or f'the compile process exited with {code}'
+        if self.error == AUTOGRAD_AFTER_FORK:
+            _refused = AUTOGRAD_AFTER_FORK

@@ -98,7 +98,7 @@ from .compile_background import (BackgroundCompile, EagerInCompileThread,
                                  is_foreign_fx_trace_error, prepare_inductor_in_this_thread,
                                  refuse_eager_in_compile_thread)
 from .compile_cache import use_compile_cache
-from .compile_fork import ForkCompile, fork_unsafe_reason
+from .compile_fork import AUTOGRAD_AFTER_FORK, ForkCompile, fork_unsafe_reason
 from .compile_precompiled import load_precompiled, precompiled_path
 from .compile_watch import CompileWatch
 
@@ -430,15 +430,19 @@ class TrainStep:
                 return state, self._eager_while_compiling(data)
             if self._background is not None and self._background.done:
                 self._end_background(state)
-            if self._background is None and self._background_wanted and not self._fell_back:
+            if self._background_wanted and not self._fell_back:
                 # A batch of a new shape (the shorter last batch of an epoch) or kind of
                 # update (accumulation) would recompile in the foreground: it runs eagerly
                 # and, from its second time on, compiles in the background (the last
-                # batch of a one-epoch run is not worth a compilation).
+                # batch of a one-epoch run is not worth a compilation). A kind with a
+                # precompiled step runs it, even while another kind compiles.
                 kind = _signature(data, self.optim_wrapper.should_sync())
                 precompiled = self._precompiled.get(kind)
                 if precompiled is not None and not self._fits(precompiled, state, data, kind):
                     precompiled = None
+                if precompiled is None and self._background is not None:
+                    self._watch.calls += 1  # compiling: eager steps meanwhile
+                    return state, self._eager_while_compiling(data)
                 if precompiled is None and kind not in self._kinds_compiled:
                     self._watch.calls += 1
                     if not self._kinds_compiled or kind in self._kinds_seen:
@@ -451,9 +455,6 @@ class TrainStep:
                     if precompiled is None:
                         return state, self._eager_while_compiling(data)
                     self._watch.calls -= 1  # counted again below
-            elif self._background is not None:  # compiling: eager steps meanwhile
-                self._watch.calls += 1
-                return state, self._eager_while_compiling(data)
         compiled = self._compiled is not None and not self._fell_back
         step = self._compiled if compiled else self._step
         if precompiled is not None:
@@ -644,7 +645,15 @@ class TrainStep:
 
     # -- keep_faster: compiled steps timed against eager ones -------------------------
     def _timing_compiled(self) -> bool:
-        return self._keep_faster and len(self._compiled_times) < _TIMED_STEPS
+        """Whether this compiled call is timed (keep_faster, on the CPU only: timing a
+        CUDA step would need a host sync)."""
+        if not self._keep_faster:
+            return False
+        layout = self._cached_layout
+        if layout is None or layout.device.type != 'cpu':
+            self._keep_faster = False
+            return False
+        return len(self._compiled_times) < _TIMED_STEPS
 
     def _eager_needed(self) -> bool:
         """Whether eager steps must be timed before deciding (a precompiled step loaded
@@ -656,9 +665,6 @@ class TrainStep:
         """Once both kinds of step were timed: keep the compiled steps, or go back to
         eager steps for good when they are faster; logged with both times."""
         if len(self._compiled_times) < _TIMED_STEPS or len(self._eager_times) < _TIMED_STEPS:
-            return
-        if self._cached_layout is None or self._cached_layout.device.type != 'cpu':
-            self._keep_faster = False  # timing a CUDA step would need a host sync
             return
         self._keep_faster = False  # decided once
         compiled = statistics.median(self._compiled_times[_WARMUP_STEPS:])
@@ -744,7 +750,8 @@ class TrainStep:
             self._kinds_seen.add(kind)
             print_log(f'compiling {self._watch.what} in a background process failed '
                       f'({why}); it compiles in a background thread instead',
-                      logger='current', level=logging.WARNING)
+                      logger='current', level=logging.INFO if why == AUTOGRAD_AFTER_FORK
+                      else logging.WARNING)
             return
         compiled.disable_guard_check()  # checked by _fits, before anything runs
         self._precompiled[kind] = compiled
