@@ -6,10 +6,15 @@ Each run is ``examples/fashion_mnist.py --data synthetic --seed 0`` (the tutoria
 60000/10000 synthetic images) in a fresh interpreter, as a user starts it. Contenders:
 
 - ``eager``: ``--no-compile``;
-- ``compiled, background``: the default ``compile`` (inductor); the first step starts a
-  worker thread that compiles the training step while eager steps run;
-- ``compiled, foreground``: the same with ``background=False`` (set by this script), so
-  that the first step waits for the compilation, as before background compiles existed.
+- ``compiled, process``: the default ``compile`` (inductor): the first step forks a child
+  that precompiles the training step into the cache folder while eager steps run; the
+  parent loads it when the child ends, and the next run loads it at its first step;
+  ``keep_faster`` times compiled steps against eager ones and keeps the faster;
+- ``compiled, thread``: ``background='thread', precompiled=False, keep_faster=False``, a
+  worker thread compiles while eager steps run (the default before the process);
+- ``compiled, foreground``: ``background=False``: the first step waits for the compile.
+
+The options are set by this script (``BaseModel.compile_steps`` patched in the run).
 
 Each compiled contender runs twice in a row on one cache folder of its own
 (``FENGINE_COMPILE_CACHE``, ``TORCHINDUCTOR_CACHE_DIR`` unset): ``cold`` (empty folder)
@@ -39,9 +44,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / 'examples' / 'fashion_mnist.py'
-CONTENDERS = ('compiled, background', 'eager', 'compiled, foreground')
+# compile options of each contender (None: --no-compile)
+OPTIONS = {'compiled, process': {},
+           'eager': None,
+           'compiled, thread': dict(background='thread', precompiled=False, keep_faster=False),
+           'compiled, foreground': dict(background=False)}
+CONTENDERS = tuple(OPTIONS)
 _MARKS = {'compiling the training step': 'compile_start',
-          'compiled the training step': 'compile_end'}
+          'compiled the training step': 'compile_end',
+          'loaded the training step': 'compile_end'}
 
 
 def _worker(args: dict) -> None:
@@ -56,6 +67,9 @@ def _worker(args: dict) -> None:
             message = record.getMessage()
             if message.startswith('torch intra-op threads'):
                 marks['threads'] = message.split(' (')[0].rsplit(' ', 1)[-1]
+            if ' per compiled step, ' in message:  # keep_faster's decision
+                marks['keep_faster'] = ('eager' if 'runs eager steps' in message else
+                                        'compiled') + ' (' + message.split(' (', 1)[1]
             for prefix, key in _MARKS.items():
                 if message.startswith(prefix) and key not in marks:
                     marks[key] = time.time()
@@ -68,22 +82,40 @@ def _worker(args: dict) -> None:
 
     from fengine.logging import get_logger
     get_logger().addHandler(Marks())
-    if not args['background']:
+    if args['options']:
         from fengine.model import BaseModel
         compile_steps = BaseModel.compile_steps
 
-        def foreground(self, compile=True, **kwargs):
+        def with_options(self, compile=True, **kwargs):
             options = dict(compile) if isinstance(compile, dict) else {}
-            return compile_steps(self, {**options, 'background': False}, **kwargs)
+            return compile_steps(self, {**options, **args['options']}, **kwargs)
 
-        BaseModel.compile_steps = foreground
+        BaseModel.compile_steps = with_options
     sys.path.insert(0, str(EXAMPLE.parent))
     spec = importlib.util.spec_from_file_location('fashion_mnist_example', EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     metrics = example.main(args['argv'])
+    from fengine.func.compile_fork import forked_compiles
+    left = forked_compiles()  # still compiling: they end on their own after this exit
+    if left:
+        marks['child_left'] = left[0].pid
     marks['accuracy'] = float(metrics.get('synthetic/Accuracy', metrics.get('Accuracy', 0)))
     Path(args['out']).write_text(json.dumps(marks))
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie nobody reaped has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return True
 
 
 def run_once(contender: str, cache: str | None, epochs: int, scratch: Path) -> dict:
@@ -99,8 +131,7 @@ def run_once(contender: str, cache: str | None, epochs: int, scratch: Path) -> d
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
     if cache is not None:
         env['FENGINE_COMPILE_CACHE'] = cache
-    spec = json.dumps(dict(argv=argv, out=str(out),
-                           background=contender != 'compiled, foreground'))
+    spec = json.dumps(dict(argv=argv, out=str(out), options=OPTIONS[contender]))
     load = os.getloadavg()[0]
     start = time.time()
     done = subprocess.run([sys.executable, '-m', 'bench.main_job_bench', '--worker', spec],
@@ -111,12 +142,24 @@ def run_once(contender: str, cache: str | None, epochs: int, scratch: Path) -> d
         raise RuntimeError(f'{contender} failed (exit {done.returncode}):\n'
                            + '\n'.join(done.stdout.splitlines()[-20:]))
     marks = json.loads(out.read_text())
+    # A compile child the run left (it ends on its own) would take the next run's CPU
+    # and write its warm start late: wait for it, outside the run's wall time.
+    child_after = None
+    if marks.get('child_left'):
+        waited = time.time()
+        while _alive(marks['child_left']):
+            time.sleep(0.2)
+        child_after = time.time() - waited
+    # From the line that says compilation starts (or, for a precompiled step loaded at
+    # the first step, the load's own seconds) to the line that says it is ready.
     to_compiled = (marks['compile_end'] - marks['compile_start']
-                   if 'compile_end' in marks and 'compile_start' in marks else None)
+                   if 'compile_end' in marks and 'compile_start' in marks
+                   else marks.get('compile_seconds'))
     shutil.rmtree(scratch / 'work_dir', ignore_errors=True)
     return dict(wall=wall, to_compiled=to_compiled, switch_step=marks.get('switch_step'),
                 compile_seconds=marks.get('compile_seconds'), accuracy=marks.get('accuracy'),
-                threads=marks.get('threads'),
+                threads=marks.get('threads'), keep_faster=marks.get('keep_faster'),
+                child_after=child_after,
                 load=load, load_after=os.getloadavg()[0])
 
 
@@ -137,7 +180,8 @@ def bench(epochs: int = 1, repeats: int = 2, log=print,
                     log(f'repeat {repeat + 1}: {contender} ({cache}): wall '
                         f'{result["wall"]:.1f} s, to compiled {result["to_compiled"]}, '
                         f'switch at {result["switch_step"]}, accuracy {result["accuracy"]:.3f}, '
-                        f'threads {result["threads"]}, '
+                        f'threads {result["threads"]}, keep_faster {result["keep_faster"]}, '
+                        f'child left ended {result["child_after"]} s after, '
                         f'load {result["load"]:.1f} -> {result["load_after"]:.1f}')
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -44,6 +44,14 @@ def _no_compile_left_running():
 
 
 @pytest.fixture(autouse=True)
+def _own_compile_cache(tmp_path, monkeypatch):
+    """Each test compiles into a cache folder of its own: a precompiled step that an
+    earlier test (or run) left must not be loaded (compile_precompiled.py)."""
+    monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR', raising=False)
+    monkeypatch.setenv('FENGINE_COMPILE_CACHE', str(tmp_path / 'compile-cache'))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     random.seed(0)
     np.random.seed(0)

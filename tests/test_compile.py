@@ -163,18 +163,26 @@ def test_the_validation_step_logs_its_compile_and_the_part_after_its_graph_break
     assert len(lines) == 2
 
 
-def test_the_background_option_must_be_a_bool():
+def test_the_background_option_must_be_a_bool_or_where_it_runs():
     model = MLP()
-    with pytest.raises(TypeError, match="compile option 'background' must be True or False, "
-                                        "but got 'yes'"):
-        model.compile_steps(dict(backend='aot_eager', background='yes'))
+    with pytest.raises(ValueError, match="compile option 'background' must be True, False, "
+                                         "'process' or 'thread', but got 'proces'. Did you "
+                                         "mean 'process'"):
+        model.compile_steps(dict(backend='aot_eager', background='proces'))
+
+
+@pytest.mark.parametrize('key', ['precompiled', 'keep_faster'])
+def test_the_precompiled_and_keep_faster_options_must_be_bools(key):
+    with pytest.raises(TypeError, match=f"compile option '{key}' must be True or False, but "
+                                        "got 'no'"):
+        MLP().compile_steps(dict(backend='aot_eager', **{key: 'no'}))
 
 
 # -- compiling in the background --------------------------------------------------------
 @pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
 def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_log, optimizer):
     eager, eager_wrapper, model, wrapper = twins(optimizer=optimizer)
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'), strict=True)
     data = batches(8)
     state = step.state
     for index, batch in enumerate(data):
@@ -197,7 +205,7 @@ def test_a_run_that_switches_to_compiled_steps_matches_an_all_eager_run(fengine_
 
 def test_a_batch_of_a_new_shape_is_compiled_in_the_background_too(fengine_log):
     eager, eager_wrapper, model, wrapper = twins()
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'), strict=True)
     state = step.state
     # The batch of 8 comes twice: its first time runs eagerly without compiling (the last
     # batch of a one-epoch run), its second time starts the compilation.
@@ -223,7 +231,7 @@ def test_a_batch_of_a_new_shape_is_compiled_in_the_background_too(fengine_log):
 def test_background_steps_leave_grad_as_the_compiled_step_does_none_after_an_sgd_update():
     model = MLP()
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'))
     state, _ = step(step.state, batches(1)[0])  # eager, while the worker compiles
     assert all(p.grad is None for p in model.parameters())
     assert step._background.wait(120)
@@ -234,7 +242,7 @@ def test_background_steps_leave_grad_as_the_compiled_step_does_none_after_an_sgd
 def test_an_optimizer_that_reads_grad_keeps_the_same_buffers_through_the_switch():
     model = MLP()
     wrapper = OptimWrapper(torch.optim.RMSprop(model.parameters(), lr=0.01))
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'))
     state, _ = step(step.state, batches(1)[0])
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and not g.any() for g in grads)  # zeroed, not set to None
@@ -248,7 +256,7 @@ def test_an_eager_step_that_met_another_thread_s_fx_trace_runs_again(monkeypatch
 
     prepare_inductor_in_this_thread()  # inductor's own trace, done on this thread
     eager, eager_wrapper, model, wrapper = twins()
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'))
     real, calls = model._eager_train_step, []
 
     def meets_a_trace_once(*args, **kwargs):
@@ -271,7 +279,7 @@ def test_an_eager_step_that_met_another_thread_s_fx_trace_runs_again(monkeypatch
 def test_a_step_that_cannot_compile_in_the_background_falls_back_to_eager_with_a_warning(
         fengine_log):
     eager, eager_wrapper, model, wrapper = twins(GraphBreaking)
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'))
     state = step.state
     for index, batch in enumerate(batches(4)):
         expected = eager.train_step(batch, eager_wrapper)
@@ -288,7 +296,7 @@ def test_a_step_that_cannot_compile_in_the_background_falls_back_to_eager_with_a
 def test_strict_raises_the_background_compile_error_at_the_switch():
     model = GraphBreaking()
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True), strict=True)
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'), strict=True)
     state, _ = step(step.state, batches(1)[0])
     assert step._background.wait(120)
     with pytest.raises(torch._dynamo.exc.Unsupported):
@@ -297,7 +305,7 @@ def test_strict_raises_the_background_compile_error_at_the_switch():
 
 def test_a_stance_that_runs_eagerly_stops_the_worker_before_it_touches_the_state(fengine_log):
     eager, eager_wrapper, model, wrapper = twins()
-    step = make_train_step(model, wrapper, compile=dict(AOT, background=True))
+    step = make_train_step(model, wrapper, compile=dict(AOT, background='thread'))
     state = step.state
     with torch.compiler.set_stance('force_eager'):
         for index, batch in enumerate(batches(3)):
@@ -371,5 +379,5 @@ def test_the_runner_compiles_in_the_background_by_default(tmp_path, fengine_log)
     runner.train()
     text = fengine_log.text
     assert ('compiling the training step of MLP (backend aot_eager) at its step 1, in a '
-            'background thread') in text
+            'background process') in text
     assert 'torch intra-op threads: ' in text

@@ -82,16 +82,19 @@ def is_foreign_fx_trace_error(exc: BaseException) -> bool:
 
 
 def wait_for_background_compiles(timeout: float | None = None) -> bool:
-    """Block until every background compilation of this process ended (or ``timeout``
-    seconds passed); return whether none is left. For tests and benchmarks that must not
+    """Block until every background compilation of this process (threads, and forked
+    children: :mod:`fengine.func.compile_fork`) ended (or ``timeout`` seconds passed);
+    return whether none is left. For tests and benchmarks that must not
     leave a compiling thread behind."""
+    from .compile_fork import forked_compiles
+
     deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:
         running = list(_in_flight)
-    for background in running:
+    for background in running + forked_compiles():
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         background.wait(left)
-    return not compile_in_flight()
+    return not compile_in_flight() and not forked_compiles()
 
 
 class BackgroundCompile:

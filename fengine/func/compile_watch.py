@@ -158,11 +158,13 @@ class CompileWatch:
             if self.graphs != self._seen_graphs:
                 self.settle(time.perf_counter() - start)
 
-    def log_start(self, background: bool = False) -> None:
-        """The line that says compilation starts (at the coming call)."""
+    def log_start(self, background: bool | str = False) -> None:
+        """The line that says compilation starts (at the coming call); ``background``:
+        ``True`` (a thread), ``'process'`` or ``False`` (this call waits)."""
         self.started = True
-        where = ('in a background thread; eager steps run until it is ready'
-                 if background else 'this takes a while the first time')
+        where = ('this takes a while the first time' if not background else
+                 f"in a background {'process' if background == 'process' else 'thread'}; "
+                 'eager steps run until it is ready')
         print_log(f'compiling {self.what} (backend {self.backend_name}) at its step '
                   f'{max(self.calls, 1)}, {where}', logger='current')
 

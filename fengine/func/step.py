@@ -73,9 +73,11 @@ backward: unlike DDP's buckets it does not overlap with it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import operator
+import statistics
 import time
 import types
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -87,6 +89,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .. import dist as _dist
+from .._errors import suggest
 from ..logging import print_log
 from ._cpu_inductor import cpu_training_options
 from ._grad_update import grad_update
@@ -96,6 +99,8 @@ from .compile_background import (BackgroundCompile, EagerInCompileThread,
                                  is_foreign_fx_trace_error, prepare_inductor_in_this_thread,
                                  refuse_eager_in_compile_thread)
 from .compile_cache import use_compile_cache
+from .compile_fork import AUTOGRAD_AFTER_FORK, ForkCompile, fork_unsafe_reason
+from .compile_precompiled import load_precompiled, precompiled_path
 from .compile_watch import CompileWatch
 
 __all__ = ['TrainState', 'TrainStep', 'make_train_step', 'compile_options', 'compile_method']
@@ -137,9 +142,17 @@ class TrainState(NamedTuple):
 def compile_options(compile: bool | dict) -> dict | None:
     """``True`` -> defaults, a dict -> ``torch.compile`` options, ``False`` -> ``None``.
 
-    Besides ``torch.compile``'s own options, the dict may hold ``background`` (a bool:
-    compile the training step in a worker thread while eager steps run, see
-    :mod:`fengine.func.compile_background`).
+    Besides ``torch.compile``'s own options, the dict may hold:
+
+    - ``background``: compile the training step while eager steps run: ``'process'``
+      (a forked child, :mod:`fengine.func.compile_fork`; on CUDA or without fork, a
+      thread), ``'thread'`` (a worker thread, :mod:`fengine.func.compile_background`),
+      ``True`` (``'process'``) or ``False`` (the first step waits for the compile);
+    - ``precompiled`` (default ``True``): keep the compiled step in the compile cache
+      folder and load it in the next run, without tracing again
+      (:mod:`fengine.func.compile_precompiled`); needed by ``'process'``;
+    - ``keep_faster`` (default ``True``): on CPU, after a background compile, time
+      compiled steps against eager ones and keep the faster, logged with both times.
     """
     if not isinstance(compile, (bool, dict)) and compile is not None:
         raise TypeError(f'compile must be a bool or a dict of torch.compile options, but '
@@ -150,14 +163,26 @@ def compile_options(compile: bool | dict) -> dict | None:
     # Graph breaks inside a training step mean extra host round trips and a split
     # backward; fail loudly (and fall back to eager, unless strict) instead.
     options.setdefault('fullgraph', True)
-    if 'background' in options and not isinstance(options['background'], bool):
-        raise TypeError(f"compile option 'background' must be True or False, but got "
-                        f"{options['background']!r}")
+    background = options.get('background', False)
+    if not isinstance(background, bool) and background not in BACKGROUND_MODES:
+        raise ValueError(f"compile option 'background' must be True, False, 'process' or "
+                         f"'thread', but got {background!r}."
+                         f"{suggest(str(background), BACKGROUND_MODES)}")
+    for key in ('precompiled', 'keep_faster'):
+        if key in options and not isinstance(options[key], bool):
+            raise TypeError(f'compile option {key!r} must be True or False, but got '
+                            f'{options[key]!r}')
     return options
 
 
 # Keys of a compile dict that fengine reads and torch.compile does not get.
-FENGINE_COMPILE_KEYS = ('background',)
+FENGINE_COMPILE_KEYS = ('background', 'precompiled', 'keep_faster')
+# Where a background compile runs: a forked child (where fork is safe, see
+# compile_fork.py), or a worker thread (compile_background.py). True picks the process.
+BACKGROUND_MODES = ('process', 'thread')
+# keep_faster: compiled steps timed, after the switch, against the eager ones (CPU only).
+_TIMED_STEPS = 20  # of each kind before deciding
+_WARMUP_STEPS = 3  # the first ones of each kind, left out (caches, allocator)
 
 
 # Attempts of an eager step that meets another thread's FX tracing (_eager_while_compiling).
@@ -289,11 +314,34 @@ class TrainStep:
         self._background_wanted = bool(
             options is not None and options.get('background') and options['fullgraph']
             and self.group is None and self._scaler is None)
-        self._background: BackgroundCompile | None = None
+        self._background: BackgroundCompile | ForkCompile | None = None
         self._background_from = 0  # the step at which it began
+        background = options.get('background') if options is not None else False
+        self._fork_wanted = self._background_wanted and background in (True, 'process')
+        self._precompiled_wanted = bool(self._background_wanted
+                                        and options.get('precompiled', True))
+        # torch.compile's own arguments, unwatched: precompile needs the bare backend.
+        self._precompile_options = None if options is None else {
+            k: v for k, v in options.items() if k not in FENGINE_COMPILE_KEYS}
+        self._precompiled: dict[tuple, Any] = {}  # kind -> precompiled step (loaded)
+        self._keep_faster = bool(self._background_wanted and options.get('keep_faster', True))
+        self._eager_times: list[float] = []  # seconds of eager steps (keep_faster)
+        self._compiled_times: list[float] = []
+        self._prefer_eager = False  # keep_faster found the compiled steps slower
+        self._background_kind: tuple | None = None  # what a ForkCompile compiles for
+        self._fork_explained = False
+        self._precompiled_refused: set[tuple] = set()  # kinds whose file was looked at
         # Kinds of call (_signature) compiled for, and those seen once and run eagerly.
         self._kinds_compiled: set[tuple] = set()
         self._kinds_seen: set[tuple] = set()
+
+    @property
+    def eval_waits(self) -> bool:
+        """Whether validation steps should run eagerly now: the training step compiles in
+        the background (a process, or a thread), or it went back to eager steps because
+        they were faster (``keep_faster``): compiling the validation step then costs more
+        than it can save."""
+        return self._background_wanted and (self._background is not None or self._prefer_eager)
 
     @property
     def state(self) -> TrainState:
@@ -379,28 +427,42 @@ class TrainStep:
 
                 return state, ddp_train_step(self.ddp, data, self.optim_wrapper)
             return state, self.model._eager_train_step(data, self.optim_wrapper)
+        precompiled = None
         if self._background_wanted and not self._fell_back:
+            if self._prefer_eager or self._eager_needed():
+                self._watch.calls += 1
+                return state, self._eager_while_compiling(data)
             if self._background is not None and self._background.done:
                 self._end_background(state)
-            if self._background is None and self._background_wanted and not self._fell_back:
+            if self._background_wanted and not self._fell_back:
                 # A batch of a new shape (the shorter last batch of an epoch) or kind of
                 # update (accumulation) would recompile in the foreground: it runs eagerly
                 # and, from its second time on, compiles in the background (the last
-                # batch of a one-epoch run is not worth a compilation).
+                # batch of a one-epoch run is not worth a compilation). A kind with a
+                # precompiled step runs it, even while another kind compiles.
                 kind = _signature(data, self.optim_wrapper.should_sync())
-                if kind not in self._kinds_compiled:
+                precompiled = self._precompiled.get(kind)
+                if precompiled is not None and not self._fits(precompiled, state, data, kind):
+                    precompiled = None
+                if precompiled is None and self._background is not None:
+                    self._watch.calls += 1  # compiling: eager steps meanwhile
+                    return state, self._eager_while_compiling(data)
+                if precompiled is None and kind not in self._kinds_compiled:
                     self._watch.calls += 1
                     if not self._kinds_compiled or kind in self._kinds_seen:
                         self._kinds_compiled.add(kind)
-                        self._start_background(state, data)
+                        precompiled = self._load_precompiled(state, data, kind)
+                        if precompiled is None:
+                            self._start_background(state, data, kind)
                     else:
                         self._kinds_seen.add(kind)
-                    return state, self._eager_while_compiling(data)
-            elif self._background is not None:  # compiling: eager steps meanwhile
-                self._watch.calls += 1
-                return state, self._eager_while_compiling(data)
+                    if precompiled is None:
+                        return state, self._eager_while_compiling(data)
+                    self._watch.calls -= 1  # counted again below
         compiled = self._compiled is not None and not self._fell_back
         step = self._compiled if compiled else self._step
+        if precompiled is not None:
+            step = functools.partial(precompiled, self)
         if compiled:
             # A float lr is guarded by value: each scheduled change would recompile.
             hold_hyperparams_(state.optimizer, self._held)
@@ -442,7 +504,12 @@ class TrainStep:
             with _dist._explained_collective_errors(
                     unless=lambda exc: self.group is None or _is_compile_error(exc)):
                 args = (state, data, scale, update, restore, window, accumulated)
+                timed = compiled and self._timing_compiled()
+                start = time.perf_counter() if timed else 0.0
                 log_vars = self._watch.call(step, *args) if compiled else step(*args)
+                if timed:
+                    self._compiled_times.append(time.perf_counter() - start)
+                    self._judge_speed()
         except Exception as exc:  # noqa: BLE001 - dynamo and backends raise many types
             if not compiled or self.strict or not _is_compile_error(exc):
                 raise
@@ -476,8 +543,34 @@ class TrainStep:
                 and any(param.grad is not None for param in state.params.values()))
 
     # -- compiling in the background (compile_background.py) -------------------------
-    def _start_background(self, state: TrainState, data: Any) -> None:
-        """Ready the state as the first compiled call would, and compile in a worker."""
+    def _start_background(self, state: TrainState, data: Any, kind: tuple) -> None:
+        """Ready the state as the first compiled call would, and compile in a forked
+        child (where it is safe) or a worker thread."""
+        args = self._compile_args(state, data, clone=True)
+        self._background_from = self._watch.calls
+        unsafe = fork_unsafe_reason(self._layout(state).device) if self._fork_wanted else ''
+        if self._fork_wanted and self._precompiled_wanted and unsafe is None:
+            if not self._watch.started:
+                self._watch.log_start(background='process')
+            self._background_kind = kind
+            self._background = ForkCompile(TrainStep._step, (self,) + args,
+                                           self._precompile_options,
+                                           self._precompiled_file(state, kind),
+                                           {'step': self}).start()
+            return
+        if unsafe and not self._fork_explained:
+            self._fork_explained = True
+            print_log(f'{self._watch.what} compiles in a background thread, not a process: '
+                      f'{unsafe}', logger='current')
+        if self._watch.backend_name == 'inductor':
+            prepare_inductor_in_this_thread()
+        if not self._watch.started:
+            self._watch.log_start(background=True)
+        self._background = BackgroundCompile(self._compiled, args).start()
+
+    def _compile_args(self, state: TrainState, data: Any, clone: bool = False) -> tuple:
+        """Ready the state as the first compiled call would; the arguments of a compiled
+        call on ``data`` (a clone of it with ``clone``), without ``self``."""
         # Traced for this micro-step's kind of update; the other kind (accumulation)
         # compiles when it first comes, as without a background compile.
         update = self.optim_wrapper.should_sync()
@@ -494,16 +587,101 @@ class TrainStep:
             self._cached_layout = None
             self._state_ready = True
         device = self._layout(state).device
-        # The eager step preprocesses `data` meanwhile; the trace gets its own batch.
-        batch = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, data)
-        args = (state, batch, self._scale(1, device), update, None, None,
+        if clone:  # the eager step preprocesses `data` meanwhile; the trace gets its own
+            data = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, data)
+        return (state, data, self._scale(1, device), update, None, None,
                 self._accumulated(state, update))
-        if self._watch.backend_name == 'inductor':
-            prepare_inductor_in_this_thread()
-        if not self._watch.started:
-            self._watch.log_start(background=True)
-        self._background_from = self._watch.calls
-        self._background = BackgroundCompile(self._compiled, args).start()
+
+    # -- precompiled steps (compile_precompiled.py, compile_fork.py) ------------------
+    def _precompiled_file(self, state: TrainState, kind: tuple):
+        """The file of this step's precompiled graph for ``kind`` of call."""
+        optimizer = state.optimizer
+        groups = [sorted(k for k in group if k != 'params') for group in optimizer.param_groups]
+        params = [(name, tuple(p.shape), p.dtype) for name, p in state.params.items()]
+        return precompiled_path(
+            'train_step', type(self.model).__module__, type(self.model).__qualname__,
+            repr(self.model), params, sorted(state.frozen), sorted(state.buffers),
+            type(optimizer).__module__, type(optimizer).__qualname__, groups,
+            sorted(self._precompile_options.items(), key=lambda item: item[0]), kind,
+            self._grad_update is not None)
+
+    def _load_precompiled(self, state: TrainState, data: Any, kind: tuple) -> Any:
+        """The precompiled step for ``kind`` from an earlier run, if there is one that
+        fits this call (its guards hold); logged either way."""
+        if not self._precompiled_wanted or kind in self._precompiled_refused:
+            return None
+        self._precompiled_refused.add(kind)  # one look per kind; a compile replaces it
+        path = self._precompiled_file(state, kind)
+        start = time.perf_counter()
+        compiled, why = load_precompiled(path, {'step': self})
+        if compiled is None:
+            if why != 'missing':
+                print_log(f'{self._watch.what} is compiled again, as its precompiled '
+                          f'file is not used: {why}',
+                          logger='current', level=logging.WARNING)
+            return None
+        compiled.disable_guard_check()  # checked by _fits, before anything runs
+        self._precompiled[kind] = compiled
+        if not self._fits(compiled, state, data, kind):
+            return None
+        self._watch.graphs += 1
+        self._watch.started = True
+        print_log(f'loaded {self._watch.what}, precompiled, from {path} in '
+                  f'{time.perf_counter() - start:.1f} s; compiled steps from its step '
+                  f'{self._watch.calls} on', logger='current')
+        return compiled
+
+    def _fits(self, compiled: Any, state: TrainState, data: Any, kind: tuple) -> bool:
+        """Whether the guards of a precompiled step hold for this call; if not, the step
+        is dropped (logged with dynamo's reason) and ``kind`` compiles again."""
+        args = (self,) + self._compile_args(state, data)
+        if compiled.guard_check(*args):
+            return True
+        reason = compiled._artifacts.guard_manager.check_verbose(compiled.prepare_f_locals(*args))
+        parts = getattr(reason, 'verbose_code_parts', None) or [str(reason)]
+        del self._precompiled[kind]
+        self._kinds_compiled.discard(kind)
+        self._kinds_seen.add(kind)  # compiles in the background at once
+        print_log(f'{self._watch.what} is compiled again, as its precompiled graph does '
+                  f'not fit this call: {str(parts[0]).split("  #")[0].strip()}',
+                  logger='current')
+        return False
+
+    # -- keep_faster: compiled steps timed against eager ones -------------------------
+    def _timing_compiled(self) -> bool:
+        """Whether this compiled call is timed (keep_faster, on the CPU only: timing a
+        CUDA step would need a host sync)."""
+        if not self._keep_faster:
+            return False
+        layout = self._cached_layout
+        if layout is None or layout.device.type != 'cpu':
+            self._keep_faster = False
+            return False
+        return len(self._compiled_times) < _TIMED_STEPS
+
+    def _eager_needed(self) -> bool:
+        """Whether eager steps must be timed before deciding (a precompiled step loaded
+        at the first step leaves none to compare with)."""
+        return (self._keep_faster and len(self._compiled_times) >= _TIMED_STEPS
+                and len(self._eager_times) < _TIMED_STEPS)
+
+    def _judge_speed(self) -> None:
+        """Once both kinds of step were timed: keep the compiled steps, or go back to
+        eager steps for good when they are faster; logged with both times."""
+        if len(self._compiled_times) < _TIMED_STEPS or len(self._eager_times) < _TIMED_STEPS:
+            return
+        self._keep_faster = False  # decided once
+        compiled = statistics.median(self._compiled_times[_WARMUP_STEPS:])
+        eager = statistics.median(self._eager_times[_WARMUP_STEPS:])
+        times = f'{compiled * 1e3:.2f} ms per compiled step, {eager * 1e3:.2f} ms per eager one'
+        if compiled <= eager:
+            print_log(f'{self._watch.what} keeps its compiled steps ({times})',
+                      logger='current')
+            return
+        self._prefer_eager = True
+        print_log(f'{self._watch.what} runs eager steps from its step '
+                  f'{self._watch.calls + 1} on, as they are faster ({times}; '
+                  "compile=dict(keep_faster=False) keeps the compiled ones)", logger='current')
 
     def _eager_while_compiling(self, data: Any) -> dict[str, torch.Tensor]:
         """The model's eager step (``compile=False``'s), with ``.grad`` as the compiled
@@ -525,8 +703,17 @@ class TrainStep:
         attempts = 0
         while True:
             try:
-                return self.model._eager_train_step(data, self.optim_wrapper,
-                                                     zero_kwargs=dict(set_to_none=free))
+                if not self._keep_faster:
+                    return self.model._eager_train_step(data, self.optim_wrapper,
+                                                         zero_kwargs=dict(set_to_none=free))
+                start = time.perf_counter()
+                log_vars = self.model._eager_train_step(data, self.optim_wrapper,
+                                                        zero_kwargs=dict(set_to_none=free))
+                # The latest ones: the first steps of a run are slower (allocator, caches).
+                self._eager_times = self._eager_times[-4 * _TIMED_STEPS:]
+                self._eager_times.append(time.perf_counter() - start)
+                self._judge_speed()
+                return log_vars
             except NameError as exc:
                 attempts += 1
                 if not is_foreign_fx_trace_error(exc) or attempts >= _FX_RETRIES:
@@ -538,6 +725,9 @@ class TrainStep:
         compiling in the foreground (an error of the model itself shows there)."""
         background, self._background = self._background, None
         error = background.error
+        if isinstance(background, ForkCompile):
+            self._end_fork(state, background)
+            return
         if error is None:
             self._watch.settle(background.seconds, background_from=self._background_from)
         elif isinstance(error, EagerInCompileThread):
@@ -550,6 +740,27 @@ class TrainStep:
             self._fall_back(state, error)
         else:  # the model's own error: the compiled call in the foreground meets it
             self._background_wanted = False
+
+    def _end_fork(self, state: TrainState, child: ForkCompile) -> None:
+        """Load what the child precompiled, from the next step on; if it failed, compile
+        in a thread instead (dynamo's error, if any, shows there)."""
+        kind = self._background_kind
+        compiled, why = None, child.error
+        if why is None:
+            compiled, why = load_precompiled(child.path, {'step': self})
+        if compiled is None:
+            self._fork_wanted = False
+            self._kinds_compiled.discard(kind)
+            self._kinds_seen.add(kind)
+            print_log(f'compiling {self._watch.what} in a background process failed '
+                      f'({why}); it compiles in a background thread instead',
+                      logger='current', level=logging.INFO if why == AUTOGRAD_AFTER_FORK
+                      else logging.WARNING)
+            return
+        compiled.disable_guard_check()  # checked by _fits, before anything runs
+        self._precompiled[kind] = compiled
+        self._watch.graphs += 1
+        self._watch.log_end(child.seconds, switch_step=self._watch.calls + 1)
 
     def _lazy_fp16_state(self, state: TrainState) -> bool:
         """Whether this fp16 step must run eagerly through the wrapper: incomplete state.

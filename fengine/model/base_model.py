@@ -178,7 +178,8 @@ class BaseModel(BaseModule):
                 deterministic=True)``): the step where the switch happens depends on
                 timing, so the last bits of the weights would differ from run to run.
                 Validation and test steps run eagerly while a background compilation
-                runs.
+                runs, and after the training step went back to eager steps
+                (``keep_faster``, see :func:`fengine.func.step.compile_options`).
             strict: Raise when compilation fails instead of warning and running eagerly.
 
         Returns:
@@ -307,6 +308,9 @@ class BaseModel(BaseModule):
                 return self._eval_step(data)
         with torch.no_grad():
             if compile_in_flight():  # dynamo would make it wait for the other compile
+                return self._eval_step(data)
+            step = compiled['train'].get('step')
+            if step is not None and step.eval_waits:  # see TrainStep.eval_waits
                 return self._eval_step(data)
             return compiled['eval'](data)
 
