@@ -230,6 +230,20 @@ def test_validation_runs_eagerly_while_the_training_step_compiles_in_a_process()
     assert step._background.wait(300)
 
 
+def test_on_the_cpu_validation_stays_eager_with_background_compile_and_compiles_without():
+    for background, compiled_graphs in ((True, 0), (False, 1)):
+        model = MLP().compile_steps(dict(AOT, background=background))
+        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+        model.train_step(batches(1)[0], wrapper)
+        step = model._compiled_steps['train']['step']
+        if step._background is not None:
+            assert step._background.wait(300)
+        model.train_step(batches(1, seed=2)[0], wrapper)
+        assert step.eval_waits is bool(background)
+        model.val_step(batches(1)[0])
+        assert model._compiled_steps['eval'].func.__self__.graphs == compiled_graphs
+
+
 # -- keep_faster ------------------------------------------------------------------------
 def test_keep_faster_goes_back_to_eager_steps_when_they_are_faster(fengine_log):
     eager, eager_wrapper, model, wrapper = twins()

@@ -315,6 +315,7 @@ class TrainStep:
             options is not None and options.get('background') and options['fullgraph']
             and self.group is None and self._scaler is None)
         self._background: BackgroundCompile | ForkCompile | None = None
+        self._on_cpu = all(param.device.type == 'cpu' for param in model.parameters())
         self._background_from = 0  # the step at which it began
         background = options.get('background') if options is not None else False
         self._fork_wanted = self._background_wanted and background in (True, 'process')
@@ -338,10 +339,15 @@ class TrainStep:
     @property
     def eval_waits(self) -> bool:
         """Whether validation steps should run eagerly now: the training step compiles in
-        the background (a process, or a thread), or it went back to eager steps because
-        they were faster (``keep_faster``): compiling the validation step then costs more
-        than it can save."""
-        return self._background_wanted and (self._background is not None or self._prefer_eager)
+        the background (a process, or a thread), it went back to eager steps because they
+        were faster (``keep_faster``), or it runs on the CPU with background compile on:
+        compiling the validation step then costs more than it can save."""
+        if not self._background_wanted:
+            return False
+        # On the CPU the validation step's foreground compile (7-13 s for the tutorial's
+        # MLP, a recompile for the last, shorter batch included) costs more than the
+        # eager validation steps of a run take, and nothing runs meanwhile.
+        return self._background is not None or self._prefer_eager or self._on_cpu
 
     @property
     def state(self) -> TrainState:
