@@ -158,6 +158,22 @@ def test_a_precompiled_file_in_a_folder_others_may_write_is_refused(fengine_log,
     assert not step._precompiled
 
 
+def test_each_intra_op_thread_count_has_a_precompiled_file_of_its_own(cache):
+    # dynamo guards on torch's thread count, which fengine's default takes from the load
+    model = MLP()
+    step = make_train_step(model, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)),
+                           compile=PROCESS)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = step._precompiled_file(step.state, ('kind',))
+        torch.set_num_threads(2)
+        two = step._precompiled_file(step.state, ('kind',))
+    finally:
+        torch.set_num_threads(threads)
+    assert one != two and one.parent == two.parent
+
+
 def test_untrusted_reason_names_another_owner_and_group_write(tmp_path):
     target = tmp_path / 'file'
     target.write_bytes(b'')

@@ -609,7 +609,10 @@ class TrainStep:
             repr(self.model), params, sorted(state.frozen), sorted(state.buffers),
             type(optimizer).__module__, type(optimizer).__qualname__, groups,
             sorted(self._precompile_options.items(), key=lambda item: item[0]), kind,
-            self._grad_update is not None)
+            self._grad_update is not None,
+            # dynamo guards on the intra-op thread count, which fengine's default takes
+            # from the machine's load: one file per count, so that neither evicts the other.
+            torch.get_num_threads())
 
     def _load_precompiled(self, state: TrainState, data: Any, kind: tuple) -> Any:
         """The precompiled step for ``kind`` from an earlier run, if there is one that
