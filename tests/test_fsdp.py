@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from torch import nn
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from fsdp_models import INIT_SEED, TinyGPT, token_batches  # noqa: E402
-from test_runner_distributed import _start_two_ranks, _torchrun  # noqa: E402
+from test_runner_distributed import _start_two_ranks, _torchrun_retrying  # noqa: E402
 
 from fengine.model import FSDP, ImgDataPreprocessor, MMFullyShardedDataParallel  # noqa: E402
 from fengine.model.fsdp import _shard_targets, parameters_on_meta  # noqa: E402
@@ -35,15 +34,7 @@ def ranks(tmp_path_factory):
     """What each rank saw, from one torchrun launch of fsdp_worker.py."""
     out = tmp_path_factory.mktemp('fsdp')
     worker = TESTS / 'fsdp_worker.py'
-    code, output, _ = _torchrun(worker, 420, FENGINE_DIST_TIMEOUT='120', FSDP_TEST_OUT=str(out))
-    if code != 0:
-        # As in test_runner_distributed: a rare launch failure on this shared machine
-        # (a rendezvous port race) gets one more try, its output kept visible.
-        warnings.warn(f'torchrun failed once (exit {code}); retrying. Its output ends:\n'
-                      f'{output[-3000:]}')
-        code, output, _ = _torchrun(worker, 420, FENGINE_DIST_TIMEOUT='120',
-                                    FSDP_TEST_OUT=str(out))
-    assert code == 0, output[-6000:]
+    _torchrun_retrying(worker, 420, FENGINE_DIST_TIMEOUT='120', FSDP_TEST_OUT=str(out))
     return [torch.load(out / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
 
 

@@ -7,7 +7,6 @@ in one process. TinyGPT's vocabulary (37 rows) and widths (18, 54, 72) give unev
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from safetensors.torch import save_file
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from fsdp_models import INIT_CFG, INIT_SEED, TinyGPT  # noqa: E402
-from test_runner_distributed import _torchrun  # noqa: E402
+from test_runner_distributed import _torchrun_retrying  # noqa: E402
 
 
 def random_state(seed: int = 21) -> dict[str, torch.Tensor]:
@@ -55,15 +54,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture(scope='module')
 def ranks(checkpoints):
     worker = TESTS / 'fsdp_pretrained_worker.py'
-    code, output, _ = _torchrun(worker, 300, FENGINE_DIST_TIMEOUT='120',
-                                FSDP_TEST_OUT=str(checkpoints))
-    if code != 0:
-        # As in test_fsdp: a rare launch failure on a shared machine gets one more try.
-        warnings.warn(f'torchrun failed once (exit {code}); retrying. Its output ends:\n'
-                      f'{output[-3000:]}')
-        code, output, _ = _torchrun(worker, 300, FENGINE_DIST_TIMEOUT='120',
-                                    FSDP_TEST_OUT=str(checkpoints))
-    assert code == 0, output[-6000:]
+    _torchrun_retrying(worker, 300, FENGINE_DIST_TIMEOUT='120', FSDP_TEST_OUT=str(checkpoints))
     return [torch.load(checkpoints / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
 
 
